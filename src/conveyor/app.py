@@ -1,0 +1,170 @@
+"""The Conveyor app: where tasks are registered and how code reaches its Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
+
+from .backoff import Backoff
+from .broker import Broker, ClientOptions
+from .errors import ConfigurationError, TaskNotFound
+from .job import Job
+from .keys import QueueKeys, parse_job_id, validate_name
+from .settings import TaskOptions
+from .task import Signature, Task
+from .wire import DEFAULT_MAX_BYTES
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Jobs per pipeline in enqueue_many: large enough to amortize the round trip, small enough
+#: not to hold Redis for long.
+BATCH = 500
+
+
+class TaskDecorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Task[P, R]: ...
+
+
+class Conveyor:
+    """A registry of tasks bound to one Redis (URL, or CONVEYOR_REDIS_URL, REDIS_URL, localhost).
+
+    ``namespace`` prefixes every key, so several apps can share one Redis.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        namespace: str = "conveyor",
+        default_queue: str = "default",
+        client_options: ClientOptions | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.namespace = validate_name("namespace", namespace)
+        self.default_queue = validate_name("queue", default_queue)
+        self.broker = Broker(url, client_options)
+        self.max_payload_bytes = max_payload_bytes
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._keys: dict[str, QueueKeys] = {}
+
+    @property
+    def url(self) -> str:
+        return self.broker.url
+
+    def __repr__(self) -> str:
+        return f"<Conveyor {self.namespace} tasks={len(self.tasks)}>"
+
+    def keys(self, queue: str) -> QueueKeys:
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = QueueKeys(self.namespace, queue)
+        return keys
+
+    # -- registering --------------------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: str = "normal",
+        retries: int = 3,
+        backoff: Backoff | float | None = None,
+        timeout: float | None = None,
+        max_deliveries: int = 5,
+        result_ttl: float = 24 * 3600,
+    ) -> TaskDecorator: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: str = "normal",
+        retries: int = 3,
+        backoff: Backoff | float | None = None,
+        timeout: float | None = None,
+        max_deliveries: int = 5,
+        result_ttl: float = 24 * 3600,
+    ) -> Any:
+        """Register a function (async or sync) as a task; usable bare or with options.
+
+        ``backoff`` is a Backoff or a base delay in seconds (exponential, full jitter).
+        """
+        if isinstance(backoff, int | float):
+            backoff = Backoff(base=float(backoff))
+        options = TaskOptions(
+            queue=queue or self.default_queue,
+            priority=priority,
+            retries=retries,
+            backoff=backoff or Backoff(),
+            timeout=timeout,
+            max_deliveries=max_deliveries,
+            result_ttl=result_ttl,
+        )
+
+        def register(f: Callable[..., Any]) -> Task[Any, Any]:
+            task_name = name or f.__name__
+            if task_name in self.tasks:
+                raise ConfigurationError(
+                    f"a task named {task_name!r} is already registered; pass name=... to one"
+                )
+            t: Task[Any, Any] = Task(self, f, task_name, options)
+            self.tasks[task_name] = t
+            return t
+
+        return register(fn) if fn is not None else register
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise TaskNotFound(f"no task named {name!r} (registered: {known})") from None
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def job(self, job_id: str) -> Job[Any]:
+        """A handle on any job, from its id alone."""
+        parse_job_id(job_id)
+        return Job(self, job_id)
+
+    def enqueue(self, task_name: str, *args: Any, **kwargs: Any) -> Job[Any]:
+        """Enqueue a registered task by name."""
+        return self.get_task(task_name).enqueue(*args, **kwargs)
+
+    def enqueue_many(self, signatures: Iterable[Signature]) -> list[Job[Any]]:
+        """Enqueue many jobs (any tasks) with one pipelined round trip per batch of 500."""
+        sigs = list(signatures)
+        jobs: list[Job[Any]] = []
+        for start in range(0, len(sigs), BATCH):
+            batch = sigs[start : start + BATCH]
+            calls = [s.task._immediate(s.args, s.kwargs) for s in batch]
+            ids = self.broker.call_many(calls)
+            jobs += [s.task._job(i) for s, i in zip(batch, ids, strict=True)]
+        return jobs
+
+    async def enqueue_many_async(self, signatures: Iterable[Signature]) -> list[Job[Any]]:
+        sigs = list(signatures)
+        jobs: list[Job[Any]] = []
+        for start in range(0, len(sigs), BATCH):
+            batch = sigs[start : start + BATCH]
+            calls = [s.task._immediate(s.args, s.kwargs) for s in batch]
+            ids = await self.broker.acall_many(calls)
+            jobs += [s.task._job(i) for s, i in zip(batch, ids, strict=True)]
+        return jobs
+
+    def close(self) -> None:
+        self.broker.close()
+
+    async def aclose(self) -> None:
+        await self.broker.aclose()

@@ -1,0 +1,143 @@
+"""Turn a URL into redis-py clients, sync and asyncio, chosen once for the topology.
+
+Schemes: ``redis://``, ``rediss://`` (TLS), ``unix://`` and
+``redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+import redis.asyncio.sentinel
+import redis.sentinel
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from ..errors import ConfigurationError
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+def configured_url(url: str | None = None) -> str:
+    """The URL given, else CONVEYOR_REDIS_URL, else REDIS_URL, else localhost."""
+    return url or os.environ.get("CONVEYOR_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_URL
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Socket and reconnect settings shared by every client Conveyor opens.
+
+    ``socket_timeout`` must exceed the longest blocking read (a worker's XREADGROUP BLOCK),
+    and reconnects back off exponentially with full jitter so a fleet does not stampede a
+    Redis that just came back.
+    """
+
+    socket_timeout: float = 30.0
+    connect_timeout: float = 5.0
+    retries: int = 6
+    backoff_base: float = 0.05
+    backoff_cap: float = 2.0
+    health_check_interval: int = 15
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def kwargs(self, *, for_asyncio: bool = False) -> dict[str, Any]:
+        backoff = ExponentialWithJitterBackoff(base=self.backoff_base, cap=self.backoff_cap)
+        retry: Any = (
+            redis.asyncio.retry.Retry(backoff, self.retries)
+            if for_asyncio
+            else Retry(backoff, self.retries)
+        )
+        return {
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.connect_timeout,
+            "socket_keepalive": True,
+            "health_check_interval": self.health_check_interval,
+            "decode_responses": False,
+            "retry": retry,
+            "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+            **self.extra,
+        }
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    hosts: list[tuple[str, int]]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    username = password = None
+    if "@" in netloc:
+        creds, netloc = netloc.rsplit("@", 1)
+        user, _, pw = creds.partition(":")
+        username, password = unquote(user) or None, unquote(pw) or None
+    hosts = []
+    for hostport in netloc.split(","):
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(f"sentinel URL needs host:port entries, got {hostport!r}")
+        hosts.append((host, int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ConfigurationError("sentinel URL needs a service name: redis+sentinel://h:p/mymaster")
+    db = int(path[1]) if len(path) > 1 else int(parse_qs(parts.query).get("db", ["0"])[0])
+    return SentinelTarget(hosts, path[0], db, username, password)
+
+
+def _check_scheme(url: str) -> str:
+    scheme = urlsplit(url).scheme
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        raise ConfigurationError(
+            "Redis Cluster URLs are not supported yet; use a standalone or Sentinel URL"
+        )
+    if scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
+        raise ConfigurationError(
+            f"unsupported Redis URL scheme {scheme!r} in {url!r}: use redis://, rediss://, "
+            "unix:// or redis+sentinel://"
+        )
+    return scheme
+
+
+def connect_sync(url: str, options: ClientOptions | None = None) -> redis.Redis:
+    kwargs = (options or ClientOptions()).kwargs()
+    if _check_scheme(url) == "redis+sentinel":
+        target = parse_sentinel_url(url)
+        sentinel = redis.sentinel.Sentinel(
+            target.hosts, sentinel_kwargs={"socket_timeout": kwargs["socket_connect_timeout"]}
+        )
+        return sentinel.master_for(
+            target.service,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            **kwargs,
+        )
+    return redis.Redis.from_url(url, **kwargs)
+
+
+def connect_async(url: str, options: ClientOptions | None = None) -> redis.asyncio.Redis:
+    kwargs = (options or ClientOptions()).kwargs(for_asyncio=True)
+    if _check_scheme(url) == "redis+sentinel":
+        target = parse_sentinel_url(url)
+        sentinel = redis.asyncio.sentinel.Sentinel(
+            target.hosts, sentinel_kwargs={"socket_timeout": kwargs["socket_connect_timeout"]}
+        )
+        return sentinel.master_for(
+            target.service,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            **kwargs,
+        )
+    return redis.asyncio.Redis.from_url(url, **kwargs)

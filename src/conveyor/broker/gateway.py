@@ -1,0 +1,182 @@
+"""The Broker: the one object that sends Calls to Redis, with a sync and an asyncio face.
+
+Scripts are called by SHA and loaded on NOSCRIPT (a restarted or failed-over Redis has an
+empty script cache). Redis errors become Conveyor errors that name the URL and the fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+from redis.exceptions import NoScriptError, OutOfMemoryError
+
+from ..errors import ConnectionFailed, EnqueueRejected
+from .calls import Call
+from .connection import ClientOptions, configured_url, connect_async, connect_sync
+from .server import ServerInfo, check, parse_info
+
+T = TypeVar("T")
+
+OOM_MESSAGE = (
+    "Redis at {url} is at its maxmemory limit and refused the write; workers keep draining "
+    "the backlog. Raise maxmemory, add workers, or retry later."
+)
+
+
+class Broker:
+    def __init__(self, url: str | None = None, options: ClientOptions | None = None) -> None:
+        self.url = configured_url(url)
+        self.options = options or ClientOptions()
+        self._client: redis.Redis | None = None
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis]
+        self._aclients = weakref.WeakKeyDictionary()
+        self._info: ServerInfo | None = None
+
+    # -- sync face -------------------------------------------------------------------------
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = connect_sync(self.url, self.options)
+        return self._client
+
+    def call(self, c: Call[T]) -> T:
+        try:
+            try:
+                reply = self.client.execute_command(*c.command)
+            except NoScriptError:
+                assert c.script is not None
+                self.client.execute_command("SCRIPT", "LOAD", c.script.source)
+                reply = self.client.execute_command(*c.command)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise ConnectionFailed(self.url, exc) from exc
+        except OutOfMemoryError as exc:
+            raise EnqueueRejected(OOM_MESSAGE.format(url=self.url)) from exc
+        except redis.ResponseError as exc:
+            if not c.accepts_errors:
+                raise
+            reply = exc
+        return c.parse(reply)
+
+    def call_many(self, calls: Sequence[Call[Any]]) -> list[Any]:
+        """Run calls in one pipeline (no MULTI): one round trip, each call atomic on its own."""
+        try:
+            replies = self._pipeline(calls)
+            retry = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            if retry:
+                for s in {calls[i].script for i in retry if calls[i].script is not None}:
+                    self.client.execute_command("SCRIPT", "LOAD", s.source)
+                again = self._pipeline([calls[i] for i in retry])
+                for i, r in zip(retry, again, strict=True):
+                    replies[i] = r
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise ConnectionFailed(self.url, exc) from exc
+        return _parse_all(calls, replies, self.url)
+
+    def _pipeline(self, calls: Sequence[Call[Any]]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for c in calls:
+            pipe.execute_command(*c.command)
+        return list(pipe.execute(raise_on_error=False))
+
+    def server_info(self) -> ServerInfo:
+        """Connect, read INFO, refuse unsupported servers and warn about risky settings."""
+        if self._info is None:
+            try:
+                raw = self.client.info()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise ConnectionFailed(self.url, exc) from exc
+            self._info = parse_info(raw)
+            check(self._info, self.url)
+        return self._info
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- asyncio face ----------------------------------------------------------------------
+    @property
+    def aclient(self) -> redis.asyncio.Redis:
+        """The asyncio client of the running loop (redis-py's are bound to their loop)."""
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            client = connect_async(self.url, self.options)
+            self._aclients[loop] = client
+        return client
+
+    async def acall(self, c: Call[T]) -> T:
+        client = self.aclient
+        try:
+            try:
+                reply = await client.execute_command(*c.command)
+            except NoScriptError:
+                assert c.script is not None
+                await client.execute_command("SCRIPT", "LOAD", c.script.source)
+                reply = await client.execute_command(*c.command)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise ConnectionFailed(self.url, exc) from exc
+        except OutOfMemoryError as exc:
+            raise EnqueueRejected(OOM_MESSAGE.format(url=self.url)) from exc
+        except redis.ResponseError as exc:
+            if not c.accepts_errors:
+                raise
+            reply = exc
+        return c.parse(reply)
+
+    async def acall_many(self, calls: Sequence[Call[Any]]) -> list[Any]:
+        client = self.aclient
+        try:
+            replies = await self._apipeline(client, calls)
+            retry = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            if retry:
+                for s in {calls[i].script for i in retry if calls[i].script is not None}:
+                    await client.execute_command("SCRIPT", "LOAD", s.source)
+                again = await self._apipeline(client, [calls[i] for i in retry])
+                for i, r in zip(retry, again, strict=True):
+                    replies[i] = r
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise ConnectionFailed(self.url, exc) from exc
+        return _parse_all(calls, replies, self.url)
+
+    @staticmethod
+    async def _apipeline(client: redis.asyncio.Redis, calls: Sequence[Call[Any]]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for c in calls:
+            pipe.execute_command(*c.command)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def aserver_info(self) -> ServerInfo:
+        if self._info is None:
+            try:
+                raw = await self.aclient.info()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise ConnectionFailed(self.url, exc) from exc
+            self._info = parse_info(raw)
+            check(self._info, self.url)
+        return self._info
+
+    async def aclose(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        client = self._aclients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+
+def _parse_all(calls: Sequence[Call[Any]], replies: list[Any], url: str) -> list[Any]:
+    out = []
+    for c, r in zip(calls, replies, strict=True):
+        if isinstance(r, OutOfMemoryError):
+            raise EnqueueRejected(OOM_MESSAGE.format(url=url)) from r
+        if isinstance(r, Exception) and not c.accepts_errors:
+            raise r
+        out.append(c.parse(r))
+    return out

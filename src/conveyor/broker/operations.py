@@ -1,0 +1,286 @@
+"""Every queue operation as a Call: which keys, which arguments, and how to read the reply.
+
+Built once here and run by either face of the Broker. Reply parsers accept the raw RESP
+shapes that scripts return (lists of bytes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from ..keys import GROUP, LEVELS, QueueKeys
+from .calls import Arg, Call, command, run_script
+
+Fields = dict[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One stream entry handed to this consumer."""
+
+    queue: str
+    level: str
+    entry_id: str
+    fields: Fields
+    deliveries: int = 1
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(flat: Sequence[bytes]) -> Fields:
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))
+
+
+# -- producing -------------------------------------------------------------------------------
+def enqueue(keys: QueueKeys, level: str, fields: Mapping[str, Arg]) -> Call[str]:
+    args: list[Arg] = ["XADD", keys.stream(level), "*"]
+    for name, value in fields.items():
+        args += (name, value)
+    return command(*args, parse=_text)
+
+
+def schedule(
+    keys: QueueKeys, job_id: str, payload: bytes, *, delay_ms: int = 0, at_ms: int | None = None
+) -> Call[int]:
+    return run_script(
+        "schedule",
+        [keys.delayed, keys.payloads, keys.record(job_id)],
+        [job_id, payload, delay_ms, "" if at_ms is None else at_ms],
+        int,
+    )
+
+
+# -- consuming -------------------------------------------------------------------------------
+def ensure_group(stream: str) -> Call[bool]:
+    """Create the consumer group at id 0, so jobs added before any worker ran are kept."""
+
+    def parse(reply: Any) -> bool:
+        if isinstance(reply, redis.ResponseError):
+            if "BUSYGROUP" in str(reply):
+                return False
+            raise reply
+        return True
+
+    return command(
+        "XGROUP", "CREATE", stream, GROUP, "0", "MKSTREAM", parse=parse, accepts_errors=True
+    )
+
+
+def fetch(keys: QueueKeys, consumer: str, count: int) -> Call[list[Delivery]]:
+    def parse(reply: Any) -> list[Delivery]:
+        out = []
+        for level_index, entries in reply:
+            level = LEVELS[int(level_index) - 1]
+            for entry_id, flat in entries:
+                out.append(Delivery(keys.queue, level, _text(entry_id), _fields(flat)))
+        return out
+
+    return run_script("fetch", keys.streams, [GROUP, consumer, count], parse)
+
+
+def block_read(
+    streams: Mapping[str, tuple[str, str]], consumer: str, count: int, block_ms: int
+) -> Call[list[Delivery]]:
+    """XREADGROUP BLOCK on many streams; ``streams`` maps stream key -> (queue, level)."""
+
+    def parse(reply: Any) -> list[Delivery]:
+        out: list[Delivery] = []
+        if not reply:
+            return out
+        items = reply.items() if isinstance(reply, dict) else reply
+        for stream, entries in items:
+            queue, level = streams[_text(stream)]
+            for entry in entries:
+                if entry is None:
+                    continue
+                entry_id, data = entry
+                if data is None:
+                    continue
+                fields = data if isinstance(data, dict) else _fields(data)
+                out.append(Delivery(queue, level, _text(entry_id), fields))
+        return out
+
+    names = list(streams)
+    return command(
+        "XREADGROUP",
+        "GROUP",
+        GROUP,
+        consumer,
+        "COUNT",
+        count,
+        "BLOCK",
+        block_ms,
+        "STREAMS",
+        *names,
+        *([">"] * len(names)),
+        parse=parse,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    level: str
+    entry_id: str
+    job_id: str
+    record: bytes
+    ttl_ms: int
+
+
+def complete(
+    keys: QueueKeys, consumer: str, done: Sequence[Completion], pel_limit: int
+) -> Call[list[int]]:
+    """Ack a batch and store records; the reply lists (0-based) completions refused."""
+    args: list[Arg] = [GROUP, consumer, keys.done_channel, pel_limit]
+    for c in done:
+        args += (LEVELS.index(c.level) + 1, c.entry_id, c.record, c.ttl_ms)
+    record_keys = [keys.record(c.job_id) for c in done]
+    return run_script(
+        "complete", [*keys.streams, *record_keys], args, lambda r: [int(i) - 1 for i in r]
+    )
+
+
+def retry(
+    keys: QueueKeys,
+    consumer: str,
+    d: Delivery,
+    job_id: str,
+    payload: bytes,
+    delay_ms: int,
+    record: bytes,
+) -> Call[bool]:
+    return run_script(
+        "retry",
+        [keys.stream(d.level), keys.delayed, keys.payloads, keys.record(job_id)],
+        [GROUP, consumer, d.entry_id, job_id, payload, delay_ms, record],
+        lambda r: bool(int(r)),
+    )
+
+
+def dead(
+    keys: QueueKeys,
+    consumer: str,
+    d: Delivery,
+    job_id: str,
+    record: bytes,
+    ttl_ms: int,
+    fields: Iterable[tuple[str, bytes | str]],
+) -> Call[str | None]:
+    args: list[Arg] = [GROUP, consumer, d.entry_id, record, ttl_ms, keys.done_channel]
+    for name, value in fields:
+        args += (name, value)
+    return run_script(
+        "dead",
+        [keys.stream(d.level), keys.dead, keys.record(job_id)],
+        args,
+        lambda r: _text(r) if r else None,
+    )
+
+
+def requeue(
+    keys: QueueKeys, consumer: str, d: Delivery, job_id: str, fields: Mapping[str, Arg]
+) -> Call[str | None]:
+    args: list[Arg] = [GROUP, consumer, d.entry_id, d.level]
+    for name, value in fields.items():
+        args += (name, value)
+    return run_script(
+        "requeue",
+        [keys.stream(d.level), keys.record(job_id)],
+        args,
+        lambda r: _text(r) if r else None,
+    )
+
+
+def renew(
+    keys: QueueKeys, level: str, consumer: str, entry_ids: Sequence[str], pel_limit: int
+) -> Call[list[str]]:
+    return run_script(
+        "renew",
+        [keys.stream(level)],
+        [GROUP, consumer, pel_limit, *entry_ids],
+        lambda r: [_text(x) for x in r],
+    )
+
+
+def reclaim(
+    keys: QueueKeys, level: str, consumer: str, min_idle_ms: int, count: int
+) -> Call[tuple[list[Delivery], list[str]]]:
+    def parse(reply: Any) -> tuple[list[Delivery], list[str]]:
+        claimed, deleted = reply
+        out = [
+            Delivery(keys.queue, level, _text(eid), _fields(flat), int(n))
+            for eid, flat, n in claimed
+        ]
+        return out, [_text(x) for x in deleted]
+
+    return run_script("reclaim", [keys.stream(level)], [GROUP, consumer, min_idle_ms, count], parse)
+
+
+def retire(keys: QueueKeys, consumer: str) -> Call[bool]:
+    return run_script("retire", keys.streams, [GROUP, consumer], lambda r: bool(int(r)))
+
+
+# -- scheduling and upkeep -------------------------------------------------------------------
+def due(keys: QueueKeys, limit: int) -> Call[tuple[list[str], int]]:
+    def parse(reply: Any) -> tuple[list[str], int]:
+        ids, wait = reply
+        return [_text(x) for x in ids], int(wait)
+
+    return run_script("due", [keys.delayed], [limit], parse)
+
+
+def promote(keys: QueueKeys, job_ids: Sequence[str]) -> Call[int]:
+    return run_script(
+        "promote",
+        [keys.delayed, keys.payloads, *keys.streams, *(keys.record(j) for j in job_ids)],
+        list(job_ids),
+        int,
+    )
+
+
+def trim(keys: QueueKeys, level: str, keep_count: int, keep_ms: int, cap: int) -> Call[int]:
+    return run_script("trim", [keys.stream(level)], [keep_count, keep_ms, cap], int)
+
+
+@dataclass(frozen=True, slots=True)
+class Whereabouts:
+    """Raw answer of the status script: the record (if any) and where the job is."""
+
+    record: bytes | None
+    place: str
+    detail: tuple[str, ...]
+
+
+def status(
+    keys: QueueKeys, job_id: str, level: str | None, entry_id: str | None
+) -> Call[Whereabouts]:
+    def parse(reply: Any) -> Whereabouts:
+        record = reply[0] or None
+        return Whereabouts(record, _text(reply[1]), tuple(_text(x) for x in reply[2:]))
+
+    return run_script(
+        "status",
+        [keys.record(job_id), *keys.streams, keys.delayed],
+        [GROUP, job_id, level or "", entry_id or ""],
+        parse,
+    )
+
+
+def replay(
+    keys: QueueKeys, dead_id: str, level: str, job_id: str, fields: Mapping[str, Arg]
+) -> Call[str | None]:
+    args: list[Arg] = [dead_id, level]
+    for name, value in fields.items():
+        args += (name, value)
+    return run_script(
+        "replay",
+        [keys.dead, keys.stream(level), keys.record(job_id)],
+        args,
+        lambda r: _text(r) if r else None,
+    )

@@ -1,0 +1,72 @@
+"""Exceptions users can catch; each message says what to do next."""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """Base class of every error Conveyor raises on purpose."""
+
+
+class ConnectionFailed(ConveyorError):
+    """Redis did not answer at the configured URL."""
+
+    def __init__(self, url: str, cause: BaseException | None = None) -> None:
+        detail = f": {cause}" if cause else ""
+        super().__init__(
+            f"cannot connect to Redis at {redact_url(url)}{detail}. "
+            "Start one with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 "
+            '--save "" --appendonly no`, or point CONVEYOR_REDIS_URL (or REDIS_URL) at yours.'
+        )
+        self.url = url
+
+
+class UnsupportedServer(ConveyorError):
+    """The Redis server is too old or lacks a command Conveyor needs."""
+
+
+class ConfigurationError(ConveyorError, ValueError):
+    """A setting, queue name or task option was rejected."""
+
+
+class PayloadError(ConveyorError, ValueError):
+    """A job envelope could not be built or read (bad JSON, too big, missing fields)."""
+
+
+class TaskNotFound(ConveyorError, LookupError):
+    """No task of that name is registered with the app."""
+
+
+class EnqueueRejected(ConveyorError):
+    """Redis refused a new job, most often because it reached maxmemory."""
+
+
+class JobFailed(ConveyorError):
+    """The job ended in the dead-letter stream; carries its last error."""
+
+    def __init__(self, job_id: str, error: str | None, traceback: str | None = None) -> None:
+        super().__init__(f"job {job_id} failed: {error or 'unknown error'}")
+        self.job_id = job_id
+        self.error = error
+        self.traceback = traceback
+
+
+class JobNotFound(ConveyorError, LookupError):
+    """Redis holds nothing for that job id (never enqueued, or its record expired)."""
+
+
+class JobTimeout(ConveyorError, TimeoutError):
+    """Waiting for a job's result took longer than the caller allowed."""
+
+
+class TaskTimeout(ConveyorError, TimeoutError):
+    """A task ran longer than its `timeout` option."""
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a Redis URL so it can be logged."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user + ':' if user else ':'}***@{host}"

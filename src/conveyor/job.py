@@ -1,0 +1,167 @@
+"""Job handles: the state, the result and the wait for it, from any process, given an id."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .broker import operations
+from .errors import JobFailed, JobNotFound, JobTimeout
+from .keys import parse_job_id
+from .wire import JobRecord, decode_record
+
+if TYPE_CHECKING:
+    from .app import Conveyor
+
+R = TypeVar("R")
+
+#: Published messages can be missed across a reconnect; re-read the state this often anyway.
+RECHECK_SECONDS = 2.0
+
+
+class JobState(str, enum.Enum):
+    SCHEDULED = "scheduled"  # waiting in the delayed set for its first run
+    QUEUED = "queued"  # in a ready stream, not yet delivered
+    RUNNING = "running"  # delivered to a worker (in its pending list)
+    RETRYING = "retrying"  # failed, waiting out its backoff in the delayed set
+    DONE = "done"
+    DEAD = "dead"  # failed for good, in the dead-letter stream
+    EXPIRED = "expired"  # finished, but its record's TTL has passed
+    UNKNOWN = "unknown"  # nothing in Redis knows this id
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.DEAD, JobState.EXPIRED)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: str
+    state: JobState
+    record: JobRecord | None
+    due_ms: int | None = None
+    consumer: str | None = None
+    deliveries: int | None = None
+
+
+def interpret(job_id: str, w: operations.Whereabouts) -> JobInfo:
+    record = decode_record(w.record) if w.record else None
+    if w.place == "record" and record is not None:
+        return JobInfo(job_id, JobState(record.state), record)
+    if w.place == "delayed":
+        state = JobState.RETRYING if record and record.state == "retrying" else JobState.SCHEDULED
+        due = int(float(w.detail[0])) if w.detail and w.detail[0] else None
+        return JobInfo(job_id, state, record, due_ms=due)
+    if w.place == "running":
+        return JobInfo(
+            job_id, JobState.RUNNING, record, consumer=w.detail[0], deliveries=int(w.detail[1])
+        )
+    if w.place == "queued":
+        return JobInfo(job_id, JobState.QUEUED, record)
+    if w.place == "finished":
+        return JobInfo(job_id, JobState.EXPIRED, record)
+    return JobInfo(job_id, JobState.UNKNOWN, record)
+
+
+class Job(Generic[R]):
+    """A handle on one job. Cheap to make: it holds an id, and reads Redis when asked."""
+
+    def __init__(self, app: Conveyor, job_id: str, convert: Callable[[Any], R] | None = None):
+        self.app = app
+        self.id = job_id
+        self._location = parse_job_id(job_id)
+        self._keys = app.keys(self._location.queue)
+        self._convert = convert
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def _status_call(self) -> operations.Call[operations.Whereabouts]:
+        loc = self._location
+        return operations.status(self._keys, self.id, loc.level, loc.entry_id)
+
+    def info(self) -> JobInfo:
+        return interpret(self.id, self.app.broker.call(self._status_call()))
+
+    async def info_async(self) -> JobInfo:
+        return interpret(self.id, await self.app.broker.acall(self._status_call()))
+
+    def status(self) -> JobState:
+        return self.info().state
+
+    async def status_async(self) -> JobState:
+        return (await self.info_async()).state
+
+    def _outcome(self, info: JobInfo) -> R:
+        if info.state is JobState.DONE:
+            value = info.record.result if info.record else None
+            return self._convert(value) if self._convert else value  # type: ignore[no-any-return]
+        if info.state is JobState.DEAD:
+            rec = info.record
+            raise JobFailed(self.id, rec.error if rec else None, rec.traceback if rec else None)
+        if info.state is JobState.EXPIRED:
+            raise JobNotFound(f"job {self.id} finished, but its result has expired")
+        raise JobNotFound(f"no job {self.id} in Redis (never enqueued, or its record expired)")
+
+    def result(self, timeout: float | None = None) -> R:
+        """Wait for the job to finish and return its result; raise JobFailed if it died.
+
+        Waits on the queue's completion channel rather than polling.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub = self.app.broker.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self._keys.done_channel)
+            record_key = self._keys.record(self.id).encode()
+            while True:
+                info = self.info()
+                if info.state.finished or info.state is JobState.UNKNOWN:
+                    return self._outcome(info)
+                recheck = time.monotonic() + RECHECK_SECONDS
+                while time.monotonic() < recheck:
+                    left = _remaining(deadline, self.id, timeout)
+                    msg = pubsub.get_message(timeout=min(left, RECHECK_SECONDS))
+                    if msg and record_key in msg["data"].split(b"\n"):
+                        break
+        finally:
+            pubsub.close()
+
+    async def result_async(self, timeout: float | None = None) -> R:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub = self.app.broker.aclient.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._keys.done_channel)
+            record_key = self._keys.record(self.id).encode()
+            while True:
+                info = await self.info_async()
+                if info.state.finished or info.state is JobState.UNKNOWN:
+                    return self._outcome(info)
+                recheck = time.monotonic() + RECHECK_SECONDS
+                while time.monotonic() < recheck:
+                    left = _remaining(deadline, self.id, timeout)
+                    msg = await pubsub.get_message(timeout=min(left, RECHECK_SECONDS))
+                    if msg and record_key in msg["data"].split(b"\n"):
+                        break
+                    if msg is None:
+                        await asyncio.sleep(0)
+        finally:
+            await pubsub.aclose()
+
+
+def _remaining(deadline: float | None, job_id: str, timeout: float | None) -> float:
+    if deadline is None:
+        return RECHECK_SECONDS
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise JobTimeout(f"job {job_id} did not finish within {timeout} s")
+    return left

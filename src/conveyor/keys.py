@@ -1,0 +1,123 @@
+"""Every Redis key name Conveyor uses, built in one place.
+
+All keys of one queue share the hash tag ``{queue}`` so that one Lua script may touch
+them on Redis Cluster. Names are validated so that no user string can inject a brace, a
+glob character or a separator into a key or an ACL pattern.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+from .errors import ConfigurationError
+
+NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+#: Priority levels, most urgent first. A worker always drains a higher level before a lower.
+LEVELS: Final = ("high", "normal", "low")
+LEVEL_CODES: Final = {"high": "h", "normal": "n", "low": "l"}
+CODE_LEVELS: Final = {code: level for level, code in LEVEL_CODES.items()}
+DELAYED_CODE: Final = "d"
+
+GROUP: Final = "conveyor"
+
+
+def validate_name(kind: str, name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise ConfigurationError(
+            f"invalid {kind} name {name!r}: use 1-64 letters, digits, '_', '.' or '-'"
+        )
+    return name
+
+
+def level_of(priority: str) -> str:
+    if priority not in LEVEL_CODES:
+        raise ConfigurationError(f"priority must be one of {', '.join(LEVELS)}, not {priority!r}")
+    return priority
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """The keys of one queue under one namespace."""
+
+    namespace: str
+    queue: str
+    prefix: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        validate_name("namespace", self.namespace)
+        validate_name("queue", self.queue)
+        object.__setattr__(self, "prefix", f"{self.namespace}:{{{self.queue}}}:")
+
+    def stream(self, level: str) -> str:
+        return f"{self.prefix}ready:{level}"
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """Ready streams, most urgent first (the order workers read them in)."""
+        return tuple(self.stream(level) for level in LEVELS)
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}delayed"
+
+    @property
+    def payloads(self) -> str:
+        """Hash of job id -> envelope for jobs waiting in the delayed set."""
+        return f"{self.prefix}payloads"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}dead"
+
+    @property
+    def done_channel(self) -> str:
+        return f"{self.prefix}done"
+
+    def record(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def unique(self, unique_key: str) -> str:
+        return f"{self.prefix}unique:{unique_key}"
+
+
+def workers_key(namespace: str) -> str:
+    """Sorted set of live worker ids scored by their last heartbeat (ms)."""
+    return f"{namespace}:workers"
+
+
+def worker_key(namespace: str, worker_id: str) -> str:
+    return f"{namespace}:worker:{worker_id}"
+
+
+@dataclass(frozen=True)
+class JobLocation:
+    """Where a job id says its job first lived: a queue and, when known, a ready entry."""
+
+    queue: str
+    level: str | None
+    entry_id: str | None
+
+
+def job_id_for(queue: str, level: str, entry_id: str) -> str:
+    """The id of a job whose first home is a ready stream entry: readable and routable."""
+    return f"{queue}:{LEVEL_CODES[level]}:{entry_id}"
+
+
+def delayed_job_id(queue: str, token: str) -> str:
+    return f"{queue}:{DELAYED_CODE}:{token}"
+
+
+def parse_job_id(job_id: str) -> JobLocation:
+    """Read the queue (and first stream entry) out of a job id."""
+    parts = job_id.split(":")
+    if len(parts) != 3 or not NAME_PATTERN.match(parts[0]) or not parts[2]:
+        raise ConfigurationError(f"not a Conveyor job id: {job_id!r}")
+    queue, code, rest = parts
+    if code == DELAYED_CODE:
+        return JobLocation(queue, None, None)
+    if code not in CODE_LEVELS:
+        raise ConfigurationError(f"not a Conveyor job id: {job_id!r}")
+    return JobLocation(queue, CODE_LEVELS[code], rest)

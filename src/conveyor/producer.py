@@ -1,0 +1,71 @@
+"""Turning a task call into Calls: immediate, delayed, or many at once (pure, no I/O)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .broker import Call, operations
+from .keys import QueueKeys, delayed_job_id, job_id_for
+from .wire import encode_fields, encode_json
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def seconds(delay: float | timedelta) -> float:
+    return delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+
+
+def epoch_ms(when: datetime | float) -> int:
+    """A datetime (naive means UTC) or a UNIX timestamp, in milliseconds."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return int(when.timestamp() * 1000)
+    return int(float(when) * 1000)
+
+
+def immediate(
+    keys: QueueKeys,
+    level: str,
+    task: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    max_bytes: int,
+) -> Call[str]:
+    """One XADD: the job's id is derived from the entry id Redis assigns."""
+    fields = encode_fields(task, args, kwargs, enqueued_at=now_ms(), max_bytes=max_bytes)
+    call = operations.enqueue(keys, level, fields)
+    queue = keys.queue
+    return Call(call.command, lambda reply: job_id_for(queue, level, call.parse(reply)))
+
+
+def delayed_payload(fields: Mapping[str, Any], level: str) -> bytes:
+    """The envelope kept in the payloads hash while a job waits: all values as strings."""
+    data = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in fields.items()}
+    data["level"] = level
+    return encode_json(data)
+
+
+def scheduled(
+    keys: QueueKeys,
+    level: str,
+    task: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    max_bytes: int,
+    *,
+    delay_ms: int = 0,
+    at_ms: int | None = None,
+) -> tuple[str, Call[int]]:
+    job_id = delayed_job_id(keys.queue, uuid.uuid4().hex)
+    fields = encode_fields(
+        task, args, kwargs, enqueued_at=now_ms(), job_id=job_id, max_bytes=max_bytes
+    )
+    payload = delayed_payload(fields, level)
+    return job_id, operations.schedule(keys, job_id, payload, delay_ms=delay_ms, at_ms=at_ms)

@@ -1,0 +1,117 @@
+"""Settings as small frozen objects that reject bad values when they are made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .backoff import Backoff
+from .errors import ConfigurationError
+from .keys import LEVELS, validate_name
+
+
+def _positive(owner: str, name: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigurationError(f"{owner}.{name} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a task's jobs are queued, retried and kept.
+
+    ``retries`` counts extra attempts after the first failure. ``max_deliveries`` bounds how
+    often a job may be handed out without finishing (its worker dies each time) before it
+    is dead-lettered. ``result_ttl`` is how long the result and final state stay readable.
+    """
+
+    queue: str = "default"
+    priority: str = "normal"
+    retries: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout: float | None = None
+    max_deliveries: int = 5
+    result_ttl: float = 24 * 3600
+
+    def __post_init__(self) -> None:
+        validate_name("queue", self.queue)
+        if self.priority not in LEVELS:
+            raise ConfigurationError(
+                f"TaskOptions.priority must be one of {', '.join(LEVELS)}, not {self.priority!r}"
+            )
+        if self.retries < 0:
+            raise ConfigurationError("TaskOptions.retries must be >= 0")
+        if self.timeout is not None:
+            _positive("TaskOptions", "timeout", self.timeout)
+        if self.max_deliveries < 1:
+            raise ConfigurationError("TaskOptions.max_deliveries must be >= 1")
+        _positive("TaskOptions", "result_ttl", self.result_ttl, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class Leases:
+    """A running job belongs to its worker for ``timeout`` seconds after the last renewal.
+
+    Renewals run every ``timeout / 3`` from a thread of their own; a worker that stops
+    renewing (dead, frozen, partitioned) loses its jobs to XAUTOCLAIM after ``timeout``.
+    """
+
+    timeout: float = 30.0
+    reclaim_every: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive("Leases", "timeout", self.timeout)
+        if self.timeout < 0.3:
+            raise ConfigurationError("Leases.timeout must be >= 0.3 seconds")
+
+    @property
+    def renew_every(self) -> float:
+        return self.timeout / 3
+
+    @property
+    def reclaim_interval(self) -> float:
+        return self.reclaim_every if self.reclaim_every is not None else self.timeout / 2
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How much finished history ready streams keep above the safe point.
+
+    Entries that are undelivered or pending are never trimmed, whatever these say.
+    """
+
+    keep_count: int = 10_000
+    keep_seconds: float = 0
+    trim_every: float = 5.0
+    max_trim: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.keep_count < 0:
+            raise ConfigurationError("Retention.keep_count must be >= 0")
+        _positive("Retention", "keep_seconds", self.keep_seconds, allow_zero=True)
+        _positive("Retention", "trim_every", self.trim_every)
+        _positive("Retention", "max_trim", self.max_trim)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """One worker process: how many jobs at once, from which queues, how it stops."""
+
+    queues: tuple[str, ...] = ("default",)
+    concurrency: int = 10
+    leases: Leases = field(default_factory=Leases)
+    retention: Retention = field(default_factory=Retention)
+    shutdown_grace: float = 30.0
+    block_ms: int = 2000
+    promote_every: float = 1.0
+    max_payload_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            raise ConfigurationError("WorkerSettings.queues must name at least one queue")
+        for q in self.queues:
+            validate_name("queue", q)
+        if self.concurrency < 1:
+            raise ConfigurationError("WorkerSettings.concurrency must be >= 1")
+        _positive("WorkerSettings", "shutdown_grace", self.shutdown_grace, allow_zero=True)
+        if not 1 <= self.block_ms <= 10_000:
+            raise ConfigurationError("WorkerSettings.block_ms must be within 1..10000")
+        _positive("WorkerSettings", "promote_every", self.promote_every)

@@ -1,0 +1,198 @@
+"""Tasks: a registered function plus its options, and the ways to enqueue it."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, get_type_hints
+
+import msgspec
+
+from . import producer
+from .errors import PayloadError
+from .job import Job
+from .keys import level_of, validate_name
+from .settings import TaskOptions
+
+if TYPE_CHECKING:
+    from .app import Conveyor
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A task with its arguments, not yet enqueued (for ``enqueue_many``)."""
+
+    task: Task[Any, Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+class Task(Generic[P, R]):
+    """A function registered with an app. Calling it runs it here; ``enqueue`` runs it later."""
+
+    def __init__(
+        self,
+        app: Conveyor,
+        fn: Callable[P, R] | Callable[P, Awaitable[R]],
+        name: str,
+        options: TaskOptions,
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = validate_name("task", name)
+        self.options = options
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = inspect.signature(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+        self._arg_types: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.options.queue}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R | Awaitable[R]:
+        return self.fn(*args, **kwargs)
+
+    def using(self, *, queue: str | None = None, priority: str | None = None) -> Task[P, R]:
+        """The same task routed elsewhere: another queue or priority level for these calls."""
+        changes: dict[str, Any] = {}
+        if queue is not None:
+            changes["queue"] = queue
+        if priority is not None:
+            changes["priority"] = level_of(priority)
+        clone: Task[P, R] = Task(self.app, self.fn, self.name, replace(self.options, **changes))
+        return clone
+
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature:
+        return Signature(self, tuple(args), dict(kwargs))
+
+    # -- argument checks (used by workers before running a job) -----------------------------
+    def bind(self, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """Check arguments against the signature and convert JSON values to annotated types.
+
+        A job with the wrong arguments is dead-lettered on its first delivery, with this
+        error as the reason, instead of failing inside the function again and again.
+        """
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise PayloadError(
+                f"arguments do not match {self.name}{self.signature}: {exc}"
+            ) from exc
+        types = self._types()
+        for name, value in list(bound.arguments.items()):
+            hint = types.get(name)
+            if hint is None:
+                continue
+            param = self.signature.parameters[name]
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                hint = tuple[hint, ...]  # type: ignore[valid-type]
+            elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                hint = dict[str, hint]  # type: ignore[valid-type]
+            try:
+                bound.arguments[name] = msgspec.convert(value, hint, strict=False)
+            except (msgspec.ValidationError, TypeError) as exc:
+                raise PayloadError(f"argument {name!r} of {self.name}: {exc}") from exc
+        return list(bound.args), dict(bound.kwargs)
+
+    def _types(self) -> dict[str, Any]:
+        if self._arg_types is None:
+            try:
+                hints = get_type_hints(self.fn)
+            except Exception:
+                hints = {}
+            hints.pop("return", None)
+            self._arg_types = {k: v for k, v in hints.items() if v is not Any}
+        return self._arg_types
+
+    def convert_result(self, value: Any) -> R:
+        hint = get_type_hints(self.fn).get("return") if self.fn else None
+        if hint is None or hint is Any:
+            return value  # type: ignore[no-any-return]
+        try:
+            return msgspec.convert(value, hint, strict=False)  # type: ignore[no-any-return]
+        except (msgspec.ValidationError, TypeError):
+            return value  # type: ignore[no-any-return]
+
+    # -- enqueueing ---------------------------------------------------------------------------
+    def _job(self, job_id: str) -> Job[R]:
+        return Job(self.app, job_id, self.convert_result)
+
+    def _immediate(self, args: Sequence[Any], kwargs: dict[str, Any]) -> producer.Call[str]:
+        o = self.options
+        return producer.immediate(
+            self.app.keys(o.queue),
+            o.priority,
+            self.name,
+            args,
+            kwargs,
+            self.app.max_payload_bytes,
+        )
+
+    def _scheduled(
+        self,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        *,
+        delay_ms: int = 0,
+        at_ms: int | None = None,
+    ) -> tuple[str, producer.Call[int]]:
+        o = self.options
+        return producer.scheduled(
+            self.app.keys(o.queue),
+            o.priority,
+            self.name,
+            args,
+            kwargs,
+            self.app.max_payload_bytes,
+            delay_ms=delay_ms,
+            at_ms=at_ms,
+        )
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """Add a job and return its handle at once (one XADD)."""
+        return self._job(self.app.broker.call(self._immediate(args, kwargs)))
+
+    async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        return self._job(await self.app.broker.acall(self._immediate(args, kwargs)))
+
+    def enqueue_in(self, delay: float | timedelta, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """Run after ``delay`` seconds, counted on Redis' clock."""
+        job_id, call = self._scheduled(args, kwargs, delay_ms=int(producer.seconds(delay) * 1000))
+        self.app.broker.call(call)
+        return self._job(job_id)
+
+    async def enqueue_in_async(
+        self, delay: float | timedelta, *args: P.args, **kwargs: P.kwargs
+    ) -> Job[R]:
+        job_id, call = self._scheduled(args, kwargs, delay_ms=int(producer.seconds(delay) * 1000))
+        await self.app.broker.acall(call)
+        return self._job(job_id)
+
+    def enqueue_at(self, when: datetime | float, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """Run at a datetime (naive means UTC) or a UNIX timestamp."""
+        job_id, call = self._scheduled(args, kwargs, at_ms=producer.epoch_ms(when))
+        self.app.broker.call(call)
+        return self._job(job_id)
+
+    async def enqueue_at_async(
+        self, when: datetime | float, *args: P.args, **kwargs: P.kwargs
+    ) -> Job[R]:
+        job_id, call = self._scheduled(args, kwargs, at_ms=producer.epoch_ms(when))
+        await self.app.broker.acall(call)
+        return self._job(job_id)
+
+    def enqueue_many(self, calls: Iterable[Sequence[Any] | Signature]) -> list[Job[R]]:
+        """Add many jobs in one pipeline per batch: each item is an args tuple or ``task.s()``."""
+        return self.app.enqueue_many(self._signatures(calls))  # type: ignore[return-value]
+
+    async def enqueue_many_async(self, calls: Iterable[Sequence[Any] | Signature]) -> list[Job[R]]:
+        return await self.app.enqueue_many_async(self._signatures(calls))  # type: ignore[return-value]
+
+    def _signatures(self, calls: Iterable[Sequence[Any] | Signature]) -> list[Signature]:
+        return [c if isinstance(c, Signature) else Signature(self, tuple(c), {}) for c in calls]

@@ -1,0 +1,196 @@
+"""The job envelope as it travels in a stream entry: plain fields, JSON values, versioned.
+
+A job is readable with ``redis-cli XRANGE`` and can be written by any language::
+
+    XADD conveyor:{default}:ready:normal * version 1 task send_email \
+        args '["a@example.com"]' kwargs '{}' enqueued_at 1700000000000 attempt 1
+
+``id`` is optional: a job that has none is named by where it was first added
+(``default:n:1700000000000-0``); jobs that move (retries, delays) carry it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from .errors import PayloadError
+
+VERSION: Final = 1
+REQUIRED: Final = ("task", "args", "kwargs")
+DEFAULT_MAX_BYTES: Final = 1024 * 1024
+
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
+_args_decode = msgspec.json.Decoder(list[Any]).decode
+_kwargs_decode = msgspec.json.Decoder(dict[str, Any]).decode
+_history_decode = msgspec.json.Decoder(list[dict[str, Any]]).decode
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    """A decoded job: what to run, with what, and how many times it has been tried."""
+
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    id: str | None = None
+    enqueued_at: int = 0
+    attempt: int = 1
+    history: list[dict[str, Any]] = []
+    version: int = VERSION
+
+
+def encode_json(value: Any) -> bytes:
+    try:
+        return _json_encode(value)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise PayloadError(f"value is not JSON-serializable: {exc}") from exc
+
+
+def decode_json(data: bytes | str) -> Any:
+    return _json_decode(data)
+
+
+def encode_fields(
+    task: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    *,
+    enqueued_at: int,
+    attempt: int = 1,
+    job_id: str | None = None,
+    history: Sequence[Mapping[str, Any]] = (),
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> dict[str, bytes | str | int]:
+    """Stream fields for a job. Field order is fixed so Redis can share field names."""
+    fields: dict[str, bytes | str | int] = {
+        "version": VERSION,
+        "task": task,
+        "args": encode_json(list(args)),
+        "kwargs": encode_json(dict(kwargs)),
+        "enqueued_at": enqueued_at,
+        "attempt": attempt,
+    }
+    if job_id is not None:
+        fields["id"] = job_id
+    if history:
+        fields["history"] = encode_json(list(history))
+    size = len(fields["args"]) + len(fields["kwargs"])  # type: ignore[arg-type]
+    if size > max_bytes:
+        raise PayloadError(
+            f"job for {task!r} is {size} bytes of arguments, over the {max_bytes}-byte limit; "
+            "store large data elsewhere and pass a reference"
+        )
+    return fields
+
+
+def envelope_fields(env: Envelope, **changes: Any) -> dict[str, bytes | str | int]:
+    """Fields of an existing envelope, with some values changed (attempt, history, id)."""
+    data = msgspec.structs.asdict(env) | changes
+    return encode_fields(
+        data["task"],
+        data["args"],
+        data["kwargs"],
+        enqueued_at=data["enqueued_at"],
+        attempt=data["attempt"],
+        job_id=data["id"],
+        history=data["history"],
+        max_bytes=1 << 62,
+    )
+
+
+def _text(fields: Mapping[bytes, bytes], name: str) -> str:
+    raw = fields.get(name.encode())
+    if raw is None:
+        raise PayloadError(f"missing field {name!r}")
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"field {name!r} is not valid UTF-8") from exc
+
+
+def _int(fields: Mapping[bytes, bytes], name: str, default: int) -> int:
+    raw = fields.get(name.encode())
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise PayloadError(f"field {name!r} is not an integer: {raw[:40]!r}") from exc
+
+
+def decode_fields(fields: Mapping[bytes, bytes], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
+    """Read a stream entry into an Envelope, or raise PayloadError saying what is wrong."""
+    size = sum(len(k) + len(v) for k, v in fields.items())
+    if size > max_bytes:
+        raise PayloadError(f"entry is {size} bytes, over the {max_bytes}-byte limit")
+    version = _int(fields, "version", VERSION)
+    if version != VERSION:
+        raise PayloadError(f"unsupported envelope version {version} (this worker reads {VERSION})")
+    for name in REQUIRED:
+        if name.encode() not in fields:
+            raise PayloadError(f"missing field {name!r}")
+    task = _text(fields, "task")
+    try:
+        args = _args_decode(fields[b"args"])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise PayloadError(f"field 'args' is not a JSON array: {exc}") from exc
+    try:
+        kwargs = _kwargs_decode(fields[b"kwargs"])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise PayloadError(f"field 'kwargs' is not a JSON object: {exc}") from exc
+    history: list[dict[str, Any]] = []
+    if b"history" in fields:
+        try:
+            history = _history_decode(fields[b"history"])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise PayloadError(f"field 'history' is not a JSON array of objects: {exc}") from exc
+    job_id = _text(fields, "id") if b"id" in fields else None
+    attempt = _int(fields, "attempt", 1)
+    if attempt < 1:
+        raise PayloadError(f"field 'attempt' must be >= 1, not {attempt}")
+    return Envelope(
+        task=task,
+        args=args,
+        kwargs=kwargs,
+        id=job_id,
+        enqueued_at=_int(fields, "enqueued_at", 0),
+        attempt=attempt,
+        history=history,
+        version=version,
+    )
+
+
+class JobRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What Redis keeps about a job outside the streams: its state and its outcome."""
+
+    state: str
+    attempt: int | None = None
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    reason: str | None = None
+    finished_at: int | None = None
+    worker: str | None = None
+    level: str | None = None
+    entry: str | None = None
+    due: int | None = None
+    consumer: str | None = None
+    task: str | None = None
+
+
+_record_encode = msgspec.json.Encoder().encode
+_record_decode = msgspec.json.Decoder(JobRecord).decode
+
+
+def encode_record(record: JobRecord) -> bytes:
+    try:
+        return _record_encode(record)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise PayloadError(f"task result is not JSON-serializable: {exc}") from exc
+
+
+def decode_record(data: bytes) -> JobRecord:
+    return _record_decode(data)

@@ -1,0 +1,87 @@
+"""Batches successful completions: one script call acks many jobs and stores their records.
+
+While one batch is in flight the next one fills up, so batching costs no added latency on an
+idle worker and saves round trips on a busy one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+from ..broker import Broker, operations
+from ..keys import QueueKeys
+
+log = logging.getLogger("conveyor.worker")
+
+MAX_BATCH = 256
+
+
+class Completer:
+    def __init__(
+        self, broker: Broker, keys: dict[str, QueueKeys], consumer: str, pel_limit: int
+    ) -> None:
+        self.broker = broker
+        self.keys = keys
+        self.consumer = consumer
+        self.pel_limit = pel_limit
+        self._items: list[tuple[str, operations.Completion, asyncio.Future[bool]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="conveyor-completer")
+
+    def submit(self, queue: str, completion: operations.Completion) -> asyncio.Future[bool]:
+        """Queue an ack; the future says True when stored, False when the lease was lost."""
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._items.append((queue, completion, fut))
+        self._wake.set()
+        return fut
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._items:
+                batch, self._items = self._items[:MAX_BATCH], self._items[MAX_BATCH:]
+                await self._flush(batch)
+            if self._closing:
+                return
+
+    async def _flush(
+        self, batch: list[tuple[str, operations.Completion, asyncio.Future[bool]]]
+    ) -> None:
+        by_queue: dict[str, list[tuple[operations.Completion, asyncio.Future[bool]]]]
+        by_queue = defaultdict(list)
+        for queue, completion, fut in batch:
+            by_queue[queue].append((completion, fut))
+        queues = list(by_queue)
+        calls = [
+            operations.complete(
+                self.keys[q], self.consumer, [c for c, _ in by_queue[q]], self.pel_limit
+            )
+            for q in queues
+        ]
+        delay = 0.05
+        while True:
+            try:
+                replies = await self.broker.acall_many(calls)
+                break
+            except Exception as exc:
+                log.warning("ack batch failed, retrying in %.2fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        for q, rejected in zip(queues, replies, strict=True):
+            refused = set(rejected)
+            for i, (_, fut) in enumerate(by_queue[q]):
+                if not fut.done():
+                    fut.set_result(i not in refused)
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task

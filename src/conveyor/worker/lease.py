@@ -1,0 +1,136 @@
+"""Keeps the leases of held jobs alive from a thread of its own.
+
+Renewal runs on a plain thread with its own Redis connection, so a task that hogs the event
+loop or the CPU cannot starve it: a slow job is never taken from a live worker, and a dead
+worker's jobs come back after one lease timeout. The same beat refreshes the worker's entry
+in the live-workers registry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+
+from ..broker import Broker, command, operations
+from ..keys import QueueKeys, worker_key, workers_key
+from ..settings import Leases
+
+log = logging.getLogger("conveyor.lease")
+
+
+class HeldJobs:
+    """Entries this consumer holds (running or waiting for a slot), by queue and level."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.lost: set[tuple[str, str, str]] = set()
+
+    def add(self, queue: str, level: str, entry_id: str) -> None:
+        with self._lock:
+            self._entries[(queue, level)].add(entry_id)
+
+    def discard(self, queue: str, level: str, entry_id: str) -> None:
+        with self._lock:
+            self._entries[(queue, level)].discard(entry_id)
+            self.lost.discard((queue, level, entry_id))
+
+    def snapshot(self) -> dict[tuple[str, str], list[str]]:
+        with self._lock:
+            return {k: list(v) for k, v in self._entries.items() if v}
+
+    def count(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._entries.values())
+
+    def mark_lost(self, queue: str, level: str, entry_ids: list[str]) -> None:
+        with self._lock:
+            self.lost.update((queue, level, e) for e in entry_ids)
+
+
+class LeaseKeeper(threading.Thread):
+    def __init__(
+        self,
+        broker: Broker,
+        keys: dict[str, QueueKeys],
+        consumer: str,
+        held: HeldJobs,
+        leases: Leases,
+        namespace: str,
+        pel_limit: int,
+        queues: tuple[str, ...],
+    ) -> None:
+        super().__init__(name="conveyor-lease", daemon=True)
+        self.broker = broker
+        self.keys = keys
+        self.consumer = consumer
+        self.held = held
+        self.leases = leases
+        self.namespace = namespace
+        self.pel_limit = pel_limit
+        self.queues = queues
+        self._stop_event = threading.Event()
+        self.started_at = int(time.time() * 1000)
+        self.renewals = 0
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            started = time.monotonic()
+            try:
+                self.beat()
+            except Exception as exc:
+                log.warning("lease renewal failed (will retry): %s", exc)
+            elapsed = time.monotonic() - started
+            self._stop_event.wait(max(0.0, self.leases.renew_every - elapsed))
+
+    def beat(self) -> None:
+        calls = []
+        order = []
+        for (queue, level), entry_ids in self.held.snapshot().items():
+            calls.append(
+                operations.renew(self.keys[queue], level, self.consumer, entry_ids, self.pel_limit)
+            )
+            order.append((queue, level))
+        ttl_ms = int(self.leases.timeout * 1000 * 2)
+        info = json.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": list(self.queues),
+                "started_at": self.started_at,
+                "held": self.held.count(),
+            }
+        )
+        now = int(time.time() * 1000)
+        calls.append(command("SET", worker_key(self.namespace, self.consumer), info, "PX", ttl_ms))
+        calls.append(command("ZADD", workers_key(self.namespace), now, self.consumer))
+        replies = self.broker.call_many(calls)
+        for (queue, level), lost in zip(order, replies, strict=False):
+            if lost:
+                log.warning(
+                    "lost the lease on %d job(s) in %s/%s; another worker holds them now",
+                    len(lost),
+                    queue,
+                    level,
+                )
+                self.held.mark_lost(queue, level, lost)
+        self.renewals += 1
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def unregister(self) -> None:
+        try:
+            self.broker.call_many(
+                [
+                    command("DEL", worker_key(self.namespace, self.consumer)),
+                    command("ZREM", workers_key(self.namespace), self.consumer),
+                ]
+            )
+        except Exception as exc:
+            log.warning("could not remove worker %s from the registry: %s", self.consumer, exc)

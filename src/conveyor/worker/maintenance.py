@@ -1,0 +1,158 @@
+"""Upkeep that any live worker does for its queues, so no extra process has to exist.
+
+- promote: due jobs move from the delayed set to their ready stream (Redis' clock decides);
+- reclaim: jobs whose lease expired (their worker died) are taken over, and dead-lettered
+  once they have been delivered more than ``max_deliveries`` times;
+- trim: finished history is cut below the safe point, never an unfinished job;
+- prune: consumers that left nothing pending and have been idle for long are removed.
+
+Every step is idempotent and atomic, so any number of workers may run it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ..broker import command, operations
+from ..keys import GROUP, LEVELS
+
+if TYPE_CHECKING:
+    from .runtime import Worker
+
+log = logging.getLogger("conveyor.maintenance")
+
+PROMOTE_BATCH = 200
+PRUNE_EVERY = 60.0
+
+
+class Maintenance:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        w = self.worker
+        self._tasks = [
+            asyncio.create_task(self._every(self.promote, None), name="conveyor-promote"),
+            asyncio.create_task(
+                self._every(self.reclaim, w.settings.leases.reclaim_interval),
+                name="conveyor-reclaim",
+            ),
+            asyncio.create_task(
+                self._every(self.trim, w.settings.retention.trim_every), name="conveyor-trim"
+            ),
+            asyncio.create_task(self._every(self.prune, PRUNE_EVERY), name="conveyor-prune"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _every(
+        self, step: Callable[[], Awaitable[float | None]], interval: float | None
+    ) -> None:
+        while True:
+            try:
+                wait = await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s failed (will retry): %s", step.__name__, exc)
+                wait = None
+            await asyncio.sleep(wait if wait is not None else (interval or 1.0))
+
+    async def promote(self) -> float:
+        """Move due jobs; sleep until the next one is due (at most promote_every)."""
+        w = self.worker
+        cap = w.settings.promote_every
+        sleep = cap
+        for keys in w.keys.values():
+            while True:
+                ids, wait_ms = await w.broker.acall(operations.due(keys, PROMOTE_BATCH))
+                if ids:
+                    moved = await w.broker.acall(operations.promote(keys, ids))
+                    log.debug("promoted %d due job(s) in %s", moved, keys.queue)
+                if len(ids) < PROMOTE_BATCH:
+                    break
+            if wait_ms >= 0:
+                sleep = min(sleep, wait_ms / 1000)
+        return max(sleep, 0.005)
+
+    async def reclaim(self) -> None:
+        w = self.worker
+        min_idle = int(w.settings.leases.timeout * 1000)
+        for keys in w.keys.values():
+            for level in LEVELS:
+                count = max(1, w.free_slots())
+                claimed, deleted = await w.broker.acall(
+                    operations.reclaim(keys, level, w.consumer, min_idle, count)
+                )
+                if deleted:
+                    log.error(
+                        "%d pending job(s) of %s/%s were deleted from the stream by something "
+                        "other than Conveyor (plain XTRIM/MAXLEN?): %s",
+                        len(deleted),
+                        keys.queue,
+                        level,
+                        ", ".join(deleted[:5]),
+                    )
+                for d in claimed:
+                    log.info(
+                        "reclaimed job %s/%s %s (delivery %d) after its lease expired",
+                        keys.queue,
+                        level,
+                        d.entry_id,
+                        d.deliveries,
+                    )
+                    w.dispatch(d)
+        return None
+
+    async def trim(self) -> None:
+        w = self.worker
+        r = w.settings.retention
+        calls = [
+            operations.trim(keys, level, r.keep_count, int(r.keep_seconds * 1000), r.max_trim)
+            for keys in w.keys.values()
+            for level in LEVELS
+        ]
+        await w.broker.acall_many(calls)
+
+    async def prune(self) -> None:
+        """Delete consumers idle for 10 lease timeouts that hold nothing (checked atomically)."""
+        w = self.worker
+        idle_ms = int(w.settings.leases.timeout * 10_000)
+        for keys in w.keys.values():
+            stale: set[str] = set()
+            for stream in keys.streams:
+                consumers: Any = await w.broker.acall(
+                    command(
+                        "XINFO", "CONSUMERS", stream, GROUP, parse=_consumers, accepts_errors=True
+                    )
+                )
+                for c in consumers:
+                    if c["name"] != w.consumer and int(c["idle"]) > idle_ms:
+                        stale.add(c["name"])
+            for name in stale:
+                if await w.broker.acall(operations.retire(keys, name)):
+                    log.info("removed idle consumer %s from %s", name, keys.queue)
+
+
+def _consumers(reply: Any) -> list[dict[str, Any]]:
+    if isinstance(reply, Exception):
+        return []  # no such stream or group yet
+    out = []
+    for c in reply:
+        if isinstance(c, dict):
+            out.append({_s(k): _s(v) for k, v in c.items()})
+        else:
+            it = iter(c)
+            out.append({_s(k): _s(v) for k, v in zip(it, it, strict=True)})
+    return out
+
+
+def _s(v: Any) -> Any:
+    return v.decode() if isinstance(v, bytes) else v

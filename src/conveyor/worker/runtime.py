@@ -1,0 +1,401 @@
+"""The worker runtime: fetch jobs, run them in slots, and end each delivery atomically.
+
+One asyncio loop per process with ``concurrency`` slots. Jobs are read with XREADGROUP
+(COUNT = free slots) through the fetch script, which drains higher priority levels first;
+when nothing is ready the worker blocks on all its streams at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections import deque
+from typing import Any, TypeVar
+
+import redis
+
+from ..app import Conveyor
+from ..broker import Broker, Call, operations
+from ..broker.operations import Completion, Delivery
+from ..errors import ConnectionFailed, PayloadError
+from ..keys import LEVELS, QueueKeys, job_id_for
+from ..producer import delayed_payload
+from ..settings import TaskOptions, WorkerSettings
+from ..task import Task
+from ..wire import Envelope, decode_fields, envelope_fields
+from . import outcomes
+from .completer import Completer
+from .executor import Executor, Outcome
+from .lease import HeldJobs, LeaseKeeper
+from .maintenance import Maintenance
+
+log = logging.getLogger("conveyor.worker")
+T = TypeVar("T")
+
+DEFAULTS = TaskOptions()
+
+
+def consumer_name() -> str:
+    """Unique per process start, so a restarted worker never inherits a dead one's PEL."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Worker:
+    """Runs jobs from one or more queues until ``stop()`` (or SIGTERM/SIGINT) is received."""
+
+    def __init__(
+        self, app: Conveyor, settings: WorkerSettings | None = None, *, name: str | None = None
+    ) -> None:
+        self.app = app
+        self.settings = settings or WorkerSettings(queues=(app.default_queue,))
+        self.consumer = name or consumer_name()
+        self.broker: Broker = app.broker
+        self.keys: dict[str, QueueKeys] = {q: app.keys(q) for q in self.settings.queues}
+        self.held = HeldJobs()
+        self.pel_limit = max(1000, self.settings.concurrency * 8)
+        self.executor = Executor(self.settings.concurrency)
+        self.completer = Completer(self.broker, self.keys, self.consumer, self.pel_limit)
+        self.maintenance = Maintenance(self)
+        self.counts = {"done": 0, "retried": 0, "dead": 0, "lost": 0}
+        self._buffer: deque[Delivery] = deque()
+        self._running: dict[asyncio.Task[None], Delivery] = {}
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._streams = {
+            keys.stream(level): (q, level) for q, keys in self.keys.items() for level in LEVELS
+        }
+        self._lease: LeaseKeeper | None = None
+        self.ready = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def run(self, *, handle_signals: bool = False) -> None:
+        info = await self.broker.aserver_info()
+        log.info(
+            "worker %s on %s (%s %s): queues %s, concurrency %d",
+            self.consumer,
+            self.broker.url,
+            info.engine,
+            ".".join(map(str, info.version)),
+            ",".join(self.settings.queues),
+            self.settings.concurrency,
+        )
+        await self._ensure_groups()
+        self._lease = LeaseKeeper(
+            Broker(self.broker.url, self.broker.options),
+            self.keys,
+            self.consumer,
+            self.held,
+            self.settings.leases,
+            self.app.namespace,
+            self.pel_limit,
+            self.settings.queues,
+        )
+        self._lease.start()
+        self.completer.start()
+        self.maintenance.start()
+        if handle_signals:
+            self._install_signals()
+        self.ready.set()
+        try:
+            await self._fetch_loop()
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        """Stop fetching; running jobs get ``shutdown_grace`` seconds to finish."""
+        if not self._stopping.is_set():
+            log.info("worker %s stopping: finishing running jobs", self.consumer)
+        self._stopping.set()
+        self._slot_free.set()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def _ensure_groups(self) -> None:
+        await self.broker.acall_many([operations.ensure_group(s) for s in self._streams])
+
+    # -- fetching -----------------------------------------------------------------------------
+    def free_slots(self) -> int:
+        return self.settings.concurrency - len(self._running) - len(self._buffer)
+
+    async def _fetch_loop(self) -> None:
+        turn = 0
+        queues = list(self.keys)
+        delay = 0.05
+        while not self._stopping.is_set():
+            free = self.free_slots()
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            try:
+                got: list[Delivery] = []
+                for i in range(len(queues)):
+                    keys = self.keys[queues[(turn + i) % len(queues)]]
+                    got += await self.broker.acall(
+                        operations.fetch(keys, self.consumer, free - len(got))
+                    )
+                    if len(got) >= free:
+                        break
+                turn += 1
+                if not got:
+                    got = await self.broker.acall(
+                        operations.block_read(
+                            self._streams, self.consumer, 1, self.settings.block_ms
+                        )
+                    )
+                delay = 0.05
+            except ConnectionFailed as exc:
+                log.warning("Redis unreachable, retrying in %.2fs: %s", delay, exc)
+                await self._pause(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("consumer group missing (stream deleted?); creating it again")
+                await self._ensure_groups()
+                continue
+            for d in got:
+                self.dispatch(d)
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def dispatch(self, d: Delivery) -> None:
+        """Take a delivery: run it now if a slot is free, else hold it (its lease is kept)."""
+        self.held.add(d.queue, d.level, d.entry_id)
+        if len(self._running) < self.settings.concurrency and not self._stopping.is_set():
+            self._start(d)
+        else:
+            self._buffer.append(d)
+
+    def _start(self, d: Delivery) -> None:
+        t = asyncio.create_task(self._process(d))
+        self._running[t] = d
+        t.add_done_callback(self._finished)
+
+    def _finished(self, t: asyncio.Task[None]) -> None:
+        self._running.pop(t, None)
+        if not t.cancelled() and t.exception() is not None:
+            log.error("internal error while processing a job", exc_info=t.exception())
+        if self._buffer and not self._stopping.is_set():
+            self._start(self._buffer.popleft())
+        self._slot_free.set()
+
+    # -- one job ------------------------------------------------------------------------------
+    async def _process(self, d: Delivery) -> None:
+        try:
+            await self._handle(d)
+        finally:
+            self.held.discard(d.queue, d.level, d.entry_id)
+
+    async def _handle(self, d: Delivery) -> None:
+        fallback_id = job_id_for(d.queue, d.level, d.entry_id)
+        try:
+            env = decode_fields(d.fields, max_bytes=self.settings.max_payload_bytes)
+        except PayloadError as exc:
+            await self._dead(d, fallback_id, None, "malformed", f"malformed job: {exc}")
+            return
+        job_id = env.id or fallback_id
+        task = self.app.tasks.get(env.task)
+        limit = task.options.max_deliveries if task else DEFAULTS.max_deliveries
+        if d.deliveries > limit:
+            await self._dead(
+                d,
+                job_id,
+                env,
+                "max_deliveries",
+                f"delivered {d.deliveries} times without finishing (max_deliveries={limit}); "
+                "its worker probably crashed or was killed while running it",
+            )
+            return
+        if task is None:
+            known = ", ".join(sorted(self.app.tasks)) or "none"
+            await self._dead(
+                d,
+                job_id,
+                env,
+                "unknown_task",
+                f"unknown task {env.task!r}: no worker of this app registers it (known: {known})",
+            )
+            return
+        try:
+            args, kwargs = task.bind(env.args, env.kwargs)
+        except PayloadError as exc:
+            await self._dead(d, job_id, env, "bad_arguments", str(exc))
+            return
+        log.debug("running %s %s args=%r kwargs=%r", task.name, job_id, args, kwargs)
+        outcome = await self.executor.run(task, args, kwargs)
+        if outcome.ok:
+            try:
+                record = outcomes.done_record(env, outcome.value, self.consumer)
+            except PayloadError as exc:
+                outcome = Outcome(False, error=str(exc))
+            else:
+                ttl = int(task.options.result_ttl * 1000)
+                stored = await self.completer.submit(
+                    d.queue, Completion(d.level, d.entry_id, job_id, record, ttl)
+                )
+                self._count("done" if stored else "lost", job_id)
+                return
+        await self._failed(d, env, task, job_id, outcome)
+
+    async def _failed(
+        self, d: Delivery, env: Envelope, task: Task[Any, Any], job_id: str, outcome: Outcome
+    ) -> None:
+        error = outcome.error or "unknown error"
+        history = [*env.history, outcomes.attempt_entry(env, error, self.consumer)]
+        if env.attempt <= task.options.retries:
+            delay = task.options.backoff.delay(env.attempt)
+            fields = envelope_fields(env, attempt=env.attempt + 1, id=job_id, history=history)
+            ok = await self._call(
+                operations.retry(
+                    self.keys[d.queue],
+                    self.consumer,
+                    d,
+                    job_id,
+                    delayed_payload(fields, d.level),
+                    int(delay * 1000),
+                    outcomes.retry_record(env, error),
+                )
+            )
+            log.warning(
+                "job %s (%s) failed on attempt %d/%d, retrying in %.2fs: %s",
+                job_id,
+                task.name,
+                env.attempt,
+                task.options.retries + 1,
+                delay,
+                error,
+            )
+            self._count("retried" if ok else "lost", job_id)
+            return
+        await self._dead(
+            d,
+            job_id,
+            env,
+            "failed",
+            error,
+            traceback=outcome.traceback,
+            history=history,
+            ttl_ms=int(task.options.result_ttl * 1000),
+        )
+
+    async def _dead(
+        self,
+        d: Delivery,
+        job_id: str,
+        env: Envelope | None,
+        reason: str,
+        error: str,
+        *,
+        traceback: str | None = None,
+        history: list[dict[str, Any]] | None = None,
+        ttl_ms: int | None = None,
+    ) -> None:
+        record = outcomes.dead_record(
+            task=env.task if env else None,
+            attempt=env.attempt if env else None,
+            reason=reason,
+            error=error,
+            traceback=traceback,
+            worker=self.consumer,
+        )
+        fields = outcomes.dead_fields(
+            d,
+            job_id=job_id,
+            reason=reason,
+            error=error,
+            traceback=traceback,
+            history=list(history if history is not None else (env.history if env else [])),
+            worker=self.consumer,
+        )
+        ttl = ttl_ms if ttl_ms is not None else int(DEFAULTS.result_ttl * 1000)
+        dead_id = await self._call(
+            operations.dead(self.keys[d.queue], self.consumer, d, job_id, record, ttl, fields)
+        )
+        log.warning("job %s moved to the dead-letter stream (%s): %s", job_id, reason, error)
+        self._count("dead" if dead_id else "lost", job_id)
+
+    def _count(self, what: str, job_id: str) -> None:
+        self.counts[what] += 1
+        if what == "lost":
+            log.warning("job %s: lease lost before it ended here; another worker has it", job_id)
+
+    async def _call(self, call: Call[T]) -> T:
+        """Run a state transition, retrying through connection errors (it is idempotent)."""
+        delay = 0.05
+        while True:
+            try:
+                return await self.broker.acall(call)
+            except ConnectionFailed as exc:
+                log.warning("Redis unreachable, retrying in %.2fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- shutdown -----------------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        grace = self.settings.shutdown_grace
+        while self._buffer:
+            await self._requeue(self._buffer.popleft())
+        if self._running:
+            log.info("waiting up to %.1fs for %d running job(s)", grace, len(self._running))
+            _, pending = await asyncio.wait(list(self._running), timeout=grace)
+            unfinished = [self._running[t] for t in pending if t in self._running]
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        else:
+            unfinished = []
+        await self.completer.close()
+        for d in unfinished:
+            await self._requeue(d)
+        await self.maintenance.stop()
+        if self._lease is not None:
+            self._lease.stop()
+            self._lease.join(timeout=5)
+        retired = True
+        for keys in self.keys.values():
+            retired &= await self._call(operations.retire(keys, self.consumer))
+        if self._lease is not None:
+            self._lease.unregister()
+        self.executor.shutdown()
+        log.info(
+            "worker %s stopped (%s)%s",
+            self.consumer,
+            ", ".join(f"{k} {v}" for k, v in self.counts.items()),
+            "" if retired else "; it still holds pending jobs, which will be reclaimed",
+        )
+
+    async def _requeue(self, d: Delivery) -> None:
+        """Give an unfinished job back to its stream now, so any worker can run it at once."""
+        job_id = job_id_for(d.queue, d.level, d.entry_id)
+        fields: dict[str, Any] = {k.decode(errors="replace"): v for k, v in d.fields.items()}
+        fields.setdefault("id", job_id)
+        new_id = await self._call(
+            operations.requeue(self.keys[d.queue], self.consumer, d, _text(fields["id"]), fields)
+        )
+        self.held.discard(d.queue, d.level, d.entry_id)
+        if new_id:
+            log.info("requeued unfinished job %s", _text(fields["id"]))
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+async def run_worker(
+    app: Conveyor, settings: WorkerSettings | None = None, *, handle_signals: bool = True
+) -> None:
+    """Run one worker in this process until SIGTERM/SIGINT."""
+    await Worker(app, settings).run(handle_signals=handle_signals)
