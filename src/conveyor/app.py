@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
@@ -20,6 +21,7 @@ R = TypeVar("R")
 #: Jobs per pipeline in enqueue_many: large enough to amortize the round trip, small enough
 #: not to hold Redis for long.
 BATCH = 500
+TASK_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(TaskOptions))
 
 
 class TaskDecorator(Protocol):
@@ -72,6 +74,7 @@ class Conveyor:
     @overload
     def task(
         self,
+        /,
         *,
         name: str | None = None,
         queue: str | None = None,
@@ -84,34 +87,27 @@ class Conveyor:
     ) -> TaskDecorator: ...
 
     def task(
-        self,
-        fn: Callable[..., Any] | None = None,
-        /,
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-        priority: str = "normal",
-        retries: int = 3,
-        backoff: Backoff | float | None = None,
-        timeout: float | None = None,
-        max_deliveries: int = 5,
-        result_ttl: float = 24 * 3600,
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
     ) -> Any:
         """Register a function (async or sync) as a task; usable bare or with options.
 
-        ``backoff`` is a Backoff or a base delay in seconds (exponential, full jitter).
+        Options are those of TaskOptions; ``backoff`` may also be a base delay in seconds
+        (exponential, full jitter).
         """
+        unknown = set(options) - TASK_OPTION_NAMES
+        if unknown:
+            raise ConfigurationError(
+                f"unknown task option(s) {', '.join(sorted(unknown))}; "
+                f"valid: {', '.join(sorted(TASK_OPTION_NAMES))}"
+            )
+        backoff = options.get("backoff")
         if isinstance(backoff, int | float):
-            backoff = Backoff(base=float(backoff))
-        options = TaskOptions(
-            queue=queue or self.default_queue,
-            priority=priority,
-            retries=retries,
-            backoff=backoff or Backoff(),
-            timeout=timeout,
-            max_deliveries=max_deliveries,
-            result_ttl=result_ttl,
-        )
+            options["backoff"] = Backoff(base=float(backoff))
+        elif backoff is None:
+            options.pop("backoff", None)
+        if options.get("queue") is None:
+            options["queue"] = self.default_queue
+        task_options = TaskOptions(**options)
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f.__name__
@@ -119,7 +115,7 @@ class Conveyor:
                 raise ConfigurationError(
                     f"a task named {task_name!r} is already registered; pass name=... to one"
                 )
-            t: Task[Any, Any] = Task(self, f, task_name, options)
+            t: Task[Any, Any] = Task(self, f, task_name, task_options)
             self.tasks[task_name] = t
             return t
 

@@ -7,9 +7,9 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from .broker import operations
+from .broker import Call, operations
 from .errors import JobFailed, JobNotFound, JobTimeout
 from .keys import parse_job_id
 from .wire import JobRecord, decode_record
@@ -86,7 +86,7 @@ class Job(Generic[R]):
     def __hash__(self) -> int:
         return hash(self.id)
 
-    def _status_call(self) -> operations.Call[operations.Whereabouts]:
+    def _status_call(self) -> Call[operations.Whereabouts]:
         loc = self._location
         return operations.status(self._keys, self.id, loc.level, loc.entry_id)
 
@@ -105,7 +105,7 @@ class Job(Generic[R]):
     def _outcome(self, info: JobInfo) -> R:
         if info.state is JobState.DONE:
             value = info.record.result if info.record else None
-            return self._convert(value) if self._convert else value  # type: ignore[no-any-return]
+            return self._convert(value) if self._convert else cast(R, value)
         if info.state is JobState.DEAD:
             rec = info.record
             raise JobFailed(self.id, rec.error if rec else None, rec.traceback if rec else None)

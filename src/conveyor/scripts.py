@@ -37,7 +37,10 @@ class Script:
 
 
 def _read(relative: str) -> str:
-    return resources.files("conveyor").joinpath("lua", relative).read_text(encoding="utf-8")
+    node = resources.files("conveyor").joinpath("lua")
+    for part in relative.split("/"):
+        node = node.joinpath(part)
+    return node.read_text(encoding="utf-8")
 
 
 def _expand(source: str) -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, get_type_hin
 import msgspec
 
 from . import producer
+from .broker import Call
 from .errors import PayloadError
 from .job import Job
 from .keys import level_of, validate_name
@@ -123,7 +124,7 @@ class Task(Generic[P, R]):
     def _job(self, job_id: str) -> Job[R]:
         return Job(self.app, job_id, self.convert_result)
 
-    def _immediate(self, args: Sequence[Any], kwargs: dict[str, Any]) -> producer.Call[str]:
+    def _immediate(self, args: Sequence[Any], kwargs: dict[str, Any]) -> Call[str]:
         o = self.options
         return producer.immediate(
             self.app.keys(o.queue),
@@ -141,7 +142,7 @@ class Task(Generic[P, R]):
         *,
         delay_ms: int = 0,
         at_ms: int | None = None,
-    ) -> tuple[str, producer.Call[int]]:
+    ) -> tuple[str, Call[int]]:
         o = self.options
         return producer.scheduled(
             self.app.keys(o.queue),
@@ -189,10 +190,10 @@ class Task(Generic[P, R]):
 
     def enqueue_many(self, calls: Iterable[Sequence[Any] | Signature]) -> list[Job[R]]:
         """Add many jobs in one pipeline per batch: each item is an args tuple or ``task.s()``."""
-        return self.app.enqueue_many(self._signatures(calls))  # type: ignore[return-value]
+        return self.app.enqueue_many(self._signatures(calls))
 
     async def enqueue_many_async(self, calls: Iterable[Sequence[Any] | Signature]) -> list[Job[R]]:
-        return await self.app.enqueue_many_async(self._signatures(calls))  # type: ignore[return-value]
+        return await self.app.enqueue_many_async(self._signatures(calls))
 
     def _signatures(self, calls: Iterable[Sequence[Any] | Signature]) -> list[Signature]:
         return [c if isinstance(c, Signature) else Signature(self, tuple(c), {}) for c in calls]

@@ -68,7 +68,7 @@ class Broker:
             replies = self._pipeline(calls)
             retry = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
             if retry:
-                for s in {calls[i].script for i in retry if calls[i].script is not None}:
+                for s in {sc for i in retry if (sc := calls[i].script) is not None}:
                     self.client.execute_command("SCRIPT", "LOAD", s.source)
                 again = self._pipeline([calls[i] for i in retry])
                 for i, r in zip(retry, again, strict=True):
@@ -135,7 +135,7 @@ class Broker:
             replies = await self._apipeline(client, calls)
             retry = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
             if retry:
-                for s in {calls[i].script for i in retry if calls[i].script is not None}:
+                for s in {sc for i in retry if (sc := calls[i].script) is not None}:
                     await client.execute_command("SCRIPT", "LOAD", s.source)
                 again = await self._apipeline(client, [calls[i] for i in retry])
                 for i, r in zip(retry, again, strict=True):

@@ -8,6 +8,7 @@ when nothing is ready the worker blocks on all its streams at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -138,9 +139,10 @@ class Worker:
                 got: list[Delivery] = []
                 for i in range(len(queues)):
                     keys = self.keys[queues[(turn + i) % len(queues)]]
-                    got += await self.broker.acall(
+                    batch = await self.broker.acall(
                         operations.fetch(keys, self.consumer, free - len(got))
                     )
+                    got.extend(batch)
                     if len(got) >= free:
                         break
                 turn += 1
@@ -166,10 +168,8 @@ class Worker:
                 self.dispatch(d)
 
     async def _pause(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
 
     def dispatch(self, d: Delivery) -> None:
         """Take a delivery: run it now if a slot is free, else hold it (its lease is kept)."""
