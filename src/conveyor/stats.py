@@ -1,0 +1,112 @@
+"""Queue statistics read from XINFO, XPENDING, ZCARD and XLEN: what `conveyor stats` shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from .app import Conveyor
+from .broker import Call, command
+from .keys import GROUP, LEVELS, NAME_PATTERN, workers_key
+
+
+@dataclass(frozen=True)
+class LevelStats:
+    level: str
+    length: int
+    ready: int  # undelivered entries (the group's lag)
+    running: int  # pending entries (delivered, not acked)
+    consumers: int
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    queue: str
+    levels: tuple[LevelStats, ...]
+    delayed: int
+    dead: int
+
+    @property
+    def ready(self) -> int:
+        return sum(lv.ready for lv in self.levels)
+
+    @property
+    def running(self) -> int:
+        return sum(lv.running for lv in self.levels)
+
+    @property
+    def consumers(self) -> int:
+        return max((lv.consumers for lv in self.levels), default=0)
+
+
+def _s(v: Any) -> Any:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _group(reply: Any) -> dict[str, Any] | None:
+    if isinstance(reply, Exception) or not reply:
+        return None
+    for g in reply:
+        info = {_s(k): _s(v) for k, v in g.items()} if isinstance(g, dict) else _pairs(g)
+        if info.get("name") == GROUP:
+            return info
+    return None
+
+
+def _pairs(flat: Any) -> dict[str, Any]:
+    it = iter(flat)
+    return {_s(k): _s(v) for k, v in zip(it, it, strict=True)}
+
+
+def discover_queues(app: Conveyor) -> list[str]:
+    """Queues that have keys in this namespace, found with SCAN (never KEYS)."""
+    prefix = f"{app.namespace}:{{"
+    found = set()
+    for key in app.broker.client.scan_iter(match=f"{prefix}*", count=1000):
+        name = _s(key)[len(prefix) :].split("}", 1)[0]
+        if NAME_PATTERN.match(name):
+            found.add(name)
+    return sorted(found)
+
+
+def queue_stats(app: Conveyor, queue: str) -> QueueStats:
+    keys = app.keys(queue)
+    calls: list[Call[Any]] = []
+    for stream in keys.streams:
+        calls.append(command("XLEN", stream))
+        calls.append(command("XINFO", "GROUPS", stream, accepts_errors=True))
+    calls += [command("ZCARD", keys.delayed), command("XLEN", keys.dead)]
+    replies = app.broker.call_many(calls)
+    levels = []
+    for i, level in enumerate(LEVELS):
+        length = int(replies[2 * i])
+        group = _group(replies[2 * i + 1])
+        if group is None:
+            levels.append(LevelStats(level, length, length, 0, 0))
+            continue
+        lag = group.get("lag")
+        ready = int(lag) if lag is not None else _undelivered(app, keys.stream(level), group)
+        levels.append(
+            LevelStats(level, length, ready, int(group["pending"]), int(group["consumers"]))
+        )
+    return QueueStats(queue, tuple(levels), int(replies[-2]), int(replies[-1]))
+
+
+def _undelivered(app: Conveyor, stream: str, group: dict[str, Any]) -> int:
+    """Lag for servers without XINFO lag (6.2): count entries after last-delivered-id."""
+    start = "(" + str(group["last-delivered-id"])
+    try:
+        return len(app.broker.client.xrange(stream, start, "+", count=100_000) or [])
+    except redis.ResponseError:
+        return 0
+
+
+def live_workers(app: Conveyor, within_ms: int = 120_000) -> list[str]:
+    now_s, now_us = app.broker.client.time()
+    now_ms = int(now_s) * 1000 + int(now_us) // 1000
+    members = app.broker.client.zrangebyscore(
+        workers_key(app.namespace), now_ms - within_ms, "+inf"
+    )
+    return [_s(m) for m in members]
