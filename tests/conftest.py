@@ -96,7 +96,9 @@ def worker_thread(app: Conveyor, settings: WorkerSettings | None = None) -> Iter
 
 
 @contextlib.asynccontextmanager
-async def worker_task(app: Conveyor, settings: WorkerSettings | None = None) -> AsyncIterator[Worker]:
+async def worker_task(
+    app: Conveyor, settings: WorkerSettings | None = None
+) -> AsyncIterator[Worker]:
     """Run a Worker as a task of the current event loop."""
     w = Worker(app, settings)
     task = asyncio.create_task(w.run())

