@@ -65,7 +65,8 @@ def worker_thread(app: Conveyor, settings: WorkerSettings | None = None) -> Iter
         w = Worker(app, settings)
         box["w"] = w
         task = asyncio.create_task(w.run())
-        await w.ready.wait()
+        ready = asyncio.create_task(w.ready.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
         started.set()
         await task
 

@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Final
 
 NAMES: Final = (
+    "create_group",
     "fetch",
     "complete",
     "retry",
@@ -31,9 +32,22 @@ NAMES: Final = (
 
 @dataclass(frozen=True)
 class Script:
+    """A script in two forms: plain (Redis 6.2) and with a ``#!lua flags=...`` shebang (7.0+).
+
+    The shebang lets Redis enforce what the script may do: transitions that drain work carry
+    ``allow-oom`` so acks and dead-lettering still work at the memory limit, while scripts
+    that add work are refused up front, before any write, instead of failing halfway.
+    """
+
     name: str
     source: str
     sha: str
+    flagged_source: str
+    flagged_sha: str
+
+    def variant(self, flagged: bool) -> tuple[str, str]:
+        """(sha, source) for a server with (True) or without (False) script flags."""
+        return (self.flagged_sha, self.flagged_source) if flagged else (self.sha, self.source)
 
 
 def _read(relative: str) -> str:
@@ -53,10 +67,21 @@ def _expand(source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sha(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()
+
+
 @cache
 def script(name: str) -> Script:
     source = _expand(_read(f"{name}.lua"))
-    return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
+    flags = None
+    for line in source.splitlines():
+        if line.startswith("-- @flags"):
+            flags = line.removeprefix("-- @flags").strip()
+            break
+    shebang = f"#!lua flags={flags}" if flags else "#!lua"
+    flagged = f"{shebang}\n{source}"
+    return Script(name, source, _sha(source), flagged, _sha(flagged))
 
 
 def all_scripts() -> tuple[Script, ...]:

@@ -44,14 +44,20 @@ class Broker:
             self._client = connect_sync(self.url, self.options)
         return self._client
 
+    def _flagged(self) -> bool:
+        """Whether this server understands script shebangs (Redis 7.0+, Valkey 7.2+)."""
+        return self.server_info().version >= (7, 0, 0)
+
     def call(self, c: Call[T]) -> T:
         try:
+            flagged = self._flagged() if c.script else False
+            command = _command(c, flagged)
             try:
-                reply = self.client.execute_command(*c.command)
+                reply = self.client.execute_command(*command)
             except NoScriptError:
                 assert c.script is not None
-                self.client.execute_command("SCRIPT", "LOAD", c.script.source)
-                reply = self.client.execute_command(*c.command)
+                self.client.execute_command("SCRIPT", "LOAD", c.script.variant(flagged)[1])
+                reply = self.client.execute_command(*command)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise ConnectionFailed(self.url, exc) from exc
         except OutOfMemoryError as exc:
@@ -65,22 +71,23 @@ class Broker:
     def call_many(self, calls: Sequence[Call[Any]]) -> list[Any]:
         """Run calls in one pipeline (no MULTI): one round trip, each call atomic on its own."""
         try:
-            replies = self._pipeline(calls)
+            flagged = self._flagged() if any(c.script for c in calls) else False
+            replies = self._pipeline(calls, flagged)
             retry = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
             if retry:
                 for s in {sc for i in retry if (sc := calls[i].script) is not None}:
-                    self.client.execute_command("SCRIPT", "LOAD", s.source)
-                again = self._pipeline([calls[i] for i in retry])
+                    self.client.execute_command("SCRIPT", "LOAD", s.variant(flagged)[1])
+                again = self._pipeline([calls[i] for i in retry], flagged)
                 for i, r in zip(retry, again, strict=True):
                     replies[i] = r
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise ConnectionFailed(self.url, exc) from exc
         return _parse_all(calls, replies, self.url)
 
-    def _pipeline(self, calls: Sequence[Call[Any]]) -> list[Any]:
+    def _pipeline(self, calls: Sequence[Call[Any]], flagged: bool) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         for c in calls:
-            pipe.execute_command(*c.command)
+            pipe.execute_command(*_command(c, flagged))
         return list(pipe.execute(raise_on_error=False))
 
     def server_info(self) -> ServerInfo:
@@ -110,15 +117,20 @@ class Broker:
             self._aclients[loop] = client
         return client
 
+    async def _aflagged(self) -> bool:
+        return (await self.aserver_info()).version >= (7, 0, 0)
+
     async def acall(self, c: Call[T]) -> T:
         client = self.aclient
         try:
+            flagged = await self._aflagged() if c.script else False
+            command = _command(c, flagged)
             try:
-                reply = await client.execute_command(*c.command)
+                reply = await client.execute_command(*command)
             except NoScriptError:
                 assert c.script is not None
-                await client.execute_command("SCRIPT", "LOAD", c.script.source)
-                reply = await client.execute_command(*c.command)
+                await client.execute_command("SCRIPT", "LOAD", c.script.variant(flagged)[1])
+                reply = await client.execute_command(*command)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise ConnectionFailed(self.url, exc) from exc
         except OutOfMemoryError as exc:
@@ -132,12 +144,13 @@ class Broker:
     async def acall_many(self, calls: Sequence[Call[Any]]) -> list[Any]:
         client = self.aclient
         try:
-            replies = await self._apipeline(client, calls)
+            flagged = await self._aflagged() if any(c.script for c in calls) else False
+            replies = await self._apipeline(client, calls, flagged)
             retry = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
             if retry:
                 for s in {sc for i in retry if (sc := calls[i].script) is not None}:
-                    await client.execute_command("SCRIPT", "LOAD", s.source)
-                again = await self._apipeline(client, [calls[i] for i in retry])
+                    await client.execute_command("SCRIPT", "LOAD", s.variant(flagged)[1])
+                again = await self._apipeline(client, [calls[i] for i in retry], flagged)
                 for i, r in zip(retry, again, strict=True):
                     replies[i] = r
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -145,10 +158,12 @@ class Broker:
         return _parse_all(calls, replies, self.url)
 
     @staticmethod
-    async def _apipeline(client: redis.asyncio.Redis, calls: Sequence[Call[Any]]) -> list[Any]:
+    async def _apipeline(
+        client: redis.asyncio.Redis, calls: Sequence[Call[Any]], flagged: bool
+    ) -> list[Any]:
         pipe = client.pipeline(transaction=False)
         for c in calls:
-            pipe.execute_command(*c.command)
+            pipe.execute_command(*_command(c, flagged))
         return list(await pipe.execute(raise_on_error=False))
 
     async def aserver_info(self) -> ServerInfo:
@@ -169,6 +184,13 @@ class Broker:
         client = self._aclients.pop(loop, None)
         if client is not None:
             await client.aclose()
+
+
+def _command(c: Call[Any], flagged: bool) -> tuple[Any, ...]:
+    """The command to send; a script call gets the SHA of the variant this server runs."""
+    if c.script is None:
+        return c.command
+    return ("EVALSHA", c.script.variant(flagged)[0], *c.command[2:])
 
 
 def _parse_all(calls: Sequence[Call[Any]], replies: list[Any], url: str) -> list[Any]:

@@ -10,8 +10,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from ..keys import GROUP, LEVELS, QueueKeys
 from .calls import Arg, Call, command, run_script
 
@@ -60,17 +58,7 @@ def schedule(
 # -- consuming -------------------------------------------------------------------------------
 def ensure_group(stream: str) -> Call[bool]:
     """Create the consumer group at id 0, so jobs added before any worker ran are kept."""
-
-    def parse(reply: Any) -> bool:
-        if isinstance(reply, redis.ResponseError):
-            if "BUSYGROUP" in str(reply):
-                return False
-            raise reply
-        return True
-
-    return command(
-        "XGROUP", "CREATE", stream, GROUP, "0", "MKSTREAM", parse=parse, accepts_errors=True
-    )
+    return run_script("create_group", [stream], [GROUP], lambda r: bool(int(r)))
 
 
 def fetch(keys: QueueKeys, consumer: str, count: int) -> Call[list[Delivery]]:

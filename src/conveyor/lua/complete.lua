@@ -1,4 +1,5 @@
 -- complete: acknowledge a batch of finished jobs and store their records, atomically.
+-- @flags allow-oom
 -- Entries the consumer no longer owns (its lease was lost and the job reclaimed) are left
 -- alone and reported, so a late worker cannot finish a job another worker now holds.
 -- KEYS[1..3]      ready streams (high, normal, low)

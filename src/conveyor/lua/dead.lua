@@ -1,4 +1,5 @@
 -- dead: end a delivery for good, moving the job to the dead-letter stream with its reason.
+-- @flags allow-oom
 -- KEYS[1] ready stream, KEYS[2] dead stream, KEYS[3] job record
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry_id, ARGV[4] record_json, ARGV[5] ttl_ms,
 -- ARGV[6] done channel, ARGV[7..] dead entry fields (field, value, ...)

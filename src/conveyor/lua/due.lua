@@ -1,4 +1,5 @@
 -- due: list delayed jobs whose time has come on Redis' clock, and when the next one falls due.
+-- @flags no-writes
 -- KEYS[1] delayed zset
 -- ARGV[1] limit
 -- returns { {job_id, ...}, ms_until_next_due or -1 when nothing else is waiting }

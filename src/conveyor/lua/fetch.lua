@@ -1,4 +1,5 @@
 -- fetch: deliver up to COUNT new jobs to a consumer, draining higher priority levels first.
+-- @flags allow-oom
 -- KEYS[1..n]  ready streams of one queue, most urgent first
 -- ARGV[1]     group
 -- ARGV[2]     consumer

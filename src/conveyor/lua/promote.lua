@@ -1,4 +1,5 @@
 -- promote: move due jobs from the delayed set to their ready stream, each exactly once.
+-- @flags allow-oom
 -- Any number of workers may call this; a job is moved only if it is still in the set and due,
 -- so two promoters never add the same job twice.
 -- KEYS[1] delayed zset, KEYS[2] payloads hash, KEYS[3..5] ready streams (high, normal, low),

@@ -1,4 +1,5 @@
 -- reclaim: take over jobs whose lease expired (their worker died) and say how often each
+-- @flags allow-oom
 -- was delivered, so the worker can dead-letter one that keeps killing its workers.
 -- KEYS[1] ready stream
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] min idle ms (the lease timeout), ARGV[4] count

@@ -1,4 +1,5 @@
 -- renew: extend the lease of the jobs a live worker still holds.
+-- @flags allow-oom
 -- XCLAIM of its own entries with JUSTID resets their idle time without counting a delivery.
 -- Only entries still owned are touched, so a renewal never steals back a reclaimed job.
 -- KEYS[1] ready stream

@@ -1,4 +1,5 @@
 -- requeue: hand an unfinished job back to its ready stream at once (graceful shutdown).
+-- @flags allow-oom
 -- The old entry is acked and a copy carrying the job id is added, so any worker can take it
 -- now instead of after a lease timeout, and this consumer's PEL empties.
 -- KEYS[1] ready stream, KEYS[2] job record

@@ -1,4 +1,5 @@
 -- retire: delete a consumer from its group, but only when it holds no pending entry.
+-- @flags allow-oom
 -- KEYS[1..n] ready streams of one queue
 -- ARGV[1] group, ARGV[2] consumer
 -- returns 1 when the consumer was deleted from every stream, 0 when it still holds work

@@ -1,4 +1,5 @@
 -- retry: end a failed delivery and park the job in the delayed set until its backoff is over.
+-- @flags allow-oom
 -- KEYS[1] ready stream the job was read from, KEYS[2] delayed zset, KEYS[3] payloads hash,
 -- KEYS[4] job record
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry_id, ARGV[4] job_id,

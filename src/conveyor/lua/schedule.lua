@@ -1,4 +1,5 @@
 -- schedule: put a new job in the delayed set, due after a delay on Redis' clock or at a time.
+-- @flags
 -- KEYS[1] delayed zset, KEYS[2] payloads hash, KEYS[3] job record
 -- ARGV[1] job_id, ARGV[2] payload (JSON object of stream fields), ARGV[3] delay_ms,
 -- ARGV[4] absolute due time in ms, or '' to use Redis' clock plus the delay

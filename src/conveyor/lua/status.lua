@@ -1,4 +1,5 @@
 -- status: where a job is now, read in one atomic step.
+-- @flags no-writes
 -- KEYS[1] job record, KEYS[2..4] ready streams (high, normal, low), KEYS[5] delayed zset
 -- ARGV[1] group, ARGV[2] job_id, ARGV[3] level of the job's first entry or '',
 -- ARGV[4] that entry id or ''

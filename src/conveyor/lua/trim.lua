@@ -1,4 +1,5 @@
 -- trim: delete old history from a ready stream, never an entry that is not finished.
+-- @flags allow-oom
 -- Plain XADD MAXLEN / XTRIM delete entries that are undelivered or pending; this trims only
 -- below the safe point: the oldest entry that some group has not delivered or not acked.
 -- Above that point, history is kept by count and/or by age.
