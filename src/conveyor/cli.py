@@ -113,7 +113,9 @@ def worker(
     app.broker.server_info()
     names = tuple(q.strip() for q in queues.split(",") if q.strip()) if queues else None
     if names is None:
-        names = tuple(sorted({t.options.queue for t in app.tasks.values()} or {app.default_queue}))
+        from .worker.runtime import app_queues
+
+        names = app_queues(app)
     settings = WorkerSettings(
         queues=names, concurrency=concurrency, leases=Leases(timeout=lease), shutdown_grace=grace
     )

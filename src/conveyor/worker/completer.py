@@ -80,8 +80,23 @@ class Completer:
                 if not fut.done():
                     fut.set_result(i not in refused)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float) -> None:
+        """Flush what is queued; give up after ``timeout`` if Redis stays unreachable.
+
+        Acks given up on leave their jobs pending: another worker reclaims and reruns them,
+        which at-least-once delivery allows and losing them would not.
+        """
         self._closing = True
         self._wake.set()
-        if self._task is not None:
-            await self._task
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except asyncio.TimeoutError:
+            self._task.cancel()
+            log.error(
+                "gave up on %d ack(s) after %.0fs without Redis; those jobs will be reclaimed "
+                "and may run again",
+                len(self._items),
+                timeout,
+            )

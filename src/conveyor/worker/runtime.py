@@ -40,6 +40,11 @@ T = TypeVar("T")
 DEFAULTS = TaskOptions()
 
 
+def app_queues(app: Conveyor) -> tuple[str, ...]:
+    """Every queue the app's tasks use (the default queue when none is registered)."""
+    return tuple(sorted({t.options.queue for t in app.tasks.values()} or {app.default_queue}))
+
+
 def consumer_name() -> str:
     """Unique per process start, so a restarted worker never inherits a dead one's PEL."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -52,7 +57,7 @@ class Worker:
         self, app: Conveyor, settings: WorkerSettings | None = None, *, name: str | None = None
     ) -> None:
         self.app = app
-        self.settings = settings or WorkerSettings(queues=(app.default_queue,))
+        self.settings = settings or WorkerSettings(queues=app_queues(app))
         self.consumer = name or consumer_name()
         self.broker: Broker = app.broker
         self.keys: dict[str, QueueKeys] = {q: app.keys(q) for q in self.settings.queues}
@@ -357,7 +362,7 @@ class Worker:
             await asyncio.gather(*pending, return_exceptions=True)
         else:
             unfinished = []
-        await self.completer.close()
+        await self.completer.close(timeout=max(grace, 5.0))
         for d in unfinished:
             await self._requeue(d)
         await self.maintenance.stop()
