@@ -70,9 +70,18 @@ def interpret(job_id: str, w: operations.Whereabouts) -> JobInfo:
 class Job(Generic[R]):
     """A handle on one job. Cheap to make: it holds an id, and reads Redis when asked."""
 
-    def __init__(self, app: Conveyor, job_id: str, convert: Callable[[Any], R] | None = None):
+    def __init__(
+        self,
+        app: Conveyor,
+        job_id: str,
+        convert: Callable[[Any], R] | None = None,
+        *,
+        created: bool = True,
+    ) -> None:
         self.app = app
         self.id = job_id
+        #: False when an enqueue with a unique key found this job already there
+        self.created = created
         self._location = parse_job_id(job_id)
         self._keys = app.keys(self._location.queue)
         self._convert = convert

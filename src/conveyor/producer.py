@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .broker import Call, operations
+from .broker.operations import Unique
 from .keys import QueueKeys, delayed_job_id, job_id_for
 from .wire import encode_fields, encode_json
 
@@ -37,12 +38,16 @@ def immediate(
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
     max_bytes: int,
-) -> Call[str]:
-    """One XADD: the job's id is derived from the entry id Redis assigns."""
+    unique: Unique | None = None,
+) -> Call[tuple[bool, str]]:
+    """One XADD (or one script, with a unique key); the job id comes from the entry id."""
     fields = encode_fields(task, args, kwargs, enqueued_at=now_ms(), max_bytes=max_bytes)
+    if unique is not None:
+        prefix = job_id_for(keys.queue, level, "")
+        return operations.enqueue_unique(keys, level, fields, unique, prefix)
     call = operations.enqueue(keys, level, fields)
     queue = keys.queue
-    return Call(call.command, lambda reply: job_id_for(queue, level, call.parse(reply)))
+    return Call(call.command, lambda reply: (True, job_id_for(queue, level, call.parse(reply))))
 
 
 def delayed_payload(fields: Mapping[str, Any], level: str) -> bytes:
@@ -62,10 +67,11 @@ def scheduled(
     *,
     delay_ms: int = 0,
     at_ms: int | None = None,
-) -> tuple[str, Call[int]]:
+    unique: Unique | None = None,
+) -> Call[tuple[bool, str]]:
     job_id = delayed_job_id(keys.queue, uuid.uuid4().hex)
     fields = encode_fields(
         task, args, kwargs, enqueued_at=now_ms(), job_id=job_id, max_bytes=max_bytes
     )
     payload = delayed_payload(fields, level)
-    return job_id, operations.schedule(keys, job_id, payload, delay_ms=delay_ms, at_ms=at_ms)
+    return operations.schedule(keys, job_id, payload, delay_ms=delay_ms, at_ms=at_ms, unique=unique)

@@ -22,6 +22,7 @@ NAMES: Final = (
     "reclaim",
     "retire",
     "schedule",
+    "enqueue_unique",
     "due",
     "promote",
     "status",

@@ -12,7 +12,8 @@ import msgspec
 
 from . import producer
 from .broker import Call
-from .errors import PayloadError
+from .broker.operations import Unique
+from .errors import ConfigurationError, PayloadError
 from .job import Job
 from .keys import level_of, validate_name
 from .settings import TaskOptions
@@ -52,6 +53,7 @@ class Task(Generic[P, R]):
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
         self._arg_types: dict[str, Any] | None = None
+        self._unique: Unique | None = None
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.options.queue}>"
@@ -59,14 +61,29 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R | Awaitable[R]:
         return self.fn(*args, **kwargs)
 
-    def using(self, *, queue: str | None = None, priority: str | None = None) -> Task[P, R]:
-        """The same task routed elsewhere: another queue or priority level for these calls."""
+    def using(
+        self,
+        *,
+        queue: str | None = None,
+        priority: str | None = None,
+        unique_key: str | None = None,
+        unique_for: float = 3600.0,
+    ) -> Task[P, R]:
+        """The same task with options for the next enqueues, kept apart from task arguments.
+
+        ``unique_key``: at most one job per key is added within ``unique_for`` seconds; an
+        enqueue with a taken key returns the first job (``job.created`` is False). Use it to
+        retry an enqueue safely after a timeout, or to collapse duplicate requests.
+        """
         changes: dict[str, Any] = {}
         if queue is not None:
             changes["queue"] = queue
         if priority is not None:
             changes["priority"] = level_of(priority)
         clone: Task[P, R] = Task(self.app, self.fn, self.name, replace(self.options, **changes))
+        clone._unique = self._unique
+        if unique_key is not None:
+            clone._unique = Unique(validate_unique_key(unique_key), int(unique_for * 1000))
         return clone
 
     def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature:
@@ -121,10 +138,11 @@ class Task(Generic[P, R]):
             return value  # type: ignore[no-any-return]
 
     # -- enqueueing ---------------------------------------------------------------------------
-    def _job(self, job_id: str) -> Job[R]:
-        return Job(self.app, job_id, self.convert_result)
+    def _job(self, added: tuple[bool, str]) -> Job[R]:
+        created, job_id = added
+        return Job(self.app, job_id, self.convert_result, created=created)
 
-    def _immediate(self, args: Sequence[Any], kwargs: dict[str, Any]) -> Call[str]:
+    def _immediate(self, args: Sequence[Any], kwargs: dict[str, Any]) -> Call[tuple[bool, str]]:
         o = self.options
         return producer.immediate(
             self.app.keys(o.queue),
@@ -133,6 +151,7 @@ class Task(Generic[P, R]):
             args,
             kwargs,
             self.app.max_payload_bytes,
+            self._unique,
         )
 
     def _scheduled(
@@ -142,7 +161,7 @@ class Task(Generic[P, R]):
         *,
         delay_ms: int = 0,
         at_ms: int | None = None,
-    ) -> tuple[str, Call[int]]:
+    ) -> Call[tuple[bool, str]]:
         o = self.options
         return producer.scheduled(
             self.app.keys(o.queue),
@@ -153,6 +172,7 @@ class Task(Generic[P, R]):
             self.app.max_payload_bytes,
             delay_ms=delay_ms,
             at_ms=at_ms,
+            unique=self._unique,
         )
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
@@ -164,29 +184,25 @@ class Task(Generic[P, R]):
 
     def enqueue_in(self, delay: float | timedelta, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Run after ``delay`` seconds, counted on Redis' clock."""
-        job_id, call = self._scheduled(args, kwargs, delay_ms=int(producer.seconds(delay) * 1000))
-        self.app.broker.call(call)
-        return self._job(job_id)
+        call = self._scheduled(args, kwargs, delay_ms=_ms(delay))
+        return self._job(self.app.broker.call(call))
 
     async def enqueue_in_async(
         self, delay: float | timedelta, *args: P.args, **kwargs: P.kwargs
     ) -> Job[R]:
-        job_id, call = self._scheduled(args, kwargs, delay_ms=int(producer.seconds(delay) * 1000))
-        await self.app.broker.acall(call)
-        return self._job(job_id)
+        call = self._scheduled(args, kwargs, delay_ms=_ms(delay))
+        return self._job(await self.app.broker.acall(call))
 
     def enqueue_at(self, when: datetime | float, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Run at a datetime (naive means UTC) or a UNIX timestamp."""
-        job_id, call = self._scheduled(args, kwargs, at_ms=producer.epoch_ms(when))
-        self.app.broker.call(call)
-        return self._job(job_id)
+        call = self._scheduled(args, kwargs, at_ms=producer.epoch_ms(when))
+        return self._job(self.app.broker.call(call))
 
     async def enqueue_at_async(
         self, when: datetime | float, *args: P.args, **kwargs: P.kwargs
     ) -> Job[R]:
-        job_id, call = self._scheduled(args, kwargs, at_ms=producer.epoch_ms(when))
-        await self.app.broker.acall(call)
-        return self._job(job_id)
+        call = self._scheduled(args, kwargs, at_ms=producer.epoch_ms(when))
+        return self._job(await self.app.broker.acall(call))
 
     def enqueue_many(self, calls: Iterable[Sequence[Any] | Signature]) -> list[Job[R]]:
         """Add many jobs in one pipeline per batch: each item is an args tuple or ``task.s()``."""
@@ -197,3 +213,15 @@ class Task(Generic[P, R]):
 
     def _signatures(self, calls: Iterable[Sequence[Any] | Signature]) -> list[Signature]:
         return [c if isinstance(c, Signature) else Signature(self, tuple(c), {}) for c in calls]
+
+
+def _ms(delay: float | timedelta) -> int:
+    return int(producer.seconds(delay) * 1000)
+
+
+def validate_unique_key(key: str) -> str:
+    if not key or len(key) > 256 or any(c.isspace() or not c.isprintable() for c in key):
+        raise ConfigurationError(
+            f"unique_key must be 1-256 printable characters without spaces, not {key!r}"
+        )
+    return key

@@ -44,15 +44,43 @@ def enqueue(keys: QueueKeys, level: str, fields: Mapping[str, Arg]) -> Call[str]
     return command(*args, parse=_text)
 
 
-def schedule(
-    keys: QueueKeys, job_id: str, payload: bytes, *, delay_ms: int = 0, at_ms: int | None = None
-) -> Call[int]:
+@dataclass(frozen=True, slots=True)
+class Unique:
+    """De-duplication of enqueues: one job per key within a window."""
+
+    key: str
+    window_ms: int
+
+
+def enqueue_unique(
+    keys: QueueKeys, level: str, fields: Mapping[str, Arg], unique: Unique, id_prefix: str
+) -> Call[tuple[bool, str]]:
+    args: list[Arg] = [unique.window_ms, id_prefix]
+    for name, value in fields.items():
+        args += (name, value)
     return run_script(
-        "schedule",
-        [keys.delayed, keys.payloads, keys.record(job_id)],
-        [job_id, payload, delay_ms, "" if at_ms is None else at_ms],
-        int,
+        "enqueue_unique",
+        [keys.unique(unique.key), keys.stream(level)],
+        args,
+        lambda r: (bool(int(r[0])), _text(r[1])),
     )
+
+
+def schedule(
+    keys: QueueKeys,
+    job_id: str,
+    payload: bytes,
+    *,
+    delay_ms: int = 0,
+    at_ms: int | None = None,
+    unique: Unique | None = None,
+) -> Call[tuple[bool, str]]:
+    key_list = [keys.delayed, keys.payloads, keys.record(job_id)]
+    args: list[Arg] = [job_id, payload, delay_ms, "" if at_ms is None else at_ms]
+    if unique is not None:
+        key_list.append(keys.unique(unique.key))
+        args.append(unique.window_ms)
+    return run_script("schedule", key_list, args, lambda r: (bool(int(r[0])), _text(r[1])))
 
 
 # -- consuming -------------------------------------------------------------------------------
