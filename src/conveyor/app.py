@@ -8,6 +8,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from .backoff import Backoff
 from .broker import Broker, ClientOptions
+from .cron import CronSchedule
 from .errors import ConfigurationError, TaskNotFound
 from .job import Job
 from .keys import QueueKeys, parse_job_id, validate_name
@@ -51,6 +52,7 @@ class Conveyor:
         self.broker = Broker(url, client_options)
         self.max_payload_bytes = max_payload_bytes
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: list[CronSchedule] = []
         self._keys: dict[str, QueueKeys] = {}
 
     @property
@@ -120,6 +122,25 @@ class Conveyor:
             return t
 
         return register(fn) if fn is not None else register
+
+    def cron(
+        self, expression: str, *, grace: float = 60.0, **options: Any
+    ) -> Callable[[Callable[[], Any]], Task[[], Any]]:
+        """Register a task that runs at every tick of a cron expression (UTC), once per tick.
+
+        Takes the options of ``task``; the function takes no arguments.
+        """
+
+        def register(fn: Callable[[], Any]) -> Task[[], Any]:
+            t: Task[[], Any] = self.task(**options)(fn)
+            try:
+                self.schedules.append(CronSchedule(expression, t, grace))
+            except ConfigurationError:
+                del self.tasks[t.name]
+                raise
+            return t
+
+        return register
 
     def get_task(self, name: str) -> Task[Any, Any]:
         try:

@@ -16,7 +16,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import producer
 from ..broker import command, operations
+from ..broker.operations import Unique
+from ..cron import CronSchedule
 from ..keys import GROUP, LEVELS
 
 if TYPE_CHECKING:
@@ -26,6 +29,7 @@ log = logging.getLogger("conveyor.maintenance")
 
 PROMOTE_BATCH = 200
 PRUNE_EVERY = 60.0
+CRON_EVERY = 1.0
 
 
 class Maintenance:
@@ -46,6 +50,10 @@ class Maintenance:
             ),
             asyncio.create_task(self._every(self.prune, PRUNE_EVERY), name="conveyor-prune"),
         ]
+        if self._schedules():
+            self._tasks.append(
+                asyncio.create_task(self._every(self.fire_cron, CRON_EVERY), name="conveyor-cron")
+            )
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -81,6 +89,32 @@ class Maintenance:
             if wait_ms >= 0:
                 sleep = min(sleep, wait_ms / 1000)
         return max(sleep, 0.005)
+
+    def _schedules(self) -> list[CronSchedule]:
+        w = self.worker
+        return [s for s in w.app.schedules if s.task.options.queue in w.keys]
+
+    async def fire_cron(self) -> None:
+        """Enqueue each schedule's current tick once, whichever worker gets there first."""
+        w = self.worker
+        now_ms = await w.broker.acall(command("TIME", parse=_time_ms))
+        for schedule in self._schedules():
+            tick = schedule.due(now_ms)
+            if tick is None:
+                continue
+            task = schedule.task
+            call = producer.immediate(
+                w.keys[task.options.queue],
+                task.options.priority,
+                task.name,
+                (),
+                {},
+                w.app.max_payload_bytes,
+                Unique(schedule.unique_key(tick), tick.window_ms),
+            )
+            created, job_id = await w.broker.acall(call)
+            if created:
+                log.info("cron %s fired for its %d tick as job %s", task.name, tick.at_ms, job_id)
 
     async def reclaim(self) -> None:
         w = self.worker
@@ -139,6 +173,11 @@ class Maintenance:
             for name in stale:
                 if await w.broker.acall(operations.retire(keys, name)):
                     log.info("removed idle consumer %s from %s", name, keys.queue)
+
+
+def _time_ms(reply: Any) -> int:
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def _consumers(reply: Any) -> list[dict[str, Any]]:

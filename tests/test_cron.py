@@ -1,0 +1,68 @@
+"""Cron: each tick fires exactly once however many workers run; the tick math is pure."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from conveyor import ConfigurationError, Conveyor, WorkerSettings
+from conveyor.cron import CronSchedule
+from tests.conftest import worker_thread
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def test_due_tick_is_the_latest_one_within_grace(app: Conveyor) -> None:
+    @app.task
+    def noop() -> None:
+        return None
+
+    schedule = CronSchedule("*/5 * * * *", noop, grace=60)
+    now = datetime(2026, 1, 1, 12, 5, 30, tzinfo=timezone.utc)
+    tick = schedule.due(_ms(now))
+    assert tick is not None
+    assert tick.at_ms == _ms(datetime(2026, 1, 1, 12, 5, tzinfo=timezone.utc))
+    assert tick.window_ms >= 2 * 5 * 60 * 1000
+    late = datetime(2026, 1, 1, 12, 7, 0, tzinfo=timezone.utc)
+    assert schedule.due(_ms(late)) is None, "a tick missed by more than the grace is skipped"
+
+
+def test_invalid_cron_expression_is_rejected_and_not_registered(app: Conveyor) -> None:
+    with pytest.raises(ConfigurationError, match="cron expression"):
+
+        @app.cron("every tuesday")
+        def bad() -> None:
+            return None
+
+    assert "bad" not in app.tasks
+
+
+def test_each_tick_fires_once_with_three_workers(app: Conveyor) -> None:
+    runs: list[float] = []
+    lock = threading.Lock()
+
+    # Six fields: croniter's last field is seconds, so this ticks every second.
+    @app.cron("* * * * * *", grace=5)
+    def heartbeat() -> None:
+        with lock:
+            runs.append(time.time())
+
+    settings = WorkerSettings(concurrency=2)
+    with contextlib.ExitStack() as stack:
+        for _ in range(3):
+            stack.enter_context(worker_thread(app, settings))
+        time.sleep(4.5)
+    ticks = list(
+        app.broker.client.scan_iter(match=f"{app.namespace}:{{default}}:unique:cron:heartbeat:*")
+    )
+    assert len(ticks) >= 3, f"expected a tick per second, saw {len(ticks)}"
+    added = app.broker.client.xlen(app.keys("default").stream("normal"))
+    assert added == len(ticks), f"{added} jobs added for {len(ticks)} ticks"
+    # The last tick may still be queued when the workers stop; none may run twice.
+    assert len(ticks) - 1 <= len(runs) <= len(ticks), f"{len(runs)} runs, {len(ticks)} ticks"
