@@ -324,6 +324,55 @@ def dead_purge(c: Context, spec: str | None, queue: str, yes: bool) -> None:
     click.echo(f"{dead_letters.purge(c.app(spec), queue)} dead job(s) deleted")
 
 
+@main.group(invoke_without_command=True)
+@app_option
+@queue_option
+@click.option("-n", "--limit", default=20, show_default=True)
+@click.option("--task", default=None, help="Only jobs of this task.")
+@click.pass_context
+@_errors
+def history(
+    click_ctx: click.Context, spec: str | None, queue: str, limit: int, task: str | None
+) -> None:
+    """The newest jobs of a queue (kept by retention), with their current state."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    from . import history as hist
+
+    c = click_ctx.find_object(Context)
+    assert c is not None
+    table = Table(title=f"history of {queue}")
+    for col in ("entry", "level", "job id", "task", "args", "state"):
+        table.add_column(col)
+    for e in hist.recent(c.app(spec), queue, limit, task):
+        table.add_row(
+            e.entry_id,
+            e.level,
+            e.job_id,
+            e.task,
+            e.fields.get("args", "")[:40],
+            e.info.state.value,
+        )
+    console.print(table)
+
+
+@history.command(name="replay")
+@click.argument("entry_id")
+@click.option("--level", type=click.Choice(["high", "normal", "low"]), default="normal")
+@app_option
+@queue_option
+@pass_context
+@_errors
+def history_replay(c: Context, entry_id: str, level: str, spec: str | None, queue: str) -> None:
+    """Run a past job again (same task and arguments) as a new job."""
+    from . import history as hist
+
+    job_id = hist.replay(c.app(spec), queue, level, entry_id)
+    if job_id is None:
+        raise click.ClickException(f"no entry {entry_id} in {queue}/{level} (trimmed?)")
+    click.echo(job_id)
+
+
 @main.command()
 @click.option(
     "--jobs", default=12, show_default=True, help="Documents to push through the pipeline."

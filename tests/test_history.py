@@ -1,0 +1,59 @@
+"""Processing history: finished jobs stay readable with their state, and can be run again."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conveyor import Conveyor, JobState
+from conveyor.history import recent, replay
+from tests.conftest import worker_thread
+
+
+def test_history_lists_recent_jobs_with_state_and_replays_one(app: Conveyor) -> None:
+    seen: list[int] = []
+
+    @app.task
+    def square(n: int) -> int:
+        seen.append(n)
+        return n * n
+
+    jobs = [square.enqueue(n) for n in range(5)]
+    pending = square.using(queue="elsewhere").enqueue(99)  # another queue: not in this history
+    with worker_thread(app):
+        assert [j.result(timeout=10) for j in jobs] == [0, 1, 4, 9, 16]
+        rows = recent(app, "default", limit=3)
+        assert [r.job_id for r in rows] == [j.id for j in reversed(jobs[-3:])]
+        assert all(r.info.state is JobState.DONE and r.task == "square" for r in rows)
+        again = replay(app, "default", rows[0].level, rows[0].entry_id)
+        assert again is not None and again != rows[0].job_id
+        assert app.job(again).result(timeout=10) == 16
+    assert seen.count(4) == 2
+    assert pending.status() is JobState.QUEUED
+
+
+def test_history_cli_prints_the_table(app: Conveyor, redis_url: str) -> None:
+    @app.task
+    def hello() -> str:
+        return "hi"
+
+    job = hello.enqueue()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "--url",
+            redis_url,
+            "--namespace",
+            app.namespace,
+            "history",
+            "-n",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert job.id.split(":")[-1] in out and "hello" in out and "queued" in out
