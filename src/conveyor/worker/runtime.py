@@ -62,7 +62,8 @@ class Worker:
         self.broker: Broker = app.broker
         self.keys: dict[str, QueueKeys] = {q: app.keys(q) for q in self.settings.queues}
         self.held = HeldJobs()
-        self.pel_limit = max(1000, self.settings.concurrency * 8)
+        # Bounds the XPENDING replies used for owner checks, never what a worker may hold.
+        self.pel_limit = 100_000
         self.executor = Executor(self.settings.concurrency)
         self.completer = Completer(self.broker, self.keys, self.consumer, self.pel_limit)
         self.maintenance = Maintenance(self)
@@ -199,18 +200,25 @@ class Worker:
 
     # -- one job ------------------------------------------------------------------------------
     async def _process(self, d: Delivery) -> None:
+        acking = False
         try:
-            await self._handle(d)
+            acking = await self._handle(d)
         finally:
-            self.held.discard(d.queue, d.level, d.entry_id)
+            if not acking:
+                self.held.discard(d.queue, d.level, d.entry_id)
 
-    async def _handle(self, d: Delivery) -> None:
+    async def _handle(self, d: Delivery) -> bool:
+        """Run one delivery to its end; True when its ack was handed to the completer.
+
+        A successful job frees its slot as soon as its function returns: the batched ack
+        runs behind it, overlapping the next fetch, and the lease is kept until it lands.
+        """
         fallback_id = job_id_for(d.queue, d.level, d.entry_id)
         try:
             env = decode_fields(d.fields, max_bytes=self.settings.max_payload_bytes)
         except PayloadError as exc:
             await self._dead(d, fallback_id, None, "malformed", f"malformed job: {exc}")
-            return
+            return False
         job_id = env.id or fallback_id
         task = self.app.tasks.get(env.task)
         limit = task.options.max_deliveries if task else DEFAULTS.max_deliveries
@@ -223,7 +231,7 @@ class Worker:
                 f"delivered {d.deliveries} times without finishing (max_deliveries={limit}); "
                 "its worker probably crashed or was killed while running it",
             )
-            return
+            return False
         if task is None:
             known = ", ".join(sorted(self.app.tasks)) or "none"
             await self._dead(
@@ -233,12 +241,12 @@ class Worker:
                 "unknown_task",
                 f"unknown task {env.task!r}: no worker of this app registers it (known: {known})",
             )
-            return
+            return False
         try:
             args, kwargs = task.bind(env.args, env.kwargs)
         except PayloadError as exc:
             await self._dead(d, job_id, env, "bad_arguments", str(exc))
-            return
+            return False
         log.debug("running %s %s args=%r kwargs=%r", task.name, job_id, args, kwargs)
         outcome = await self.executor.run(task, args, kwargs)
         if outcome.ok:
@@ -248,12 +256,18 @@ class Worker:
                 outcome = Outcome(False, error=str(exc))
             else:
                 ttl = int(task.options.result_ttl * 1000)
-                stored = await self.completer.submit(
+                fut = self.completer.submit(
                     d.queue, Completion(d.level, d.entry_id, job_id, record, ttl)
                 )
-                self._count("done" if stored else "lost", job_id)
-                return
+                fut.add_done_callback(lambda f: self._acked(d, job_id, f))
+                return True
         await self._failed(d, env, task, job_id, outcome)
+        return False
+
+    def _acked(self, d: Delivery, job_id: str, fut: asyncio.Future[bool]) -> None:
+        self.held.discard(d.queue, d.level, d.entry_id)
+        if not fut.cancelled():
+            self._count("done" if fut.result() else "lost", job_id)
 
     async def _failed(
         self, d: Delivery, env: Envelope, task: Task[Any, Any], job_id: str, outcome: Outcome
