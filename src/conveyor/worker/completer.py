@@ -12,6 +12,7 @@ from collections import defaultdict
 
 from ..broker import Broker, operations
 from ..keys import QueueKeys
+from .cancellation import cancel_and_wait
 
 log = logging.getLogger("conveyor.worker")
 
@@ -90,10 +91,9 @@ class Completer:
         self._wake.set()
         if self._task is None:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except asyncio.TimeoutError:
-            self._task.cancel()
+        _, pending = await asyncio.wait({self._task}, timeout=timeout)
+        if pending:
+            await cancel_and_wait(pending)
             log.error(
                 "gave up on %d ack(s) after %.0fs without Redis; those jobs will be reclaimed "
                 "and may run again",

@@ -21,6 +21,7 @@ from ..broker import command, operations
 from ..broker.operations import Unique
 from ..cron import CronSchedule
 from ..keys import GROUP, LEVELS
+from .cancellation import cancel_and_wait
 
 if TYPE_CHECKING:
     from .runtime import Worker
@@ -56,9 +57,7 @@ class Maintenance:
             )
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
 
     async def _every(
         self, step: Callable[[], Awaitable[float | None]], interval: float | None

@@ -14,13 +14,16 @@ import os
 import secrets
 import signal
 import socket
+import sys
+import threading
 from collections import deque
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import redis
 
 from ..app import Conveyor
-from ..broker import Broker, Call, operations
+from ..broker import Broker, Call, command, operations
 from ..broker.operations import Completion, Delivery
 from ..errors import ConnectionFailed, PayloadError
 from ..keys import LEVELS, QueueKeys, job_id_for
@@ -29,6 +32,7 @@ from ..settings import TaskOptions, WorkerSettings
 from ..task import Task
 from ..wire import Envelope, decode_fields, envelope_fields
 from . import outcomes
+from .cancellation import cancel_and_wait
 from .completer import Completer
 from .executor import Executor, Outcome
 from .lease import HeldJobs, LeaseKeeper
@@ -71,11 +75,20 @@ class Worker:
         self._buffer: deque[Delivery] = deque()
         self._running: dict[asyncio.Task[None], Delivery] = {}
         self._slot_free = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._streams = {
             keys.stream(level): (q, level) for q, keys in self.keys.items() for level in LEVELS
         }
         self._lease: LeaseKeeper | None = None
+        # Blocking reads get a connection of their own, so stop() can end one at once with
+        # CLIENT UNBLOCK instead of waiting out its BLOCK timeout.
+        options = self.broker.options
+        self._blocker = Broker(
+            self.broker.url,
+            replace(options, extra={**options.extra, "single_connection_client": True}),
+        )
+        self._blocker_id: int | None = None
         self.ready = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -118,6 +131,17 @@ class Worker:
             log.info("worker %s stopping: finishing running jobs", self.consumer)
         self._stopping.set()
         self._slot_free.set()
+        if self._blocker_id is not None:
+            blocker, self._blocker_id = self._blocker_id, None
+            task = asyncio.get_running_loop().create_task(self._unblock(blocker))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _unblock(self, client_id: int) -> None:
+        try:
+            await self.broker.acall(command("CLIENT", "UNBLOCK", client_id))
+        except Exception as exc:
+            log.debug("could not unblock the fetch connection: %s", exc)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -153,13 +177,20 @@ class Worker:
                         break
                 turn += 1
                 if not got:
-                    got = await self.broker.acall(
+                    if self._blocker_id is None:
+                        self._blocker_id = await self._blocker.acall(
+                            command("CLIENT", "ID", parse=int)
+                        )
+                    if self._stopping.is_set():
+                        break
+                    got = await self._blocker.acall(
                         operations.block_read(
                             self._streams, self.consumer, 1, self.settings.block_ms
                         )
                     )
                 delay = 0.05
             except ConnectionFailed as exc:
+                self._blocker_id = None
                 log.warning("Redis unreachable, retrying in %.2fs: %s", delay, exc)
                 await self._pause(delay)
                 delay = min(delay * 2, 5.0)
@@ -371,9 +402,7 @@ class Worker:
             log.info("waiting up to %.1fs for %d running job(s)", grace, len(self._running))
             _, pending = await asyncio.wait(list(self._running), timeout=grace)
             unfinished = [self._running[t] for t in pending if t in self._running]
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await cancel_and_wait(pending)
         else:
             unfinished = []
         await self.completer.close(timeout=max(grace, 5.0))
@@ -389,6 +418,7 @@ class Worker:
         if self._lease is not None:
             self._lease.unregister()
         self.executor.shutdown()
+        await self._blocker.aclose()
         log.info(
             "worker %s stopped (%s)%s",
             self.consumer,
@@ -418,3 +448,27 @@ async def run_worker(
 ) -> None:
     """Run one worker in this process until SIGTERM/SIGINT."""
     await Worker(app, settings).run(handle_signals=handle_signals)
+
+
+def serve(app: Conveyor, settings: WorkerSettings | None = None) -> None:
+    """Run a worker as this process's main job until SIGTERM/SIGINT, then end the process.
+
+    Python cannot stop a thread: a sync task still running after the shutdown grace (its
+    job already handed back) would keep the process alive, so the process exits without
+    waiting for it.
+    """
+    asyncio.run(Worker(app, settings).run(handle_signals=True))
+    exit_if_task_threads_linger()
+
+
+def exit_if_task_threads_linger() -> None:
+    """End the process now if sync task threads outlived a worker's shutdown."""
+    stuck = [t for t in threading.enumerate() if t.name.startswith("conveyor-task")]
+    for t in stuck:
+        t.join(0.5)
+    if any(t.is_alive() for t in stuck):
+        log.warning("exiting with sync task threads still running (their jobs were requeued)")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

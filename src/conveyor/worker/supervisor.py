@@ -6,7 +6,6 @@ crosses the process boundary and a crash in one child never takes the others dow
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing
 import multiprocessing.process
@@ -25,13 +24,13 @@ RESTART_CAP = 30.0
 def _child(spec: str, settings: WorkerSettings, url: str | None, log_level: str) -> None:
     from ..logs import configure_logging
     from .loader import load_app
-    from .runtime import Worker
+    from .runtime import serve
 
     configure_logging(log_level)
     app = load_app(spec)
     if url:
         app.broker.url = url
-    asyncio.run(Worker(app, settings).run(handle_signals=True))
+    serve(app, settings)
 
 
 @dataclass
