@@ -6,6 +6,7 @@ back is not hit by every retry at once.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -19,8 +20,10 @@ class Backoff:
     jitter: bool = True
 
     def __post_init__(self) -> None:
-        if self.base <= 0:
-            raise ConfigurationError(f"Backoff.base must be > 0 seconds, not {self.base}")
+        if not math.isfinite(self.base) or self.base <= 0:
+            raise ConfigurationError(f"Backoff.base must be a finite number > 0, not {self.base}")
+        if not math.isfinite(self.cap):
+            raise ConfigurationError(f"Backoff.cap must be a finite number, not {self.cap}")
         if self.cap < self.base:
             raise ConfigurationError(f"Backoff.cap ({self.cap}) must be >= base ({self.base})")
 

@@ -9,12 +9,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import redis
 from rich.console import Console
 from rich.table import Table
 
 from . import dead_letters, stats
 from .app import Conveyor
-from .errors import ConveyorError
+from .broker import configured_url
+from .errors import ConnectionFailed, ConveyorError
 from .job import JobState
 from .settings import Leases, WorkerSettings
 
@@ -64,6 +66,10 @@ def _errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except ConveyorError as exc:
             raise click.ClickException(str(exc)) from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            c = click.get_current_context().find_object(Context)
+            url = configured_url(c.url if c else None)
+            raise click.ClickException(str(ConnectionFailed(url, exc))) from None
 
     return wrapper  # type: ignore[return-value]
 

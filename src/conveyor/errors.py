@@ -11,7 +11,7 @@ class ConnectionFailed(ConveyorError):
     """Redis did not answer at the configured URL."""
 
     def __init__(self, url: str, cause: BaseException | None = None) -> None:
-        detail = f": {cause}" if cause else ""
+        detail = f": {str(cause).rstrip('.')}" if cause else ""
         super().__init__(
             f"cannot connect to Redis at {redact_url(url)}{detail}. "
             "Start one with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 "

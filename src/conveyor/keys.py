@@ -13,7 +13,9 @@ from typing import Final
 
 from .errors import ConfigurationError
 
-NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+ENTRY_PATTERN: Final = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+TOKEN_PATTERN: Final = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 #: Priority levels, most urgent first. A worker always drains a higher level before a lower.
 LEVELS: Final = ("high", "normal", "low")
@@ -25,7 +27,7 @@ GROUP: Final = "conveyor"
 
 
 def validate_name(kind: str, name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ConfigurationError(
             f"invalid {kind} name {name!r}: use 1-64 letters, digits, '_', '.' or '-'"
         )
@@ -113,11 +115,11 @@ def delayed_job_id(queue: str, token: str) -> str:
 def parse_job_id(job_id: str) -> JobLocation:
     """Read the queue (and first stream entry) out of a job id."""
     parts = job_id.split(":")
-    if len(parts) != 3 or not NAME_PATTERN.match(parts[0]) or not parts[2]:
+    if len(parts) != 3 or not NAME_PATTERN.fullmatch(parts[0]) or not parts[2]:
         raise ConfigurationError(f"not a Conveyor job id: {job_id!r}")
     queue, code, rest = parts
-    if code == DELAYED_CODE:
+    if code == DELAYED_CODE and TOKEN_PATTERN.fullmatch(rest):
         return JobLocation(queue, None, None)
-    if code not in CODE_LEVELS:
+    if code not in CODE_LEVELS or not ENTRY_PATTERN.fullmatch(rest):
         raise ConfigurationError(f"not a Conveyor job id: {job_id!r}")
     return JobLocation(queue, CODE_LEVELS[code], rest)

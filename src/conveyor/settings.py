@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .backoff import Backoff
@@ -10,8 +11,11 @@ from .keys import LEVELS, validate_name
 
 
 def _positive(owner: str, name: str, value: float, *, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigurationError(f"{owner}.{name} must be {'>= 0' if allow_zero else '> 0'}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigurationError(
+            f"{owner}.{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, "
+            f"not {value!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class Leases:
 
     def __post_init__(self) -> None:
         _positive("Leases", "timeout", self.timeout)
+        if self.reclaim_every is not None:
+            _positive("Leases", "reclaim_every", self.reclaim_every)
         if self.timeout < 0.3:
             raise ConfigurationError("Leases.timeout must be >= 0.3 seconds")
 
@@ -105,6 +111,10 @@ class WorkerSettings:
     max_payload_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
+        if isinstance(self.queues, str):
+            # queues="default" would otherwise be read as the queues d, e, f, a, u, l, t.
+            object.__setattr__(self, "queues", (self.queues,))
+        _positive("WorkerSettings", "max_payload_bytes", self.max_payload_bytes)
         if not self.queues:
             raise ConfigurationError("WorkerSettings.queues must name at least one queue")
         for q in self.queues:

@@ -66,7 +66,7 @@ def discover_queues(app: Conveyor) -> list[str]:
     found = set()
     for key in app.broker.client.scan_iter(match=f"{prefix}*", count=1000):
         name = _s(key)[len(prefix) :].split("}", 1)[0]
-        if NAME_PATTERN.match(name):
+        if NAME_PATTERN.fullmatch(name):
             found.add(name)
     return sorted(found)
 

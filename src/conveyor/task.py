@@ -53,6 +53,7 @@ class Task(Generic[P, R]):
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
         self._arg_types: dict[str, Any] | None = None
+        self._all_hints: dict[str, Any] | None = None
         self._unique: Unique | None = None
 
     def __repr__(self) -> str:
@@ -118,18 +119,24 @@ class Task(Generic[P, R]):
                 raise PayloadError(f"argument {name!r} of {self.name}: {exc}") from exc
         return list(bound.args), dict(bound.kwargs)
 
+    def _hints(self) -> dict[str, Any]:
+        if self._all_hints is None:
+            try:
+                self._all_hints = get_type_hints(self.fn)
+            except Exception:  # an annotation not resolvable here: no conversion
+                self._all_hints = {}
+        return self._all_hints
+
     def _types(self) -> dict[str, Any]:
         if self._arg_types is None:
-            try:
-                hints = get_type_hints(self.fn)
-            except Exception:
-                hints = {}
+            hints = dict(self._hints())
             hints.pop("return", None)
             self._arg_types = {k: v for k, v in hints.items() if v is not Any}
         return self._arg_types
 
     def convert_result(self, value: Any) -> R:
-        hint = get_type_hints(self.fn).get("return") if self.fn else None
+        """The JSON result as the task's declared return type, when that can be built."""
+        hint = self._hints().get("return")
         if hint is None or hint is Any:
             return value  # type: ignore[no-any-return]
         try:

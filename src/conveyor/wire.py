@@ -135,17 +135,17 @@ def decode_fields(fields: Mapping[bytes, bytes], *, max_bytes: int = DEFAULT_MAX
     task = _text(fields, "task")
     try:
         args = _args_decode(fields[b"args"])
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise PayloadError(f"field 'args' is not a JSON array: {exc}") from exc
     try:
         kwargs = _kwargs_decode(fields[b"kwargs"])
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise PayloadError(f"field 'kwargs' is not a JSON object: {exc}") from exc
     history: list[dict[str, Any]] = []
     if b"history" in fields:
         try:
             history = _history_decode(fields[b"history"])
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             raise PayloadError(f"field 'history' is not a JSON array of objects: {exc}") from exc
     job_id = _text(fields, "id") if b"id" in fields else None
     attempt = _int(fields, "attempt", 1)

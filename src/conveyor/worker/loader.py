@@ -22,7 +22,7 @@ def load_app(spec: str) -> Conveyor:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise ConfigurationError(
                 f"cannot import module {module_name!r} (from {spec!r}); run from the directory "
                 f"that contains it or add it to PYTHONPATH (current dir: {cwd})"

@@ -1,0 +1,45 @@
+"""A small app for the CLI, supervisor and compatibility tests: ``tests.cliapp:app``.
+
+Its Redis URL comes from CONVEYOR_REDIS_URL and its namespace from TEST_NAMESPACE, so each test
+points the `conveyor` command (a real subprocess) at its own keys. Tests that enqueue or run
+workers in-process call :func:`register_tasks` on their own app, to get the same tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from conveyor import Backoff, Conveyor
+
+#: Not a Conveyor app: `conveyor worker tests.cliapp:settings` must refuse it.
+settings = {"answer": 42}
+
+
+def register_tasks(app: Conveyor) -> dict[str, Any]:
+    """Register add, fail, flaky and slow on ``app``; returns them by name."""
+
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task(retries=0)
+    def fail() -> None:
+        raise RuntimeError("fail always fails")
+
+    @app.task(retries=1, backoff=Backoff(base=0.05, cap=0.1, jitter=False))
+    def flaky() -> None:
+        """Fails on every attempt: one retry after 0.05 s, then the dead-letter stream."""
+        raise ValueError("flaky failed again")
+
+    @app.task
+    async def slow(seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+    return {"add": add, "fail": fail, "flaky": flaky, "slow": slow}
+
+
+app = Conveyor(namespace=os.environ.get("TEST_NAMESPACE", "cliapp"))
+register_tasks(app)

@@ -1,0 +1,262 @@
+"""The job envelope (conveyor.wire): plain stream fields, JSON values, versioned, bounded.
+
+Round trips go through a real Redis stream (XADD then XRANGE) as well as through the pure
+functions, so the fields are exactly what `redis-cli XRANGE` shows and what another language
+would write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import pytest
+import redis
+
+from conveyor import PayloadError
+from conveyor.wire import (
+    VERSION,
+    Envelope,
+    JobRecord,
+    decode_fields,
+    decode_record,
+    encode_fields,
+    encode_record,
+    envelope_fields,
+)
+
+
+def as_redis(fields: Mapping[str, Any]) -> dict[bytes, bytes]:
+    """Fields the way a Redis reply carries them: every name and value as bytes."""
+    out = {}
+    for k, v in fields.items():
+        out[k.encode()] = v if isinstance(v, bytes) else str(v).encode()
+    return out
+
+
+def good(**changes: bytes | None) -> dict[bytes, bytes]:
+    """A valid entry as Redis returns it; a change of None removes that field."""
+    fields = {
+        b"version": b"1",
+        b"task": b"send_email",
+        b"args": b'["a@example.com"]',
+        b"kwargs": b'{"subject":"hi"}',
+        b"enqueued_at": b"1700000000000",
+        b"attempt": b"1",
+    }
+    for name, value in changes.items():
+        if value is None:
+            fields.pop(name.encode(), None)
+        else:
+            fields[name.encode()] = value
+    return fields
+
+
+# -- round trips ---------------------------------------------------------------------------------
+def test_encode_decode_round_trip_keeps_every_value() -> None:
+    args = [1, 2.5, "é ☃ 😀", None, True, [1, [2, {"x": "y"}]], {"nested": {"k": [1, 2]}}]
+    kwargs = {"subject": "hi", "count": 3, "tags": ["a", "b"], "none": None}
+    history = [{"attempt": 1, "error": "ValueError: boom", "at": 1700000000001, "worker": "w1"}]
+    fields = encode_fields(
+        "send_email",
+        args,
+        kwargs,
+        enqueued_at=1700000000000,
+        attempt=2,
+        job_id="default:d:abc123",
+        history=history,
+    )
+    env = decode_fields(as_redis(fields))
+    assert env == Envelope(
+        task="send_email",
+        args=args,
+        kwargs=kwargs,
+        id="default:d:abc123",
+        enqueued_at=1700000000000,
+        attempt=2,
+        history=history,
+        version=VERSION,
+    )
+
+
+def test_encoded_fields_are_plain_documented_fields() -> None:
+    fields = encode_fields("send_email", ["a@example.com"], {"x": 1}, enqueued_at=1700000000000)
+    assert list(fields) == ["version", "task", "args", "kwargs", "enqueued_at", "attempt"]
+    assert fields["version"] == 1
+    assert fields["task"] == "send_email"
+    assert msgspec.json.decode(fields["args"]) == ["a@example.com"]  # type: ignore[arg-type]
+    assert msgspec.json.decode(fields["kwargs"]) == {"x": 1}  # type: ignore[arg-type]
+    assert fields["enqueued_at"] == 1700000000000
+    assert fields["attempt"] == 1
+
+
+def test_round_trip_through_a_real_redis_stream(r: redis.Redis, namespace: str) -> None:
+    stream = f"{namespace}:{{default}}:ready:normal"
+    fields = encode_fields(
+        "resize", ["/tmp/ü.png", 640], {"fast": True}, enqueued_at=1700000000123, job_id="q:d:ff"
+    )
+    entry_id = r.xadd(stream, fields)  # type: ignore[arg-type]
+    [(got_id, raw)] = r.xrange(stream)
+    assert got_id == entry_id
+    env = decode_fields(raw)
+    assert (env.task, env.args, env.kwargs) == ("resize", ["/tmp/ü.png", 640], {"fast": True})
+    assert (env.id, env.enqueued_at, env.attempt, env.version) == ("q:d:ff", 1700000000123, 1, 1)
+
+
+def test_decode_accepts_minimal_entry_written_by_another_language() -> None:
+    env = decode_fields({b"task": b"t", b"args": b"[]", b"kwargs": b"{}"})
+    assert env == Envelope(task="t", args=[], kwargs={}, id=None, enqueued_at=0, attempt=1)
+
+
+def test_envelope_fields_changes_attempt_and_history_only() -> None:
+    env = decode_fields(good())
+    fields = envelope_fields(
+        env, attempt=2, id="default:n:1-0", history=[{"attempt": 1, "error": "x"}]
+    )
+    again = decode_fields(as_redis(fields))
+    assert again.attempt == 2
+    assert again.id == "default:n:1-0"
+    assert again.history == [{"attempt": 1, "error": "x"}]
+    assert (again.task, again.args, again.kwargs) == (env.task, env.args, env.kwargs)
+    assert again.enqueued_at == env.enqueued_at
+
+
+# -- decode errors -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        pytest.param(good(task=None), "missing field 'task'", id="missing-task"),
+        pytest.param(good(args=None), "missing field 'args'", id="missing-args"),
+        pytest.param(good(kwargs=None), "missing field 'kwargs'", id="missing-kwargs"),
+        pytest.param(good(args=b'{"a": 1}'), "'args' is not a JSON array", id="args-object"),
+        pytest.param(good(args=b'"text"'), "'args' is not a JSON array", id="args-string"),
+        pytest.param(good(args=b"[1, 2"), "'args' is not a JSON array", id="args-bad-json"),
+        pytest.param(good(kwargs=b"[1, 2]"), "'kwargs' is not a JSON object", id="kwargs-array"),
+        pytest.param(good(kwargs=b"null"), "'kwargs' is not a JSON object", id="kwargs-null"),
+        pytest.param(good(kwargs=b"{oops"), "'kwargs' is not a JSON object", id="kwargs-bad-json"),
+        pytest.param(good(task=b"caf\xc3"), "'task' is not valid UTF-8", id="task-bad-utf8"),
+        pytest.param(good(task=b"\xff\xfe"), "'task' is not valid UTF-8", id="task-bad-utf8-2"),
+        pytest.param(good(attempt=b"two"), "'attempt' is not an integer", id="attempt-text"),
+        pytest.param(good(attempt=b"1.5"), "'attempt' is not an integer", id="attempt-float"),
+        pytest.param(good(attempt=b"0"), "'attempt' must be >= 1", id="attempt-zero"),
+        pytest.param(good(version=b"2"), "unsupported envelope version 2", id="version-2"),
+        pytest.param(good(version=b"0"), "unsupported envelope version 0", id="version-0"),
+        pytest.param(good(version=b"v1"), "'version' is not an integer", id="version-text"),
+        pytest.param(good(enqueued_at=b"soon"), "'enqueued_at' is not an integer", id="enq-text"),
+        pytest.param(good(history=b"{}"), "'history' is not a JSON array", id="history-object"),
+    ],
+)
+def test_decode_rejects_malformed_entry_with_clear_message(
+    entry: dict[bytes, bytes], message: str
+) -> None:
+    with pytest.raises(PayloadError) as info:
+        decode_fields(entry)
+    assert message in str(info.value)
+
+
+def test_decode_rejects_invalid_utf8_inside_args_as_payload_error() -> None:
+    # Any language may XADD bytes; invalid UTF-8 inside the JSON must be a PayloadError (which
+    # the worker dead-letters as malformed), never a bare UnicodeDecodeError.
+    with pytest.raises(PayloadError) as info:
+        decode_fields(good(args=b'["\xff"]'))
+    assert "args" in str(info.value)
+
+
+def test_decode_rejects_invalid_utf8_inside_kwargs_as_payload_error() -> None:
+    with pytest.raises(PayloadError) as info:
+        decode_fields(good(kwargs=b'{"a": "\xc3"}'))
+    assert "kwargs" in str(info.value)
+
+
+def test_decode_rejects_oversize_entry_and_names_the_limit() -> None:
+    entry = good(args=b'["' + b"x" * 2000 + b'"]')
+    with pytest.raises(PayloadError) as info:
+        decode_fields(entry, max_bytes=1000)
+    text = str(info.value)
+    assert "over the 1000-byte limit" in text
+    size = sum(len(k) + len(v) for k, v in entry.items())
+    assert str(size) in text
+
+
+def test_decode_accepts_entry_exactly_at_the_limit() -> None:
+    entry = good()
+    size = sum(len(k) + len(v) for k, v in entry.items())
+    assert decode_fields(entry, max_bytes=size).task == "send_email"
+    with pytest.raises(PayloadError):
+        decode_fields(entry, max_bytes=size - 1)
+
+
+# -- encode errors -------------------------------------------------------------------------------
+class Opaque:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        pytest.param([object()], {}, id="object-arg"),
+        pytest.param([Opaque()], {}, id="custom-class-arg"),
+        pytest.param([1, {"deep": [Opaque()]}], {}, id="nested-arg"),
+        pytest.param([], {"fn": print}, id="function-kwarg"),
+        pytest.param([1 + 2j], {}, id="complex-arg"),
+    ],
+)
+def test_encode_rejects_values_that_are_not_json(args: list[Any], kwargs: dict[str, Any]) -> None:
+    with pytest.raises(PayloadError) as info:
+        encode_fields("t", args, kwargs, enqueued_at=1)
+    assert "not JSON-serializable" in str(info.value)
+
+
+def test_encode_rejects_oversize_arguments_with_advice() -> None:
+    with pytest.raises(PayloadError) as info:
+        encode_fields("big_task", ["x" * 5000], {}, enqueued_at=1, max_bytes=1000)
+    text = str(info.value)
+    assert "'big_task'" in text
+    assert "1000-byte limit" in text
+    assert "pass a reference" in text
+
+
+def test_encode_counts_kwargs_toward_the_size_limit() -> None:
+    with pytest.raises(PayloadError):
+        encode_fields("t", [], {"blob": "y" * 5000}, enqueued_at=1, max_bytes=1000)
+    fields = encode_fields("t", [], {"blob": "y" * 500}, enqueued_at=1, max_bytes=1000)
+    assert decode_fields(as_redis(fields)).kwargs == {"blob": "y" * 500}
+
+
+# -- job records ---------------------------------------------------------------------------------
+def test_job_record_round_trip() -> None:
+    rec = JobRecord(
+        state="dead",
+        attempt=3,
+        result={"a": [1, 2]},
+        error="ValueError: boom",
+        traceback="Traceback ...",
+        reason="failed",
+        finished_at=1700000000000,
+        worker="host-1-abc",
+        level="high",
+        entry="1700000000000-0",
+        due=1700000005000,
+        consumer="host-1-abc",
+        task="send_email",
+    )
+    assert decode_record(encode_record(rec)) == rec
+
+
+def test_job_record_omits_unset_fields() -> None:
+    raw = encode_record(JobRecord(state="done", result=5))
+    assert msgspec.json.decode(raw) == {"state": "done", "result": 5}
+
+
+def test_job_record_reads_records_written_by_lua() -> None:
+    # The scripts write records with cjson (schedule.lua, promote.lua, requeue.lua).
+    rec = decode_record(b'{"state":"queued","level":"high","entry":"1700000000000-3"}')
+    assert (rec.state, rec.level, rec.entry) == ("queued", "high", "1700000000000-3")
+    assert decode_record(b'{"state":"scheduled"}') == JobRecord(state="scheduled")
+
+
+def test_job_record_rejects_unserializable_result() -> None:
+    with pytest.raises(PayloadError) as info:
+        encode_record(JobRecord(state="done", result=Opaque()))
+    assert "not JSON-serializable" in str(info.value)
