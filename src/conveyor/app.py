@@ -62,6 +62,15 @@ class Conveyor:
     def __repr__(self) -> str:
         return f"<Conveyor {self.namespace} tasks={len(self.tasks)}>"
 
+    def rebind(self, *, url: str | None = None, namespace: str | None = None) -> None:
+        """Point the app at another Redis or namespace before it is used (CLI overrides)."""
+        if url:
+            self.broker.close()
+            self.broker = Broker(url, self.broker.options)
+        if namespace:
+            self.namespace = validate_name("namespace", namespace)
+            self._keys.clear()
+
     def keys(self, queue: str) -> QueueKeys:
         keys = self._keys.get(queue)
         if keys is None:

@@ -25,7 +25,7 @@ console = Console()
 
 
 class Context:
-    def __init__(self, url: str | None, namespace: str, log_level: str) -> None:
+    def __init__(self, url: str | None, namespace: str | None, log_level: str) -> None:
         self.url = url
         self.namespace = namespace
         self.log_level = log_level
@@ -35,10 +35,9 @@ class Context:
             from .worker.loader import load_app
 
             app = load_app(spec)
-            if self.url:
-                app.broker.url = self.url
+            app.rebind(url=self.url, namespace=self.namespace)
             return app
-        return Conveyor(self.url, namespace=self.namespace)
+        return Conveyor(self.url, namespace=self.namespace or "conveyor")
 
 
 def _json(kind: str, text: str | None, default: Any) -> Any:
@@ -78,11 +77,11 @@ def _errors(fn: F) -> F:
 @click.option(
     "--url", envvar="CONVEYOR_REDIS_URL", help="Redis URL (default: REDIS_URL, then localhost)."
 )
-@click.option("--namespace", default="conveyor", show_default=True, help="Key prefix of the app.")
+@click.option("--namespace", default=None, help="Key prefix (default: the app's, else 'conveyor').")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.version_option(package_name="conveyor-queue")
 @click.pass_context
-def main(ctx: click.Context, url: str | None, namespace: str, log_level: str) -> None:
+def main(ctx: click.Context, url: str | None, namespace: str | None, log_level: str) -> None:
     """Conveyor: a reliable task queue on Redis Streams."""
     ctx.obj = Context(url, namespace, log_level)
 
@@ -127,7 +126,10 @@ def worker(
     )
     if processes < 1:
         raise click.BadParameter("must be >= 1", param_hint="--processes")
-    sys.exit(Supervisor(spec, settings, processes, url=c.url, log_level=c.log_level).run())
+    supervisor = Supervisor(
+        spec, settings, processes, url=c.url, namespace=c.namespace, log_level=c.log_level
+    )
+    sys.exit(supervisor.run())
 
 
 @main.command()

@@ -121,9 +121,8 @@ def _start_worker(url: str) -> subprocess.Popen[bytes]:
 def run_demo(url: str | None = None, documents: int = 12) -> int:
     global NAMESPACE
     NAMESPACE = f"conveyor-demo-{secrets.token_hex(3)}"
-    app.namespace = NAMESPACE
     with redis_for(url or configured_url()) as found:
-        app.broker.url = found
+        app.rebind(url=found, namespace=NAMESPACE)
         info = app.broker.server_info()
         console.rule("[bold]Conveyor demo")
         console.print(

@@ -99,15 +99,18 @@ class Retention:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """One worker process: how many jobs at once, from which queues, how it stops."""
+    """One worker process: how many jobs at once, from which queues, how it stops.
 
-    queues: tuple[str, ...] = ("default",)
+    ``queues`` None means every queue the app's tasks use.
+    """
+
+    queues: tuple[str, ...] | None = None
     concurrency: int = 10
     leases: Leases = field(default_factory=Leases)
     retention: Retention = field(default_factory=Retention)
     shutdown_grace: float = 30.0
     block_ms: int = 2000
-    promote_every: float = 1.0
+    promote_every: float = 0.25
     max_payload_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -115,9 +118,9 @@ class WorkerSettings:
             # queues="default" would otherwise be read as the queues d, e, f, a, u, l, t.
             object.__setattr__(self, "queues", (self.queues,))
         _positive("WorkerSettings", "max_payload_bytes", self.max_payload_bytes)
-        if not self.queues:
+        if self.queues is not None and not self.queues:
             raise ConfigurationError("WorkerSettings.queues must name at least one queue")
-        for q in self.queues:
+        for q in self.queues or ():
             validate_name("queue", q)
         if self.concurrency < 1:
             raise ConfigurationError("WorkerSettings.concurrency must be >= 1")

@@ -61,10 +61,11 @@ class Worker:
         self, app: Conveyor, settings: WorkerSettings | None = None, *, name: str | None = None
     ) -> None:
         self.app = app
-        self.settings = settings or WorkerSettings(queues=app_queues(app))
+        self.settings = settings or WorkerSettings()
+        self.queues = self.settings.queues or app_queues(app)
         self.consumer = name or consumer_name()
         self.broker: Broker = app.broker
-        self.keys: dict[str, QueueKeys] = {q: app.keys(q) for q in self.settings.queues}
+        self.keys: dict[str, QueueKeys] = {q: app.keys(q) for q in self.queues}
         self.held = HeldJobs()
         # Bounds the XPENDING replies used for owner checks, never what a worker may hold.
         self.pel_limit = 100_000
@@ -100,7 +101,7 @@ class Worker:
             self.broker.url,
             info.engine,
             ".".join(map(str, info.version)),
-            ",".join(self.settings.queues),
+            ",".join(self.queues),
             self.settings.concurrency,
         )
         await self._ensure_groups()
@@ -112,7 +113,7 @@ class Worker:
             self.settings.leases,
             self.app.namespace,
             self.pel_limit,
-            self.settings.queues,
+            self.queues,
         )
         self._lease.start()
         self.completer.start()

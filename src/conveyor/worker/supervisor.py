@@ -21,15 +21,16 @@ log = logging.getLogger("conveyor.supervisor")
 RESTART_CAP = 30.0
 
 
-def _child(spec: str, settings: WorkerSettings, url: str | None, log_level: str) -> None:
+def _child(
+    spec: str, settings: WorkerSettings, url: str | None, namespace: str | None, log_level: str
+) -> None:
     from ..logs import configure_logging
     from .loader import load_app
     from .runtime import serve
 
     configure_logging(log_level)
     app = load_app(spec)
-    if url:
-        app.broker.url = url
+    app.rebind(url=url, namespace=namespace)
     serve(app, settings)
 
 
@@ -50,12 +51,14 @@ class Supervisor:
         processes: int,
         *,
         url: str | None = None,
+        namespace: str | None = None,
         log_level: str = "INFO",
     ) -> None:
         self.spec = spec
         self.settings = settings
         self.slots = [Slot(i) for i in range(processes)]
         self.url = url
+        self.namespace = namespace
         self.log_level = log_level
         self._ctx = multiprocessing.get_context("spawn")
         self._stopping = False
@@ -63,7 +66,7 @@ class Supervisor:
     def _spawn(self, slot: Slot) -> None:
         p = self._ctx.Process(
             target=_child,
-            args=(self.spec, self.settings, self.url, self.log_level),
+            args=(self.spec, self.settings, self.url, self.namespace, self.log_level),
             name=f"conveyor-worker-{slot.index}",
         )
         p.start()

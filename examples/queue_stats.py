@@ -1,0 +1,91 @@
+"""Queue health: ready (lag), running (pending), delayed and dead jobs, and live workers.
+
+Covers the streams document's "monitoring queue health" (a dict built from XINFO STREAM and
+XINFO GROUPS). That dict reports the stream's length as "total tasks", which also counts
+finished jobs kept as history, and only one stream's pending count. `conveyor.stats`
+reads every priority level's group lag and PEL, the delayed set and the dead stream in one
+round trip; `conveyor stats` prints the same (add `--watch 2` to refresh, `--json` for
+scripts). The group's lag is also what KEDA's redis-streams scaler reads to autoscale.
+
+Run it:  python examples/queue_stats.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+
+from conveyor import Conveyor, JobFailed, WorkerSettings, stats
+from conveyor.worker import Worker
+
+NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE") or f"example-stats-{secrets.token_hex(3)}"
+app = Conveyor(namespace=NAMESPACE, default_queue="documents")
+
+
+@app.task
+async def ocr(page: int) -> int:
+    await asyncio.sleep(1.0)
+    return page
+
+
+@app.task(retries=0)
+def broken(page: int) -> None:
+    raise RuntimeError("scanner firmware error")
+
+
+def cleanup() -> None:
+    keys = list(app.broker.client.scan_iter(match=f"{NAMESPACE}:*"))
+    if keys:
+        app.broker.client.delete(*keys)
+
+
+async def main() -> int:
+    print(f"namespace {NAMESPACE}")
+    worker = Worker(app, WorkerSettings(queues=("documents",), concurrency=2))
+    running = asyncio.create_task(worker.run())
+    try:
+        with contextlib.suppress(JobFailed):
+            await (await broken.enqueue_async(0)).result_async(timeout=10)
+        done = await ocr.enqueue_async(1)
+        await done.result_async(timeout=10)
+        await ocr.enqueue_many_async([(p,) for p in range(2, 9)])  # 2 run, 5 wait
+        for _ in range(3):
+            await ocr.enqueue_in_async(60, 99)
+        for _ in range(500):  # until the worker has taken 2 of them
+            if stats.queue_stats(app, "documents").running == 2:
+                break
+            await asyncio.sleep(0.02)
+
+        stream = app.keys("documents").stream("normal")
+        raw = app.broker.client.xinfo_stream(stream)
+        group = app.broker.client.xinfo_groups(stream)[0]
+        print("raw XINFO, as in the seed: total_tasks", raw["length"], "pending", group["pending"])
+
+        s = stats.queue_stats(app, "documents")
+        print(f"conveyor.stats: ready {s.ready}, running {s.running}, delayed {s.delayed},")
+        print(f"  dead {s.dead}, consumers {s.consumers}, live workers {stats.live_workers(app)}")
+        for lv in s.levels:
+            print(f"  {lv.level:<6} length {lv.length} ready {lv.ready} running {lv.running}")
+        ok = (s.ready, s.running, s.delayed, s.dead) == (5, 2, 3, 1)
+
+        cli = [sys.executable, "-m", "conveyor", "--namespace", NAMESPACE, "stats", "--json"]
+        out = await asyncio.to_thread(subprocess.check_output, cli)
+        print("$ conveyor --namespace", NAMESPACE, "stats --json\n" + out.decode().strip())
+        ok &= json.loads(out)[0]["ready"] == 5
+    finally:
+        worker.stop()
+        await running
+        cleanup()
+    print("stats match the queue's state" if ok else "UNEXPECTED OUTCOME")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(asyncio.run(main()))
