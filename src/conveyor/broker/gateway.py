@@ -7,8 +7,9 @@ empty script cache). Redis errors become Conveyor errors that name the URL and t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -48,8 +49,18 @@ class Broker:
         """Whether this server understands script shebangs (Redis 7.0+, Valkey 7.2+)."""
         return self.server_info().version >= (7, 0, 0)
 
-    def call(self, c: Call[T]) -> T:
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Redis errors as Conveyor's: the URL and the fix, not a socket error."""
         try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise ConnectionFailed(self.url, exc) from exc
+        except OutOfMemoryError as exc:
+            raise EnqueueRejected(OOM_MESSAGE.format(url=self.url)) from exc
+
+    def call(self, c: Call[T]) -> T:
+        with self._translated():
             flagged = self._flagged() if c.script else False
             command = _command(c, flagged)
             try:
@@ -58,30 +69,27 @@ class Broker:
                 assert c.script is not None
                 self.client.execute_command("SCRIPT", "LOAD", c.script.variant(flagged)[1])
                 reply = self.client.execute_command(*command)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise ConnectionFailed(self.url, exc) from exc
-        except OutOfMemoryError as exc:
-            raise EnqueueRejected(OOM_MESSAGE.format(url=self.url)) from exc
-        except redis.ResponseError as exc:
-            if not c.accepts_errors:
+            except OutOfMemoryError:
                 raise
-            reply = exc
+            except redis.ResponseError as exc:
+                if not c.accepts_errors:
+                    raise
+                reply = exc
         return c.parse(reply)
 
     def call_many(self, calls: Sequence[Call[Any]]) -> list[Any]:
         """Run calls in one pipeline (no MULTI): one round trip, each call atomic on its own."""
-        try:
+        with self._translated():
             flagged = self._flagged() if any(c.script for c in calls) else False
             replies = self._pipeline(calls, flagged)
-            retry = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            retry = _missing_scripts(replies)
             if retry:
-                for s in {sc for i in retry if (sc := calls[i].script) is not None}:
-                    self.client.execute_command("SCRIPT", "LOAD", s.variant(flagged)[1])
+                for script in {calls[i].script for i in retry}:
+                    assert script is not None
+                    self.client.execute_command("SCRIPT", "LOAD", script.variant(flagged)[1])
                 again = self._pipeline([calls[i] for i in retry], flagged)
                 for i, r in zip(retry, again, strict=True):
                     replies[i] = r
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise ConnectionFailed(self.url, exc) from exc
         return _parse_all(calls, replies, self.url)
 
     def _pipeline(self, calls: Sequence[Call[Any]], flagged: bool) -> list[Any]:
@@ -93,10 +101,8 @@ class Broker:
     def server_info(self) -> ServerInfo:
         """Connect, read INFO, refuse unsupported servers and warn about risky settings."""
         if self._info is None:
-            try:
+            with self._translated():
                 raw = self.client.info()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                raise ConnectionFailed(self.url, exc) from exc
             self._info = parse_info(raw)
             check(self._info, self.url)
         return self._info
@@ -122,7 +128,7 @@ class Broker:
 
     async def acall(self, c: Call[T]) -> T:
         client = self.aclient
-        try:
+        with self._translated():
             flagged = await self._aflagged() if c.script else False
             command = _command(c, flagged)
             try:
@@ -131,30 +137,27 @@ class Broker:
                 assert c.script is not None
                 await client.execute_command("SCRIPT", "LOAD", c.script.variant(flagged)[1])
                 reply = await client.execute_command(*command)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise ConnectionFailed(self.url, exc) from exc
-        except OutOfMemoryError as exc:
-            raise EnqueueRejected(OOM_MESSAGE.format(url=self.url)) from exc
-        except redis.ResponseError as exc:
-            if not c.accepts_errors:
+            except OutOfMemoryError:
                 raise
-            reply = exc
+            except redis.ResponseError as exc:
+                if not c.accepts_errors:
+                    raise
+                reply = exc
         return c.parse(reply)
 
     async def acall_many(self, calls: Sequence[Call[Any]]) -> list[Any]:
         client = self.aclient
-        try:
+        with self._translated():
             flagged = await self._aflagged() if any(c.script for c in calls) else False
             replies = await self._apipeline(client, calls, flagged)
-            retry = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            retry = _missing_scripts(replies)
             if retry:
-                for s in {sc for i in retry if (sc := calls[i].script) is not None}:
-                    await client.execute_command("SCRIPT", "LOAD", s.variant(flagged)[1])
+                for script in {calls[i].script for i in retry}:
+                    assert script is not None
+                    await client.execute_command("SCRIPT", "LOAD", script.variant(flagged)[1])
                 again = await self._apipeline(client, [calls[i] for i in retry], flagged)
                 for i, r in zip(retry, again, strict=True):
                     replies[i] = r
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise ConnectionFailed(self.url, exc) from exc
         return _parse_all(calls, replies, self.url)
 
     @staticmethod
@@ -168,10 +171,8 @@ class Broker:
 
     async def aserver_info(self) -> ServerInfo:
         if self._info is None:
-            try:
+            with self._translated():
                 raw = await self.aclient.info()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                raise ConnectionFailed(self.url, exc) from exc
             self._info = parse_info(raw)
             check(self._info, self.url)
         return self._info
@@ -191,6 +192,11 @@ def _command(c: Call[Any], flagged: bool) -> tuple[Any, ...]:
     if c.script is None:
         return c.command
     return ("EVALSHA", c.script.variant(flagged)[0], *c.command[2:])
+
+
+def _missing_scripts(replies: list[Any]) -> list[int]:
+    """Indexes of script calls that hit NOSCRIPT (a restarted or failed-over server)."""
+    return [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
 
 
 def _parse_all(calls: Sequence[Call[Any]], replies: list[Any], url: str) -> list[Any]:
