@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import ConfigurationError, Conveyor, JobState
+from conveyor.testing import delete_namespace
 
 NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE") or f"example-api-{secrets.token_hex(3)}"
 app = Conveyor(namespace=NAMESPACE, default_queue="inference")
@@ -87,25 +87,18 @@ def call(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int
         return exc.code, json.loads(exc.read())
 
 
-def start_worker() -> subprocess.Popen[bytes]:
-    root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "-m", "conveyor", "--log-level", "WARNING"]
-    cmd += ["worker", "examples.api_endpoint:app", "--concurrency", "8"]
-    return subprocess.Popen(cmd, cwd=root, env={**os.environ, "EXAMPLE_NAMESPACE": NAMESPACE})
-
-
-def cleanup() -> None:
-    keys = list(app.broker.client.scan_iter(match=f"{NAMESPACE}:*"))
-    if keys:
-        app.broker.client.delete(*keys)
-
-
 def main() -> int:
     print(f"namespace {NAMESPACE}")
     server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    worker = start_worker()
+    # The model runs in a worker process, not in the API: `conveyor worker <cmd>`.
+    cmd = ["worker", "examples.api_endpoint:app", "--concurrency", "8"]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "--log-level", "WARNING", *cmd],
+        cwd=Path(__file__).resolve().parent.parent,  # where `examples.` imports from
+        env={**os.environ, "EXAMPLE_NAMESPACE": NAMESPACE},  # the worker uses our namespace
+    )
     try:
         request = {"prompt": "Summarize this document about Redis Streams", "model": "gpt-x"}
         started = time.monotonic()
@@ -127,9 +120,9 @@ def main() -> int:
         ok &= status == 404
     finally:
         server.shutdown()
-        worker.send_signal(signal.SIGTERM)
+        worker.terminate()  # SIGTERM: the worker finishes its running jobs, then exits
         worker.wait(30)
-        cleanup()
+        delete_namespace(app)
     print("queued over HTTP, answered at once, result served" if ok else "UNEXPECTED OUTCOME")
     return 0 if ok else 1
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from conveyor import Conveyor, JobFailed, JobState
+from conveyor.testing import delete_namespace
 
 NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE") or f"example-crash-{secrets.token_hex(3)}"
 app = Conveyor(namespace=NAMESPACE, default_queue="media")
@@ -46,22 +47,15 @@ def poison(blob: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)  # e.g. a native library that segfaults on this input
 
 
-def start_workers() -> subprocess.Popen[bytes]:
-    root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "-m", "conveyor", "--log-level", "WARNING", "worker"]
-    cmd += ["examples.crash_recovery:app", "--processes", "2", "--lease", "1"]
-    return subprocess.Popen(cmd, cwd=root, env={**os.environ, "EXAMPLE_NAMESPACE": NAMESPACE})
-
-
-def cleanup() -> None:
-    keys = list(app.broker.client.scan_iter(match=f"{NAMESPACE}:*"))
-    if keys:
-        app.broker.client.delete(*keys)
-
-
 def main() -> int:
     print(f"namespace {NAMESPACE}")
-    supervisor = start_workers()
+    # `conveyor worker examples.crash_recovery:app -p 2 --lease 1`: two worker processes
+    cmd = ["worker", "examples.crash_recovery:app", "--processes", "2", "--lease", "1"]
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "--log-level", "WARNING", *cmd],
+        cwd=Path(__file__).resolve().parent.parent,  # where `examples.` imports from
+        env={**os.environ, "EXAMPLE_NAMESPACE": NAMESPACE},  # the workers use our namespace
+    )
     r = app.broker.client
     try:
         job = transcode.enqueue("intro")
@@ -92,9 +86,9 @@ def main() -> int:
             record = bad.info().record
             ok &= record is not None and record.reason == "max_deliveries"
     finally:
-        supervisor.send_signal(signal.SIGTERM)
+        supervisor.terminate()  # SIGTERM, passed on to every worker process
         supervisor.wait(30)
-        cleanup()
+        delete_namespace(app)
     print("killed job recovered, poison job bounded" if ok else "UNEXPECTED OUTCOME")
     return 0 if ok else 1
 

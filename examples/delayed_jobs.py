@@ -17,6 +17,7 @@ Run it:  python examples/delayed_jobs.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -25,8 +26,8 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
-from conveyor import Conveyor, JobState, WorkerSettings
-from conveyor.worker import Worker
+from conveyor import Conveyor, JobState
+from conveyor.testing import delete_namespace, worker_task
 
 NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE") or f"example-delayed-{secrets.token_hex(3)}"
 app = Conveyor(namespace=NAMESPACE)
@@ -57,45 +58,36 @@ def three_command_scheduler_race() -> int:
     return int(r.llen(pending))
 
 
-def cleanup() -> None:
-    keys = list(app.broker.client.scan_iter(match=f"{NAMESPACE}:*"))
-    if keys:
-        app.broker.client.delete(*keys)
-
-
 async def main() -> int:
     print(f"namespace {NAMESPACE}")
-    copies = three_command_scheduler_race()
-    print(f"three-command scheduler, two instances: 1 job pushed {copies} times")
-
-    in_one = remind.enqueue_in(1.0, "ada")
-    in_two = remind.enqueue_in(timedelta(seconds=1.5), "grace")
-    at_time = remind.enqueue_at(datetime.now(timezone.utc) + timedelta(seconds=2), "linus")
-    now = redis_now()
-    for job in (in_one, in_two, at_time):
-        info = job.info()
-        due = (info.due_ms or 0) / 1000
-        print(f"{job.id}: {info.state.value}, due in {due - now:.2f}s (Redis clock)")
-    burst = [remind.enqueue_in(0.5, f"user-{i}") for i in range(30)]
-
-    settings = WorkerSettings(promote_every=0.05)
-    workers = [Worker(app, settings) for _ in range(3)]  # three promoters, racing
-    running = [asyncio.create_task(w.run()) for w in workers]
-    ok = copies == 2
     try:
-        for job, delay in ((in_one, 1.0), (in_two, 1.5), (at_time, 2.0)):
-            ran_at = await job.result_async(timeout=15)
-            print(f"{job.id} ran {ran_at - now:.2f}s after enqueue (due at +{delay}s)")
-            ok &= ran_at >= now + delay - 0.05 and await job.status_async() is JobState.DONE
-        for job in burst:
-            await job.result_async(timeout=15)
+        copies = three_command_scheduler_race()
+        print(f"three-command scheduler, two instances: 1 job pushed {copies} times")
+        ok = copies == 2
+
+        in_one = remind.enqueue_in(1.0, "ada")
+        in_two = remind.enqueue_in(timedelta(seconds=1.5), "grace")
+        at_time = remind.enqueue_at(datetime.now(timezone.utc) + timedelta(seconds=2), "linus")
+        now = redis_now()
+        for job in (in_one, in_two, at_time):
+            info = job.info()
+            due = (info.due_ms or 0) / 1000
+            print(f"{job.id}: {info.state.value}, due in {due - now:.2f}s (Redis clock)")
+        burst = [remind.enqueue_in(0.5, f"user-{i}") for i in range(30)]
+
+        async with contextlib.AsyncExitStack() as workers:
+            for _ in range(3):  # three workers, all promoting due jobs, racing
+                await workers.enter_async_context(worker_task(app))
+            for job, delay in ((in_one, 1.0), (in_two, 1.5), (at_time, 2.0)):
+                ran_at = await job.result_async(timeout=15)
+                print(f"{job.id} ran {ran_at - now:.2f}s after enqueue (due at +{delay}s)")
+                ok &= ran_at >= now + delay - 0.05 and await job.status_async() is JobState.DONE
+            for job in burst:
+                await job.result_async(timeout=15)
         print(f"30 jobs due at once under 3 workers: run counts {sorted(set(runs.values()))}")
         ok &= len(runs) == 33 and set(runs.values()) == {1}
     finally:
-        for w in workers:
-            w.stop()
-        await asyncio.gather(*running)
-        cleanup()
+        delete_namespace(app)
     print("every delayed job ran once, on time" if ok else "UNEXPECTED OUTCOME")
     return 0 if ok else 1
 

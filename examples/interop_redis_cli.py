@@ -22,13 +22,14 @@ import contextlib
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 
-from conveyor import Conveyor, JobFailed, WorkerSettings, dead_letters
-from conveyor.worker import Worker
+from conveyor import Conveyor, JobFailed, dead_letters
+from conveyor.testing import delete_namespace, worker_task
 
 NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE") or f"example-interop-{secrets.token_hex(3)}"
 app = Conveyor(namespace=NAMESPACE)
@@ -50,69 +51,52 @@ def xadd(*fields: str) -> str:
     return app.broker.client.execute_command(*words).decode()
 
 
-def cleanup() -> None:
-    keys = list(app.broker.client.scan_iter(match=f"{NAMESPACE}:*"))
-    if keys:
-        app.broker.client.delete(*keys)
+def show_entry(job_id: str) -> None:
+    """A job enqueued by Conveyor, field by field, as XRANGE returns it."""
+    stream = app.keys("default").stream("normal")
+    _, fields = app.broker.client.xrange(stream, job_id.split(":")[2], "+")[0]
+    print(f"a job enqueued by Conveyor, as XRANGE shows it ({job_id}):")
+    for name, value in fields.items():
+        print(f"  {name.decode():<12} {value.decode()}")
 
 
 async def main() -> int:
     print(f"namespace {NAMESPACE}")
     now = str(int(time.time() * 1000))
+    job = ["version", "1", "task", "add", "args", "[2, 3]", "kwargs", '{"scale": 10}']
+    job += ["enqueued_at", now, "attempt", "1"]
     stream = app.keys("default").stream("normal")
     via = "redis-cli" if shutil.which("redis-cli") else "redis-py (no redis-cli on PATH)"
-    print(
-        f"$ redis-cli XADD '{stream}' '*' version 1 task add args '[2, 3]' "
-        f"kwargs '{{\"scale\": 10}}' enqueued_at {now} attempt 1    # sent with {via}"
-    )
-    entry = xadd(
-        "version",
-        "1",
-        "task",
-        "add",
-        "args",
-        "[2, 3]",
-        "kwargs",
-        '{"scale": 10}',
-        "enqueued_at",
-        now,
-        "attempt",
-        "1",
-    )
-    job_id = f"default:n:{entry}"
-    bad = [
-        xadd("version", "1", "task", "add", "args", "[2,", "kwargs", "{}"),
-        xadd("version", "2", "task", "add", "args", "[2, 3]", "kwargs", "{}"),
-        xadd("version", "1", "task", "resize", "args", "[]", "kwargs", "{}"),
-        xadd("version", "1", "task", "add", "args", '["two", 3]', "kwargs", "{}"),
-    ]
-    worker = Worker(app, WorkerSettings())
-    running = asyncio.create_task(worker.run())
+    print(f"$ {shlex.join(['redis-cli', 'XADD', stream, '*', *job])}    # sent with {via}")
     try:
-        result = await app.job(job_id).result_async(timeout=10)
-        print(f"job {job_id} -> {result}")
-        ok = result == 50
-        for entry_id in bad:
-            with contextlib.suppress(JobFailed):
-                await app.job(f"default:n:{entry_id}").result_async(timeout=10)
-        dead = {d.job_id: d for d in dead_letters.list_dead(app, "default")}
-        reasons = []
-        for entry_id in bad:
-            d = dead[f"default:n:{entry_id}"]
-            print(f"dead: {d.job_id} reason={d.reason}: {d.error}")
-            reasons.append(d.reason)
-        ok &= reasons == ["malformed", "malformed", "unknown_task", "bad_arguments"]
+        entry = xadd(*job)
+        job_id = f"default:n:{entry}"
+        bad = [
+            xadd("version", "1", "task", "add", "args", "[2,", "kwargs", "{}"),
+            xadd("version", "2", "task", "add", "args", "[2, 3]", "kwargs", "{}"),
+            xadd("version", "1", "task", "resize", "args", "[]", "kwargs", "{}"),
+            xadd("version", "1", "task", "add", "args", '["two", 3]', "kwargs", "{}"),
+        ]
+        async with worker_task(app):
+            result = await app.job(job_id).result_async(timeout=10)
+            print(f"job {job_id} -> {result}")
+            ok = result == 50
+            for entry_id in bad:
+                with contextlib.suppress(JobFailed):
+                    await app.job(f"default:n:{entry_id}").result_async(timeout=10)
+            dead = {d.job_id: d for d in dead_letters.list_dead(app, "default")}
+            reasons = []
+            for entry_id in bad:
+                d = dead[f"default:n:{entry_id}"]
+                print(f"dead: {d.job_id} reason={d.reason}: {d.error}")
+                reasons.append(d.reason)
+            ok &= reasons == ["malformed", "malformed", "unknown_task", "bad_arguments"]
 
-        own = await add.enqueue_async(1, 2)
-        await own.result_async(timeout=10)
-        _, fields = app.broker.client.xrange(stream, own.id.split(":")[2], "+")[0]
-        print(f"a job enqueued by Conveyor, as XRANGE shows it ({own.id}):")
-        for name, value in fields.items():
-            print(f"  {name.decode():<12} {value.decode()}")
+            own = await add.enqueue_async(1, 2)
+            await own.result_async(timeout=10)
+        show_entry(own.id)
     finally:
-        worker.stop()
-        await running
-        cleanup()
+        delete_namespace(app)
     print("plain XADD job ran; bad entries dead-lettered" if ok else "UNEXPECTED OUTCOME")
     return 0 if ok else 1
 

@@ -25,7 +25,7 @@ from collections import Counter
 from typing import Any
 
 from conveyor import Backoff, Conveyor, WorkerSettings, history
-from conveyor.worker import Worker
+from conveyor.testing import delete_namespace, worker_task
 
 NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE") or f"example-pipeline-{secrets.token_hex(3)}"
 STAGES = ("extract", "analyze", "summarize", "embed")
@@ -74,40 +74,36 @@ async def follow(job_id: str) -> tuple[int, dict[str, Any]]:
         job_id = result["next"]
 
 
-def cleanup() -> None:
-    keys = list(app.broker.client.scan_iter(match=f"{NAMESPACE}:*"))
-    if keys:
-        app.broker.client.delete(*keys)
+def show_history(doc: str) -> None:
+    """What ran for one document, read back from the history the ready streams keep."""
+    print(f"processing history of {doc}, read back from the streams:")
+    for stage in STAGES:
+        for entry in history.recent(app, stage, limit=20):
+            if json.loads(entry.fields["args"])[0] == doc:
+                attempt = entry.fields["attempt"]
+                print(f"  {entry.job_id:<32} attempt {attempt}  {entry.info.state.value}")
 
 
 async def main() -> int:
     print(f"namespace {NAMESPACE}")
     docs = [f"doc-{i}" for i in range(1, 6)]
-    worker = Worker(app, WorkerSettings(queues=STAGES, concurrency=8, promote_every=0.1))
-    running = asyncio.create_task(worker.run())
     ok = True
     try:
-        firsts = await extract.enqueue_many_async([(d,) for d in docs])
-        print(f"uploaded {len(docs)} documents; the upload handler returned at once")
-        for doc, job in zip(docs, firsts, strict=True):
-            stages, result = await follow(job.id)
-            print(f"{doc}: {stages} stages -> {result['vector']}  ({result['summary'][:40]}...)")
-            ok &= stages == 4
-        print(
-            f"doc-2 ran: {[runs[s, 'doc-2'] for s in STAGES]} times per stage (summarize retried)"
-        )
-        ok &= [runs[s, "doc-2"] for s in STAGES] == [1, 1, 2, 1]
-
-        print("processing history of doc-2, read back from the streams:")
-        for stage in STAGES:
-            for entry in history.recent(app, stage, limit=20):
-                if json.loads(entry.fields["args"])[0] == "doc-2":
-                    attempt = entry.fields["attempt"]
-                    print(f"  {entry.job_id:<32} attempt {attempt}  {entry.info.state.value}")
+        # One worker for every stage; it reads all the queues the app's tasks use.
+        async with worker_task(app, WorkerSettings(concurrency=8)):
+            firsts = await extract.enqueue_many_async([(d,) for d in docs])
+            print(f"uploaded {len(docs)} documents; the upload handler returned at once")
+            for doc, job in zip(docs, firsts, strict=True):
+                stages, result = await follow(job.id)
+                vector, summary = result["vector"], result["summary"][:40]
+                print(f"{doc}: {stages} stages -> {vector}  ({summary}...)")
+                ok &= stages == 4
+        per_stage = [runs[s, "doc-2"] for s in STAGES]
+        print(f"doc-2 ran: {per_stage} times per stage (summarize retried)")
+        ok &= per_stage == [1, 1, 2, 1]
+        show_history("doc-2")
     finally:
-        worker.stop()
-        await running
-        cleanup()
+        delete_namespace(app)
     print("every document went through 4 stages" if ok else "UNEXPECTED OUTCOME")
     return 0 if ok else 1
 

@@ -16,7 +16,7 @@ import secrets
 import sys
 
 from conveyor import Conveyor, WorkerSettings
-from conveyor.worker import Worker
+from conveyor.testing import delete_namespace, worker_task
 
 NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE") or f"example-priorities-{secrets.token_hex(3)}"
 app = Conveyor(namespace=NAMESPACE)
@@ -31,44 +31,36 @@ async def render(name: str) -> None:
     await asyncio.sleep(0.05)
 
 
-def cleanup() -> None:
-    keys = list(app.broker.client.scan_iter(match=f"{NAMESPACE}:*"))
-    if keys:
-        app.broker.client.delete(*keys)
-
-
 async def main() -> int:
     print(f"namespace {NAMESPACE}")
     high, normal = render.using(priority="high"), render.using(priority="normal")
-    # Enqueued low first, high last: the order a FIFO list would run them in.
-    jobs = await render.enqueue_many_async([(f"low-{i}",) for i in range(3)])
-    jobs += await normal.enqueue_many_async([(f"normal-{i}",) for i in range(3)])
-    jobs += await high.enqueue_many_async([(f"high-{i}",) for i in range(3)])
-    print("enqueued:", ", ".join(j.id.split(":")[1] for j in jobs))
-
-    worker = Worker(app, WorkerSettings(concurrency=1))  # one job at a time: order is visible
-    running = asyncio.create_task(worker.run())
     try:
-        for job in jobs[:3]:  # wait for the low jobs: they come last
-            await job.result_async(timeout=15)
-        print("ran in order:", ", ".join(order))
-        ok = order == [f"{lv}-{i}" for lv in ("high", "normal", "low") for i in range(3)]
+        # Enqueued low first, high last: the order a FIFO list would run them in.
+        jobs = await render.enqueue_many_async([(f"low-{i}",) for i in range(3)])
+        jobs += await normal.enqueue_many_async([(f"normal-{i}",) for i in range(3)])
+        jobs += await high.enqueue_many_async([(f"high-{i}",) for i in range(3)])
+        print("enqueued:", ", ".join(j.id.split(":")[1] for j in jobs))
 
-        # A high job that arrives while a backlog of low jobs waits jumps the line.
-        order.clear()
-        started.clear()
-        backlog = await render.enqueue_many_async([(f"backlog-{i}",) for i in range(5)])
-        await started.wait()  # backlog-0 is running, 4 low jobs wait
-        urgent = await high.enqueue_async("urgent")
-        await urgent.result_async(timeout=15)
-        for job in backlog:
-            await job.result_async(timeout=15)
-        print("with a late high job:", ", ".join(order))
-        ok &= order.index("urgent") <= 2
+        # One job at a time, so the order they run in is visible.
+        async with worker_task(app, WorkerSettings(concurrency=1)):
+            for job in jobs[:3]:  # wait for the low jobs: they come last
+                await job.result_async(timeout=15)
+            print("ran in order:", ", ".join(order))
+            ok = order == [f"{lv}-{i}" for lv in ("high", "normal", "low") for i in range(3)]
+
+            # A high job that arrives while a backlog of low jobs waits jumps the line.
+            order.clear()
+            started.clear()
+            backlog = await render.enqueue_many_async([(f"backlog-{i}",) for i in range(5)])
+            await started.wait()  # backlog-0 is running, 4 low jobs wait
+            urgent = await high.enqueue_async("urgent")
+            await urgent.result_async(timeout=15)
+            for job in backlog:
+                await job.result_async(timeout=15)
+            print("with a late high job:", ", ".join(order))
+            ok &= order.index("urgent") <= 2
     finally:
-        worker.stop()
-        await running
-        cleanup()
+        delete_namespace(app)
     print("high drained first" if ok else "UNEXPECTED OUTCOME")
     return 0 if ok else 1
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 
 from conveyor import Conveyor, JobFailed, WorkerSettings, stats
-from conveyor.worker import Worker
+from conveyor.testing import delete_namespace, worker_task
 
 NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE") or f"example-stats-{secrets.token_hex(3)}"
 app = Conveyor(namespace=NAMESPACE, default_queue="documents")
@@ -39,49 +39,49 @@ def broken(page: int) -> None:
     raise RuntimeError("scanner firmware error")
 
 
-def cleanup() -> None:
-    keys = list(app.broker.client.scan_iter(match=f"{NAMESPACE}:*"))
-    if keys:
-        app.broker.client.delete(*keys)
+async def fill_queue() -> None:
+    """Leave 1 job dead, 1 done, 2 running, 5 ready and 3 delayed."""
+    with contextlib.suppress(JobFailed):
+        await (await broken.enqueue_async(0)).result_async(timeout=10)
+    done = await ocr.enqueue_async(1)
+    await done.result_async(timeout=10)
+    await ocr.enqueue_many_async([(p,) for p in range(2, 9)])  # 2 run, 5 wait
+    for _ in range(3):
+        await ocr.enqueue_in_async(60, 99)
+    for _ in range(500):  # until the worker has taken 2 of them
+        if stats.queue_stats(app, "documents").running == 2:
+            break
+        await asyncio.sleep(0.02)
+
+
+async def report() -> bool:
+    """Print the seed's XINFO numbers, conveyor.stats and `conveyor stats`; True if right."""
+    stream = app.keys("documents").stream("normal")
+    raw = app.broker.client.xinfo_stream(stream)
+    group = app.broker.client.xinfo_groups(stream)[0]
+    print("raw XINFO, as in the seed: total_tasks", raw["length"], "pending", group["pending"])
+
+    s = stats.queue_stats(app, "documents")
+    print(f"conveyor.stats: ready {s.ready}, running {s.running}, delayed {s.delayed},")
+    print(f"  dead {s.dead}, consumers {s.consumers}, live workers {stats.live_workers(app)}")
+    for lv in s.levels:
+        print(f"  {lv.level:<6} length {lv.length} ready {lv.ready} running {lv.running}")
+    ok = (s.ready, s.running, s.delayed, s.dead) == (5, 2, 3, 1)
+
+    cli = [sys.executable, "-m", "conveyor", "--namespace", NAMESPACE, "stats", "--json"]
+    out = await asyncio.to_thread(subprocess.check_output, cli)
+    print("$ conveyor --namespace", NAMESPACE, "stats --json\n" + out.decode().strip())
+    return ok and json.loads(out)[0]["ready"] == 5
 
 
 async def main() -> int:
     print(f"namespace {NAMESPACE}")
-    worker = Worker(app, WorkerSettings(queues=("documents",), concurrency=2))
-    running = asyncio.create_task(worker.run())
     try:
-        with contextlib.suppress(JobFailed):
-            await (await broken.enqueue_async(0)).result_async(timeout=10)
-        done = await ocr.enqueue_async(1)
-        await done.result_async(timeout=10)
-        await ocr.enqueue_many_async([(p,) for p in range(2, 9)])  # 2 run, 5 wait
-        for _ in range(3):
-            await ocr.enqueue_in_async(60, 99)
-        for _ in range(500):  # until the worker has taken 2 of them
-            if stats.queue_stats(app, "documents").running == 2:
-                break
-            await asyncio.sleep(0.02)
-
-        stream = app.keys("documents").stream("normal")
-        raw = app.broker.client.xinfo_stream(stream)
-        group = app.broker.client.xinfo_groups(stream)[0]
-        print("raw XINFO, as in the seed: total_tasks", raw["length"], "pending", group["pending"])
-
-        s = stats.queue_stats(app, "documents")
-        print(f"conveyor.stats: ready {s.ready}, running {s.running}, delayed {s.delayed},")
-        print(f"  dead {s.dead}, consumers {s.consumers}, live workers {stats.live_workers(app)}")
-        for lv in s.levels:
-            print(f"  {lv.level:<6} length {lv.length} ready {lv.ready} running {lv.running}")
-        ok = (s.ready, s.running, s.delayed, s.dead) == (5, 2, 3, 1)
-
-        cli = [sys.executable, "-m", "conveyor", "--namespace", NAMESPACE, "stats", "--json"]
-        out = await asyncio.to_thread(subprocess.check_output, cli)
-        print("$ conveyor --namespace", NAMESPACE, "stats --json\n" + out.decode().strip())
-        ok &= json.loads(out)[0]["ready"] == 5
+        async with worker_task(app, WorkerSettings(concurrency=2)):
+            await fill_queue()
+            ok = await report()
     finally:
-        worker.stop()
-        await running
-        cleanup()
+        delete_namespace(app)
     print("stats match the queue's state" if ok else "UNEXPECTED OUTCOME")
     return 0 if ok else 1
 

@@ -23,8 +23,8 @@ import os
 import secrets
 import sys
 
-from conveyor import Backoff, Conveyor, JobFailed, WorkerSettings, dead_letters
-from conveyor.worker import Worker
+from conveyor import Backoff, Conveyor, Job, JobFailed, dead_letters
+from conveyor.testing import delete_namespace, worker_task
 
 NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE") or f"example-retries-{secrets.token_hex(3)}"
 app = Conveyor(namespace=NAMESPACE, default_queue="payments")
@@ -60,53 +60,52 @@ def import_invoice(path: str) -> str:
     return f"imported {path}"
 
 
-def cleanup() -> None:
-    keys = list(app.broker.client.scan_iter(match=f"{NAMESPACE}:*"))
-    if keys:
-        app.broker.client.delete(*keys)
+async def show_retries(charge: Job[str], embed: Job[list[float]]) -> bool:
+    """Both jobs failed at first and succeeded on a retry."""
+    print(await charge.result_async(timeout=20))
+    record = (await charge.info_async()).record
+    print(f"  ...on attempt {record.attempt if record else '?'}")
+    print(f"embedding {await embed.result_async(timeout=20)} after one timeout")
+    return record is not None and record.attempt == 3
+
+
+async def inspect_and_replay(invoice: Job[str]) -> bool:
+    """The invoice job is dead: read its dead-letter entry, fix the bug, replay it."""
+    global invoice_parser_fixed
+    try:
+        await invoice.result_async(timeout=20)
+        return False
+    except JobFailed as exc:
+        print(f"{invoice.id} is dead: {exc.error}")
+
+    dead = dead_letters.list_dead(app, "payments")
+    ok = len(dead) == 1 and dead[0].job_id == invoice.id and dead[0].reason == "failed"
+    entry = dead[0]
+    history = json.loads(entry.fields["history"])
+    print(f"dead-letter entry {entry.entry_id}: reason={entry.reason} error={entry.error!r}")
+    for h in history:
+        print(f"  attempt {h['attempt']}: {h['error']}")
+    print("  traceback ends with:", entry.fields["dead_traceback"].strip().splitlines()[-1])
+    ok &= len(history) == 3
+
+    invoice_parser_fixed = True  # deploy the fix, then replay the dead job
+    replayed = dead_letters.replay(app, "payments", entry.entry_id)
+    print(f"replayed as {replayed}: {await app.job(invoice.id).result_async(timeout=20)}")
+    return ok and replayed == invoice.id and not dead_letters.list_dead(app, "payments")
 
 
 async def main() -> int:
-    global invoice_parser_fixed
     print(f"namespace {NAMESPACE}")
     print("backoff ceilings:", [charge_card.options.backoff.ceiling(n) for n in range(1, 6)])
-    worker = Worker(app, WorkerSettings(queues=("payments",), promote_every=0.1))
-    running = asyncio.create_task(worker.run())
-    ok = True
     try:
-        charge = await charge_card.enqueue_async("order-17", 1999)
-        embed = await embed_document.enqueue_async("doc-9")
-        invoice = await import_invoice.enqueue_async("inv-2026-06.xml")
-
-        print(await charge.result_async(timeout=20))
-        record = (await charge.info_async()).record
-        print(f"  ...on attempt {record.attempt if record else '?'}")
-        ok &= record is not None and record.attempt == 3
-        print(f"embedding {await embed.result_async(timeout=20)} after one timeout")
-        try:
-            await invoice.result_async(timeout=20)
-            ok = False
-        except JobFailed as exc:
-            print(f"{invoice.id} is dead: {exc.error}")
-
-        dead = dead_letters.list_dead(app, "payments")
-        ok &= len(dead) == 1 and dead[0].job_id == invoice.id and dead[0].reason == "failed"
-        entry = dead[0]
-        history = json.loads(entry.fields["history"])
-        print(f"dead-letter entry {entry.entry_id}: reason={entry.reason} error={entry.error!r}")
-        for h in history:
-            print(f"  attempt {h['attempt']}: {h['error']}")
-        print("  traceback ends with:", entry.fields["dead_traceback"].strip().splitlines()[-1])
-        ok &= len(history) == 3
-
-        invoice_parser_fixed = True  # deploy the fix, then replay the dead job
-        replayed = dead_letters.replay(app, "payments", entry.entry_id)
-        print(f"replayed as {replayed}: {await app.job(invoice.id).result_async(timeout=20)}")
-        ok &= replayed == invoice.id and not dead_letters.list_dead(app, "payments")
+        async with worker_task(app) as worker:
+            charge = await charge_card.enqueue_async("order-17", 1999)
+            embed = await embed_document.enqueue_async("doc-9")
+            invoice = await import_invoice.enqueue_async("inv-2026-06.xml")
+            ok = await show_retries(charge, embed)
+            ok &= await inspect_and_replay(invoice)
     finally:
-        worker.stop()
-        await running
-        cleanup()
+        delete_namespace(app)
     print(f"counts {worker.counts}")
     print("retried, dead-lettered and replayed as expected" if ok else "UNEXPECTED OUTCOME")
     return 0 if ok else 1

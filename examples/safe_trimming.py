@@ -23,7 +23,7 @@ import secrets
 import sys
 
 from conveyor import Conveyor, Retention, WorkerSettings
-from conveyor.worker import Worker
+from conveyor.testing import delete_namespace, worker_task
 
 NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE") or f"example-trim-{secrets.token_hex(3)}"
 app = Conveyor(namespace=NAMESPACE)
@@ -52,35 +52,26 @@ def plain_maxlen() -> int:
     return 6 - len(left)
 
 
-def cleanup() -> None:
-    keys = list(app.broker.client.scan_iter(match=f"{NAMESPACE}:*"))
-    if keys:
-        app.broker.client.delete(*keys)
-
-
 async def main() -> int:
     print(f"namespace {NAMESPACE}")
-    lost = plain_maxlen()
-    ok = lost == 3
-
-    retention = Retention(keep_count=3, keep_seconds=0, trim_every=0.1)
-    worker = Worker(app, WorkerSettings(concurrency=1, retention=retention))
-    stream = app.keys("default").stream("normal")
-    jobs = await work.enqueue_many_async([(n,) for n in range(11)])
-    running = asyncio.create_task(worker.run())
     try:
-        await asyncio.sleep(0.6)  # several trim passes run while job 0 blocks the queue
-        during = app.broker.client.xlen(stream)
-        print(f"Conveyor, keep_count=3, while job 0 runs: stream length {during} (nothing cut)")
-        results = [await job.result_async(timeout=15) for job in jobs]
-        await asyncio.sleep(0.4)  # let a trim pass run after the last ack
-        after = app.broker.client.xlen(stream)
+        lost = plain_maxlen()
+        ok = lost == 3
+
+        retention = Retention(keep_count=3, keep_seconds=0, trim_every=0.1)
+        stream = app.keys("default").stream("normal")
+        jobs = await work.enqueue_many_async([(n,) for n in range(11)])
+        async with worker_task(app, WorkerSettings(concurrency=1, retention=retention)):
+            await asyncio.sleep(0.6)  # several trim passes run while job 0 blocks the queue
+            during = app.broker.client.xlen(stream)
+            print(f"Conveyor, keep_count=3, while job 0 runs: stream length {during} (nothing cut)")
+            results = [await job.result_async(timeout=15) for job in jobs]
+            await asyncio.sleep(0.4)  # let a trim pass run after the last ack
+            after = app.broker.client.xlen(stream)
         print(f"after all 11 finished: results {results}, stream length {after} (history)")
         ok &= during == 11 and results == list(range(11)) and after == 3
     finally:
-        worker.stop()
-        await running
-        cleanup()
+        delete_namespace(app)
     print("no unfinished job trimmed; history bounded" if ok else "UNEXPECTED OUTCOME")
     return 0 if ok else 1
 

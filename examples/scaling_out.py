@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from conveyor import Conveyor, stats
+from conveyor.testing import delete_namespace
 
 NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE") or f"example-scaling-{secrets.token_hex(3)}"
 app = Conveyor(namespace=NAMESPACE, default_queue="thumbnails")
@@ -34,23 +34,15 @@ def thumbnail(n: int) -> int:
     return os.getpid()
 
 
-def start_workers(processes: int) -> subprocess.Popen[bytes]:
-    root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "-m", "conveyor", "--log-level", "WARNING", "worker"]
-    cmd += ["examples.scaling_out:app", "--processes", str(processes), "--concurrency", "2"]
-    print("$ conveyor worker examples.scaling_out:app --processes 3 --concurrency 2")
-    return subprocess.Popen(cmd, cwd=root, env={**os.environ, "EXAMPLE_NAMESPACE": NAMESPACE})
-
-
-def cleanup() -> None:
-    keys = list(app.broker.client.scan_iter(match=f"{NAMESPACE}:*"))
-    if keys:
-        app.broker.client.delete(*keys)
-
-
 def main() -> int:
     print(f"namespace {NAMESPACE}")
-    supervisor = start_workers(3)
+    cmd = ["worker", "examples.scaling_out:app", "--processes", "3", "--concurrency", "2"]
+    print("$ conveyor", " ".join(cmd))
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "--log-level", "WARNING", *cmd],
+        cwd=Path(__file__).resolve().parent.parent,  # where `examples.` imports from
+        env={**os.environ, "EXAMPLE_NAMESPACE": NAMESPACE},  # the workers use our namespace
+    )
     try:
         deadline = time.monotonic() + 30
         while len(stats.live_workers(app)) < 3 and time.monotonic() < deadline:
@@ -66,9 +58,9 @@ def main() -> int:
         print(f"consumers in the group: {s.consumers}, ready {s.ready}, running {s.running}")
         ok = len(pids) == 3 and set(ran) == {1} and s.ready == 0 and s.running == 0
     finally:
-        supervisor.send_signal(signal.SIGTERM)  # passed on to every worker process
+        supervisor.terminate()  # SIGTERM, passed on to every worker process
         supervisor.wait(30)
-        cleanup()
+        delete_namespace(app)
     print("each job ran once, spread over 3 processes" if ok else "UNEXPECTED OUTCOME")
     return 0 if ok else 1
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from conveyor import Conveyor, Job, JobState
+from conveyor.testing import delete_namespace
 
 NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE") or f"example-tasks-{secrets.token_hex(3)}"
 app = Conveyor(namespace=NAMESPACE)  # Redis: CONVEYOR_REDIS_URL, REDIS_URL or localhost
@@ -47,23 +47,17 @@ async def generate_report(kind: str, period: str) -> str:  # async tasks work th
 
 
 # -- the producer -------------------------------------------------------------------------------
-def start_worker() -> subprocess.Popen[bytes]:
-    """`conveyor worker examples.tasks_and_worker:app`, in the same namespace as this script."""
-    root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "-m", "conveyor", "--log-level", "WARNING"]
-    cmd += ["worker", "examples.tasks_and_worker:app", "--concurrency", "4"]
-    return subprocess.Popen(cmd, cwd=root, env={**os.environ, "EXAMPLE_NAMESPACE": NAMESPACE})
-
-
-def cleanup() -> None:
-    keys = list(app.broker.client.scan_iter(match=f"{NAMESPACE}:*"))
-    if keys:
-        app.broker.client.delete(*keys)
-
-
 def main() -> int:
     print(f"namespace {NAMESPACE}")
-    worker = None if "--no-worker" in sys.argv else start_worker()
+    worker = None
+    if "--no-worker" not in sys.argv:
+        # `conveyor worker examples.tasks_and_worker:app -c 4`, in this script's namespace
+        cmd = ["worker", "examples.tasks_and_worker:app", "--concurrency", "4"]
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "--log-level", "WARNING", *cmd],
+            cwd=Path(__file__).resolve().parent.parent,  # where `examples.` imports from
+            env={**os.environ, "EXAMPLE_NAMESPACE": NAMESPACE},
+        )
     try:
         jobs: list[Job[Any]] = [
             send_email.enqueue("user@example.com", "Welcome!"),
@@ -82,9 +76,9 @@ def main() -> int:
         ok = ok and results[1]["size"] == [800, 600] and results[1]["worker_pid"] != os.getpid()
     finally:
         if worker is not None:
-            worker.send_signal(signal.SIGTERM)  # graceful: running jobs finish first
+            worker.terminate()  # SIGTERM: graceful, running jobs finish first
             worker.wait(30)
-        cleanup()
+        delete_namespace(app)
     print("all 3 jobs done, results read back" if ok else "UNEXPECTED OUTCOME")
     return 0 if ok else 1
 
