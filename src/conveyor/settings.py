@@ -106,6 +106,10 @@ class WorkerSettings:
 
     queues: tuple[str, ...] | None = None
     concurrency: int = 10
+    #: jobs fetched ahead of a free slot. None adapts: a worker prefetches only while its
+    #: jobs are short (mean under 50 ms), so fast jobs come in big batches and a busy worker
+    #: never sits on long jobs another worker could start. An int fixes it (0: never).
+    prefetch: int | None = None
     leases: Leases = field(default_factory=Leases)
     retention: Retention = field(default_factory=Retention)
     shutdown_grace: float = 30.0
@@ -128,3 +132,5 @@ class WorkerSettings:
         if not 1 <= self.block_ms <= 10_000:
             raise ConfigurationError("WorkerSettings.block_ms must be within 1..10000")
         _positive("WorkerSettings", "promote_every", self.promote_every)
+        if self.prefetch is not None and self.prefetch < 0:
+            raise ConfigurationError("WorkerSettings.prefetch must be >= 0")

@@ -54,6 +54,7 @@ class Task(Generic[P, R]):
         self.__wrapped__ = fn
         self._arg_types: dict[str, Any] | None = None
         self._all_hints: dict[str, Any] | None = None
+        self._plan: list[tuple[str, Any]] | None = None
         self._unique: Unique | None = None
 
     def __repr__(self) -> str:
@@ -97,6 +98,14 @@ class Task(Generic[P, R]):
         A job with the wrong arguments is dead-lettered on its first delivery, with this
         error as the reason, instead of failing inside the function again and again.
         """
+        plan = self._positional_plan()
+        if plan is not None and not kwargs and len(args) == len(plan):
+            # The common case on the hot path: every parameter given by position.
+            out = list(args)
+            for i, (name, hint) in enumerate(plan):
+                if hint is not None and type(out[i]) is not hint:
+                    out[i] = self._convert(name, out[i], hint)
+            return out, {}
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -113,11 +122,30 @@ class Task(Generic[P, R]):
                 hint = tuple[hint, ...]  # type: ignore[valid-type]
             elif param.kind is inspect.Parameter.VAR_KEYWORD:
                 hint = dict[str, hint]  # type: ignore[valid-type]
-            try:
-                bound.arguments[name] = msgspec.convert(value, hint, strict=False)
-            except (msgspec.ValidationError, TypeError) as exc:
-                raise PayloadError(f"argument {name!r} of {self.name}: {exc}") from exc
+            bound.arguments[name] = self._convert(name, value, hint)
         return list(bound.args), dict(bound.kwargs)
+
+    def _convert(self, name: str, value: Any, hint: Any) -> Any:
+        try:
+            return msgspec.convert(value, hint, strict=False)
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise PayloadError(f"argument {name!r} of {self.name}: {exc}") from exc
+
+    def _positional_plan(self) -> list[tuple[str, Any]] | None:
+        """(name, type hint) of each parameter, when all can be passed by position."""
+        if self._plan is None:
+            positional = (
+                inspect.Parameter.POSITIONAL_ONLY,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            )
+            params = list(self.signature.parameters.values())
+            types = self._types()
+            self._plan = (
+                [(p.name, types.get(p.name)) for p in params]
+                if all(p.kind in positional for p in params)
+                else []
+            )
+        return self._plan if self._plan or not self.signature.parameters else None
 
     def _hints(self) -> dict[str, Any]:
         if self._all_hints is None:

@@ -123,7 +123,7 @@ def _int(fields: Mapping[bytes, bytes], name: str, default: int) -> int:
 
 def decode_fields(fields: Mapping[bytes, bytes], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
     """Read a stream entry into an Envelope, or raise PayloadError saying what is wrong."""
-    size = sum(len(k) + len(v) for k, v in fields.items())
+    size = sum(map(len, fields.values())) + sum(map(len, fields))
     if size > max_bytes:
         raise PayloadError(f"entry is {size} bytes, over the {max_bytes}-byte limit")
     version = _int(fields, "version", VERSION)

@@ -35,10 +35,12 @@ class Executor:
         timeout = task.options.timeout
         try:
             if task.is_async:
-                return await asyncio.wait_for(_run_async(task.fn, args, kwargs), timeout)
+                run = _run_async(task.fn, args, kwargs)
+                return await (run if timeout is None else asyncio.wait_for(run, timeout))
             loop = asyncio.get_running_loop()
             call = functools.partial(_run_sync, task.fn, args, kwargs)
-            return await asyncio.wait_for(loop.run_in_executor(self._pool, call), timeout)
+            future = loop.run_in_executor(self._pool, call)
+            return await (future if timeout is None else asyncio.wait_for(future, timeout))
         except asyncio.TimeoutError:
             exc = TaskTimeout(f"task {task.name} ran longer than its timeout of {timeout} s")
             return Outcome(False, error=_describe(exc))

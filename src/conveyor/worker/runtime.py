@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections import deque
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -42,6 +43,30 @@ log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
 
 DEFAULTS = TaskOptions()
+#: Jobs shorter than this on average are worth prefetching (see WorkerSettings.prefetch).
+SHORT_JOB_SECONDS = 0.05
+
+
+class Prefetched:
+    """Jobs fetched ahead of a free slot, handed out most urgent level first."""
+
+    def __init__(self) -> None:
+        self._levels: dict[str, deque[Delivery]] = {level: deque() for level in LEVELS}
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, d: Delivery) -> None:
+        self._levels[d.level].append(d)
+        self._size += 1
+
+    def pop(self) -> Delivery:
+        for level in LEVELS:
+            if self._levels[level]:
+                self._size -= 1
+                return self._levels[level].popleft()
+        raise IndexError("no prefetched job")
 
 
 def app_queues(app: Conveyor) -> tuple[str, ...]:
@@ -73,7 +98,10 @@ class Worker:
         self.completer = Completer(self.broker, self.keys, self.consumer, self.pel_limit)
         self.maintenance = Maintenance(self)
         self.counts = {"done": 0, "retried": 0, "dead": 0, "lost": 0}
-        self._buffer: deque[Delivery] = deque()
+        self._buffer = Prefetched()
+        # Mean run time of recent jobs; starts long, so nothing is prefetched until jobs
+        # have shown they are short.
+        self._mean_job_seconds = 1.0
         self._running: dict[asyncio.Task[None], Delivery] = {}
         self._slot_free = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
@@ -153,8 +181,26 @@ class Worker:
         await self.broker.acall_many([operations.ensure_group(s) for s in self._streams])
 
     # -- fetching -----------------------------------------------------------------------------
+    def _worth_fetching(self, free: int) -> bool:
+        """Fetch at once for an idle slot; top up the prefetch buffer only in batches.
+
+        Without this, every finished job would trigger a fetch of one job.
+        """
+        idle = len(self._running) < self.settings.concurrency and not self._buffer
+        return idle or free >= max(1, self._prefetch_limit() // 2)
+
+    def _prefetch_limit(self) -> int:
+        fixed = self.settings.prefetch
+        if fixed is not None:
+            return fixed
+        if self._mean_job_seconds < SHORT_JOB_SECONDS:
+            return max(4 * self.settings.concurrency, 64)
+        return 0
+
     def free_slots(self) -> int:
-        return self.settings.concurrency - len(self._running) - len(self._buffer)
+        """How many more jobs to fetch: free slots plus room in the prefetch buffer."""
+        capacity = self.settings.concurrency + self._prefetch_limit()
+        return capacity - len(self._running) - len(self._buffer)
 
     async def _fetch_loop(self) -> None:
         turn = 0
@@ -162,7 +208,7 @@ class Worker:
         delay = 0.05
         while not self._stopping.is_set():
             free = self.free_slots()
-            if free <= 0:
+            if free <= 0 or not self._worth_fetching(free):
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
@@ -227,7 +273,7 @@ class Worker:
         if not t.cancelled() and t.exception() is not None:
             log.error("internal error while processing a job", exc_info=t.exception())
         if self._buffer and not self._stopping.is_set():
-            self._start(self._buffer.popleft())
+            self._start(self._buffer.pop())
         self._slot_free.set()
 
     # -- one job ------------------------------------------------------------------------------
@@ -280,7 +326,9 @@ class Worker:
             await self._dead(d, job_id, env, "bad_arguments", str(exc))
             return False
         log.debug("running %s %s args=%r kwargs=%r", task.name, job_id, args, kwargs)
+        started = time.perf_counter()
         outcome = await self.executor.run(task, args, kwargs)
+        self._mean_job_seconds += 0.1 * (time.perf_counter() - started - self._mean_job_seconds)
         if outcome.ok:
             try:
                 record = outcomes.done_record(env, outcome.value, self.consumer)
@@ -398,7 +446,7 @@ class Worker:
     async def _shutdown(self) -> None:
         grace = self.settings.shutdown_grace
         while self._buffer:
-            await self._requeue(self._buffer.popleft())
+            await self._requeue(self._buffer.pop())
         if self._running:
             log.info("waiting up to %.1fs for %d running job(s)", grace, len(self._running))
             _, pending = await asyncio.wait(list(self._running), timeout=grace)
