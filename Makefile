@@ -39,4 +39,12 @@ redis: $(STAMP)
 	@$(BIN)/python -m conveyor.devserver ensure
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) bench/.peers-venv .mypy_cache .ruff_cache .pytest_cache
+
+## Side-by-side benchmark against the other Redis task queues (issue 4): ~30 min, not in CI.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+## The same, reduced (~3 min): the floors, Conveyor, Huey, taskiq and Dramatiq, one repetition.
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick

@@ -1,0 +1,67 @@
+"""Conveyor, the subject: `conveyor worker` processes, async tasks, results stored (its default)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conveyor import Conveyor
+
+from ._record import abegin, record, url
+
+LABEL = "Conveyor"
+RESULTS = "yes (job record with result, kept 24 h: the default)"
+#: Slots per worker process for the no-op drains (the CLI's default) and the I/O workload.
+CONCURRENCY = 10
+IO_SLOTS = 100
+
+app = Conveyor(url(), namespace="bench")
+
+
+@app.task
+async def noop(i: int) -> None:
+    record(i, await abegin())
+
+
+@app.task
+async def sleep(i: int) -> None:
+    start = await abegin()
+    await asyncio.sleep(0.05)
+    record(i, start)
+
+
+TASKS = {"noop": noop, "sleep": sleep}
+
+
+def workers(bin_dir: str, processes: int, io: bool) -> tuple[list[list[str]], dict[str, str], str]:
+    slots = IO_SLOTS if io else CONCURRENCY
+    argv = [f"{bin_dir}/conveyor", "--url", url(), "--log-level", "WARNING", "worker"]
+    argv += ["bench.peers.conveyor_peer:app", "--concurrency", str(slots)]
+    argv += ["--processes", str(processes)]
+    return [argv], {}, f"conveyor worker --processes {processes} --concurrency {slots}"
+
+
+class SyncProducer:
+    def enqueue(self, task: str, i: int) -> None:
+        TASKS[task].enqueue(i)
+
+    def enqueue_many(self, task: str, ids: list[int]) -> None:
+        TASKS[task].enqueue_many([(i,) for i in ids])
+
+    def close(self) -> None:
+        app.close()
+
+
+class AsyncProducer:
+    async def start(self) -> None:
+        pass
+
+    async def enqueue(self, task: str, i: int) -> None:
+        await TASKS[task].enqueue_async(i)
+
+    async def close(self) -> None:
+        aclose = getattr(app, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+PRODUCERS = {"sync": SyncProducer, "async": AsyncProducer}

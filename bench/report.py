@@ -1,0 +1,433 @@
+"""Summaries and the Markdown report of a bench run (stdlib only).
+
+python bench/report.py bench/results/latest.json   # rewrite latest.md from the JSON
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+#: metric -> (column title, higher is better)
+METRICS: dict[str, tuple[str, bool]] = {
+    "enqueue_sync": ("enqueue single (sync)/s", True),
+    "enqueue_async": ("enqueue single (async)/s", True),
+    "enqueue_bulk": ("enqueue bulk/s", True),
+    "drain_1": ("drain 1 process/s", True),
+    "drain_2": ("drain 2 processes/s", True),
+    "latency_p50_ms": ("latency p50 ms", False),
+    "latency_p99_ms": ("latency p99 ms", False),
+    "cmds_per_job": ("Redis cmds/job", False),
+    "bytes_per_job": ("bytes/queued job", False),
+    "io_rate": ("50 ms I/O, 100 slots, jobs/s", True),
+}
+NONE = "\u2013"  # an en dash for "not measured"
+THROUGHPUT = ["enqueue_sync", "enqueue_async", "enqueue_bulk", "drain_1", "drain_2", "io_rate"]
+FLOORS = ("floor", "floor-noresults")
+
+
+def _kind(name: str) -> str:
+    return "floor" if name in FLOORS else ("subject" if name == "conveyor" else "peer")
+
+
+# ----------------------------------------------------------------------------- aggregate
+
+
+def aggregate(doc: dict[str, Any]) -> dict[str, Any]:
+    """Per participant: medians and spreads of every metric over its successful runs."""
+    out: dict[str, Any] = {}
+    for name, data in doc["peers"].items():
+        samples: dict[str, list[float]] = {}
+        flagged: set[str] = set()
+        failures: list[str] = []
+        info: dict[str, Any] = {"kind": _kind(name), "concurrency": {}, "jobs": {}}
+        if data.get("install_error"):
+            failures.append(f"install: {data['install_error']}")
+        runs_ok = runs_total = 0
+        for workload, runs in data.get("runs", {}).items():
+            for r in runs:
+                runs_total += 1
+                for key in ("label", "results_stored", "versions"):
+                    if r.get(key):
+                        info[key] = r[key]
+                info["concurrency"].update(r.get("concurrency") or {})
+                jobs = (r.get("detail") or {}).get("jobs")
+                if jobs:
+                    info["jobs"][workload] = jobs
+                if not r.get("ok"):
+                    reason = (r.get("error") or "failed").strip()
+                    failures.append(f"{workload} (rep {r.get('rep', 0) + 1}): {reason}")
+                    if not r.get("verification_failed"):
+                        continue
+                    # It ran to the end but some job ran twice (or never): keep its numbers,
+                    # marked, so the table shows them next to the failure.
+                    for metric in r.get("metrics") or {}:
+                        flagged.add(metric)
+                else:
+                    runs_ok += 1
+                for metric, value in (r.get("metrics") or {}).items():
+                    samples.setdefault(metric, []).append(float(value))
+                if workload == "single":
+                    per_cmd = r["detail"].get("commands_per_job") or {}
+                    info.setdefault("commands", []).append(per_cmd)
+                if workload in ("single", "drain2"):
+                    cpu = (r["detail"].get("drain") or {}).get("redis_cpu_pct")
+                    key = "redis_cpu_drain_1" if workload == "single" else "redis_cpu_drain_2"
+                    if cpu is not None:
+                        samples.setdefault(key, []).append(float(cpu))
+        metrics = {}
+        for metric, values in samples.items():
+            med = statistics.median(values)
+            spread = (
+                (max(values) - min(values)) / 2 / med * 100 if med and len(values) > 1 else None
+            )
+            metrics[metric] = {
+                "median": med,
+                "min": min(values),
+                "max": max(values),
+                "spread_pct": spread,
+                "samples": values,
+                "flagged": metric in flagged,
+            }
+        info["metrics"] = metrics
+        info["failures"] = failures
+        info["runs_ok"] = runs_ok
+        info["runs_total"] = runs_total
+        if info.get("commands"):
+            info["commands"] = info["commands"][len(info["commands"]) // 2]
+        out[name] = info
+    return out
+
+
+def _value(summary: dict[str, Any], name: str, metric: str) -> float | None:
+    m = summary.get(name, {}).get("metrics", {}).get(metric)
+    return None if m is None else float(m["median"])
+
+
+def best_peer(summary: dict[str, Any], metric: str) -> tuple[str | None, float | None]:
+    higher = METRICS[metric][1]
+    best: tuple[str | None, float | None] = (None, None)
+    for name, info in summary.items():
+        if info["kind"] != "peer":
+            continue
+        v = _value(summary, name, metric)
+        if v is None:
+            continue
+        if best[1] is None or (v > best[1] if higher else v < best[1]):
+            best = (name, v)
+    return best
+
+
+def floor_value(summary: dict[str, Any], metric: str) -> float | None:
+    """The floor (with results) for a throughput metric; enqueue has one shared floor."""
+    return _value(summary, "floor", metric)
+
+
+def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 4's targets for Conveyor, each with the measured value and what it needed."""
+    c = lambda m: _value(summary, "conveyor", m)  # noqa: E731
+    rows: list[dict[str, Any]] = []
+
+    def add(what: str, value: float | None, need: float | None, higher: bool, unit: str) -> None:
+        if value is None or need is None:
+            rows.append({"target": what, "status": "not measured", "value": value, "need": need})
+            return
+        met = value >= need if higher else value <= need
+        rows.append(
+            {
+                "target": what,
+                "status": "met" if met else "missed",
+                "value": value,
+                "need": need,
+                "unit": unit,
+                "by": value / need if need else None,
+            }
+        )
+
+    peer, best = best_peer(summary, "drain_1")
+    add(
+        f"drain 1 process >= 10x fastest peer ({peer})",
+        c("drain_1"),
+        best and 10 * best,
+        True,
+        "/s",
+    )
+    f = floor_value(summary, "drain_1")
+    add("drain 1 process >= 50% of floor (with results)", c("drain_1"), f and 0.5 * f, True, "/s")
+    f = floor_value(summary, "enqueue_sync")
+    add("enqueue single sync >= 70% of floor", c("enqueue_sync"), f and 0.7 * f, True, "/s")
+    f = floor_value(summary, "enqueue_async")
+    add("enqueue single async >= 70% of async floor", c("enqueue_async"), f and 0.7 * f, True, "/s")
+    f = floor_value(summary, "enqueue_bulk")
+    add("enqueue bulk >= 50% of floor pipelined", c("enqueue_bulk"), f and 0.5 * f, True, "/s")
+    add("Redis commands per job <= 3", c("cmds_per_job"), 3.0, False, "")
+    add("latency p50 <= 1 ms", c("latency_p50_ms"), 1.0, False, "ms")
+    add("latency p99 <= 3 ms", c("latency_p99_ms"), 3.0, False, "ms")
+    d1 = c("drain_1")
+    add("drain 2 processes >= 1.6x 1 process", c("drain_2"), d1 and 1.6 * d1, True, "/s")
+    peer, low = best_peer(summary, "bytes_per_job")
+    add(f"bytes per queued job < lowest peer's ({peer})", c("bytes_per_job"), low, False, "B")
+    for row in rows:
+        if row["status"] == "met" and row["target"].startswith("bytes") and row["value"] == low:
+            row["status"] = "missed"
+    return rows
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def fmt(metric: str, v: float | None) -> str:
+    if v is None:
+        return NONE
+    if metric in ("latency_p50_ms", "latency_p99_ms"):
+        return f"{v:,.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+    if metric == "cmds_per_job":
+        return f"{v:.2f}"
+    if metric == "bytes_per_job":
+        return f"{v:,.0f}"
+    if v >= 10_000:
+        return f"{v / 1000:,.0f}k"
+    if v >= 1000:
+        return f"{v / 1000:.1f}k"
+    return f"{v:,.0f}"
+
+
+def cell(summary: dict[str, Any], name: str, metric: str) -> str:
+    m = summary[name]["metrics"].get(metric)
+    if m is None:
+        return NONE
+    text = fmt(metric, m["median"])
+    if m.get("spread_pct") is not None:
+        text += f" ±{m['spread_pct']:.0f}%"
+    if m.get("flagged"):
+        text += " †"
+    return text
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return NONE
+    r = a / b
+    return f"{r:.0f}x" if r >= 10 else f"{r:.2f}x" if r >= 0.1 else f"{r:.3f}x"
+
+
+def order(summary: dict[str, Any]) -> list[str]:
+    floors = [n for n in FLOORS if n in summary]
+    subject = [n for n in summary if summary[n]["kind"] == "subject"]
+    peers = [n for n in summary if summary[n]["kind"] == "peer"]
+    peers.sort(key=lambda n: -(_value(summary, n, "drain_1") or -1))
+    return floors + subject + peers
+
+
+def label(summary: dict[str, Any], name: str) -> str:
+    info = summary[name]
+    text = info.get("label", name)
+    version = (info.get("versions") or {}).get
+    dist = {"conveyor": "conveyor-queue"}.get(name, name)
+    v = version(dist) if version else None
+    if v and info["kind"] == "peer":
+        text += f" {v}"
+    return f"**{text}**" if info["kind"] == "subject" else text
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    s = doc["summary"]
+    m = doc["machine"]
+    reps = doc["config"]["reps"]
+    names = order(s)
+    lines = [f"# Conveyor benchmark ({doc['mode']} run, {doc['started']})", ""]
+    lines.append(
+        f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
+        f"{m.get('memory_gib', '?')} GiB, Linux {m.get('kernel', '?')}, Python {m.get('python')}; "
+        f"Redis {m.get('redis_version', '?')} on loopback, a fresh private server per measurement. "
+        f"Load average {m.get('load_average_start')} at start, {m.get('load_average_end')} at end. "
+        f"Run took {doc['duration_s'] / 60:.1f} min."
+    )
+    lines.append("")
+    jobs = doc["config"]["jobs"]
+    io_jobs = doc["config"]["io_jobs"]
+    spread = f"medians of {reps} runs, ± is half the min-max spread" if reps > 1 else "1 run each"
+    lines.append(
+        f"No-op task taking one int; {jobs:,} jobs per enqueue/drain measurement, {io_jobs:,} "
+        f"for the 50 ms I/O task, 200 jobs 10 ms apart for latency; {spread}."
+    )
+    overrides = doc["config"].get("overrides") or {}
+    for peer, over in overrides.items():
+        if peer in s:
+            lines.append(f"{s[peer].get('label', peer)} is too slow for that: {over}.")
+    lines.append("")
+    cols = ["enqueue_sync", "enqueue_async", "enqueue_bulk", "drain_1", "drain_2"]
+    cols += ["latency", "cmds_per_job", "bytes_per_job", "io_rate"]
+    head = ["", *[("latency p50 / p99 ms" if c == "latency" else METRICS[c][0]) for c in cols]]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for n in names:
+        row = [label(s, n)]
+        for c in cols:
+            if c == "latency":
+                p50, p99 = (_value(s, n, k) for k in ("latency_p50_ms", "latency_p99_ms"))
+                row.append(
+                    NONE
+                    if p50 is None
+                    else f"{fmt('latency_p50_ms', p50)} / {fmt('latency_p99_ms', p99)}"
+                )
+            else:
+                row.append(cell(s, n, c))
+        lines.append("| " + " | ".join(row) + " |")
+    if any(m.get("flagged") for n in names for m in s[n]["metrics"].values()):
+        lines.append("")
+        lines.append(
+            "† from a run that failed the exactly-once check: some job ran twice or never "
+            "(see Failures)."
+        )
+    lines.append("")
+    lines.append(
+        "Enqueue is one call per job from one producer, through each library's own client "
+        "(sync or asyncio, whichever it has; Conveyor and the floor have both); bulk is the "
+        "library's bulk API where it has one. Drains start workers on a queue already holding "
+        "the jobs and are timed by the tasks' own clocks, from the moment every worker process "
+        "has booted and holds its first job (a start gate: see bench/README.md) to the last "
+        "job's end."
+    )
+    lines.append("")
+
+    lines.append("## Throughput ratios")
+    lines.append("")
+    lines.append("Against the floor (plain redis-py with results) and the fastest peer per column.")
+    lines.append("")
+    tcols = ["enqueue_sync", "enqueue_async", "enqueue_bulk", "drain_1", "drain_2", "io_rate"]
+    lines.append("| | " + " | ".join(f"{METRICS[c][0]} vs floor" for c in tcols) + " |")
+    lines.append("|" + "---|" * (len(tcols) + 1))
+    for n in names:
+        row = [label(s, n)]
+        for c in tcols:
+            v = _value(s, n, c)
+            f = floor_value(s, c)
+            if c.startswith("enqueue_") and c != "enqueue_bulk" and v is not None and f is None:
+                f = floor_value(s, "enqueue_sync")
+            row.append(ratio(v, f))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append(
+        "| metric | Conveyor | fastest peer | Conveyor / fastest peer | Conveyor / floor |"
+    )
+    lines.append("|---|---|---|---|---|")
+    for metric, (title, _higher) in METRICS.items():
+        cv = _value(s, "conveyor", metric) if "conveyor" in s else None
+        peer, best = best_peer(s, metric)
+        fv = floor_value(s, metric)
+        best_txt = f"{fmt(metric, best)} ({s[peer].get('label', peer)})" if peer else NONE
+        lines.append(
+            f"| {title} | {fmt(metric, cv)} | {best_txt} | {ratio(cv, best)} | {ratio(cv, fv)} |"
+        )
+    lines.append("")
+
+    if "conveyor" in s:
+        lines.append("## Issue 4 targets for Conveyor")
+        lines.append("")
+        lines.append("| target | measured | needed | status |")
+        lines.append("|---|---|---|---|")
+        for t in targets(s):
+            value = NONE if t["value"] is None else f"{t['value']:,.2f}{t.get('unit', '')}"
+            need = NONE if t["need"] is None else f"{t['need']:,.2f}{t.get('unit', '')}"
+            status = t["status"]
+            if t["status"] == "missed" and t.get("by"):
+                status += f" ({t['by']:.2f}x of the bound)"
+            lines.append(f"| {t['target']} | {value} | {need} | {status} |")
+        lines.append("")
+
+    lines.append("## redis-benchmark XADD on the same machine (private server)")
+    lines.append("")
+    rbs = [r for r in doc.get("redis_benchmark", []) if r.get("cases")]
+    if rbs:
+        lines.append("| case | requests/s (median) | p50 ms |")
+        lines.append("|---|---|---|")
+        for case in rbs[0]["cases"]:
+            vals = [r["cases"][case] for r in rbs if "rps" in r["cases"].get(case, {})]
+            if vals:
+                rps = statistics.median(v["rps"] for v in vals)
+                p50 = statistics.median(v["p50_ms"] for v in vals)
+                lines.append(f"| {case} | {fmt('drain_1', rps)} | {p50:.3f} |")
+            else:
+                lines.append(f"| {case} | failed: {rbs[0]['cases'][case].get('error')} | |")
+    else:
+        errors = {r.get("error") for r in doc.get("redis_benchmark", [])}
+        lines.append(f"Not measured: {', '.join(str(e) for e in errors) or 'not run'}.")
+    lines.append("")
+
+    lines.append("## Participants: versions and settings")
+    lines.append("")
+    lines.append("| | version | redis-py / hiredis | results stored | worker settings | runs ok |")
+    lines.append("|---|---|---|---|---|---|")
+    for n in names:
+        info = s[n]
+        vers = info.get("versions") or {}
+        dist = [k for k in vers if k not in ("redis", "hiredis")]
+        v = vers.get(dist[0]) if dist else f"redis-py {vers.get('redis', '?')}"
+        rp = f"{vers.get('redis', '?')} / {vers.get('hiredis', '?')}"
+        conc = info.get("concurrency") or {}
+        settings = "; ".join(f"{k}: {v}" for k, v in sorted(conc.items()))
+        lines.append(
+            f"| {label(s, n)} | {v} | {rp} | {info.get('results_stored', '?')} | {settings} | "
+            f"{info['runs_ok']}/{info['runs_total']} |"
+        )
+    lines.append("")
+
+    lines.append("## Redis CPU during the drains")
+    lines.append("")
+    lines.append(
+        "redis-server CPU time (user + sys, INFO cpu) over the drain's wall time: near 100% "
+        "means Redis itself is the limit, so a second worker process cannot help."
+    )
+    lines.append("")
+    lines.append("| | drain 1 process/s | Redis CPU | drain 2 processes/s | Redis CPU | 2p / 1p |")
+    lines.append("|---|---|---|---|---|---|")
+    for n in names:
+        d1, d2 = _value(s, n, "drain_1"), _value(s, n, "drain_2")
+        c1, c2 = _value(s, n, "redis_cpu_drain_1"), _value(s, n, "redis_cpu_drain_2")
+        pct = lambda v: NONE if v is None else f"{v:.0f}%"  # noqa: E731
+        lines.append(
+            f"| {label(s, n)} | {fmt('drain_1', d1)} | {pct(c1)} | {fmt('drain_2', d2)} | "
+            f"{pct(c2)} | {ratio(d2, d1)} |"
+        )
+    lines.append("")
+
+    lines.append("## Redis commands per job (enqueue one at a time + drain with one process)")
+    lines.append("")
+    for n in names:
+        cmds = s[n].get("commands")
+        if cmds:
+            top = ", ".join(f"{k} {v:.2f}" for k, v in list(cmds.items())[:8])
+            lines.append(f"- {label(s, n)}: {top}")
+    lines.append("")
+    lines.append(
+        "Counted by INFO commandstats after CONFIG RESETSTAT on the private server, so commands "
+        "run inside Lua scripts count too; it includes the workers' own start-up and idle "
+        "polling while the drain ran. The check that each job ran exactly once writes to a "
+        "local file, not Redis, so it adds no command."
+    )
+    lines.append("")
+
+    failed = [(n, f) for n in names for f in s[n]["failures"]]
+    lines.append("## Failures")
+    lines.append("")
+    if not failed:
+        lines.append(
+            "None: every run of every participant finished and verified each job ran exactly once."
+        )
+    for n, f in failed:
+        first = f.strip().splitlines()
+        lines.append(f"- {label(s, n)}: {first[0][:400]}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/latest.json")
+    doc = json.loads(path.read_text())
+    doc["summary"] = aggregate(doc)
+    path.with_suffix(".md").write_text(markdown(doc))
+    print(path.with_suffix(".md").read_text())
