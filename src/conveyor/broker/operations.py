@@ -33,7 +33,7 @@ def _text(value: Any) -> str:
 
 def _fields(flat: Sequence[bytes]) -> Fields:
     it = iter(flat)
-    return dict(zip(it, it, strict=True))
+    return dict(zip(it, it, strict=False))  # an entry is an even list: field, value, ...
 
 
 # -- producing -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 from ..broker import Broker, operations
 from ..keys import QueueKeys
@@ -27,7 +28,7 @@ class Completer:
         self.keys = keys
         self.consumer = consumer
         self.pel_limit = pel_limit
-        self._items: list[tuple[str, operations.Completion, asyncio.Future[bool]]] = []
+        self._items: list[tuple[str, operations.Completion, Callable[[bool], None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -35,12 +36,12 @@ class Completer:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="conveyor-completer")
 
-    def submit(self, queue: str, completion: operations.Completion) -> asyncio.Future[bool]:
-        """Queue an ack; the future says True when stored, False when the lease was lost."""
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._items.append((queue, completion, fut))
+    def submit(
+        self, queue: str, completion: operations.Completion, on_done: Callable[[bool], None]
+    ) -> None:
+        """Queue an ack; ``on_done`` gets True once stored, False if the lease was lost."""
+        self._items.append((queue, completion, on_done))
         self._wake.set()
-        return fut
 
     async def _loop(self) -> None:
         while True:
@@ -53,9 +54,9 @@ class Completer:
                 return
 
     async def _flush(
-        self, batch: list[tuple[str, operations.Completion, asyncio.Future[bool]]]
+        self, batch: list[tuple[str, operations.Completion, Callable[[bool], None]]]
     ) -> None:
-        by_queue: dict[str, list[tuple[operations.Completion, asyncio.Future[bool]]]]
+        by_queue: dict[str, list[tuple[operations.Completion, Callable[[bool], None]]]]
         by_queue = defaultdict(list)
         for queue, completion, fut in batch:
             by_queue[queue].append((completion, fut))
@@ -77,9 +78,8 @@ class Completer:
                 delay = min(delay * 2, 2.0)
         for q, rejected in zip(queues, replies, strict=True):
             refused = set(rejected)
-            for i, (_, fut) in enumerate(by_queue[q]):
-                if not fut.done():
-                    fut.set_result(i not in refused)
+            for i, (_, on_done) in enumerate(by_queue[q]):
+                on_done(i not in refused)
 
     async def close(self, timeout: float) -> None:
         """Flush what is queued; give up after ``timeout`` if Redis stays unreachable.

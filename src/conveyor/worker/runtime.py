@@ -336,18 +336,18 @@ class Worker:
                 outcome = Outcome(False, error=str(exc))
             else:
                 ttl = int(task.options.result_ttl * 1000)
-                fut = self.completer.submit(
-                    d.queue, Completion(d.level, d.entry_id, job_id, record, ttl)
+                self.completer.submit(
+                    d.queue,
+                    Completion(d.level, d.entry_id, job_id, record, ttl),
+                    lambda stored: self._acked(d, job_id, stored),
                 )
-                fut.add_done_callback(lambda f: self._acked(d, job_id, f))
                 return True
         await self._failed(d, env, task, job_id, outcome)
         return False
 
-    def _acked(self, d: Delivery, job_id: str, fut: asyncio.Future[bool]) -> None:
+    def _acked(self, d: Delivery, job_id: str, stored: bool) -> None:
         self.held.discard(d.queue, d.level, d.entry_id)
-        if not fut.cancelled():
-            self._count("done" if fut.result() else "lost", job_id)
+        self._count("done" if stored else "lost", job_id)
 
     async def _failed(
         self, d: Delivery, env: Envelope, task: Task[Any, Any], job_id: str, outcome: Outcome
