@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from .backoff import Backoff
@@ -13,6 +13,7 @@ from .errors import ConfigurationError, TaskNotFound
 from .job import Job
 from .keys import QueueKeys, parse_job_id, validate_name
 from .settings import TaskOptions
+from .signing import Signer
 from .task import Signature, Task
 from .wire import DEFAULT_MAX_BYTES
 
@@ -46,11 +47,16 @@ class Conveyor:
         default_queue: str = "default",
         client_options: ClientOptions | None = None,
         max_payload_bytes: int = DEFAULT_MAX_BYTES,
+        signing_keys: Sequence[bytes | str] | None = None,
+        redact: Callable[[str, dict[str, str]], dict[str, str]] | None = None,
     ) -> None:
         self.namespace = validate_name("namespace", namespace)
         self.default_queue = validate_name("queue", default_queue)
         self.broker = Broker(url, client_options)
         self.max_payload_bytes = max_payload_bytes
+        #: signs every job this app enqueues; its workers run only jobs signed with a key
+        self.signer = Signer(signing_keys) if signing_keys else None
+        self._redact = redact
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: list[CronSchedule] = []
         self._keys: dict[str, QueueKeys] = {}
@@ -70,6 +76,16 @@ class Conveyor:
         if namespace:
             self.namespace = validate_name("namespace", namespace)
             self._keys.clear()
+
+    def redacted(self, fields: dict[str, str]) -> dict[str, str]:
+        """A job's fields as views may show them (CLI, dead letters, history).
+
+        The ``redact`` hook given to the app gets the task name and the fields, and returns
+        what may be displayed (e.g. with personal data in ``args`` masked).
+        """
+        if self._redact is None:
+            return fields
+        return self._redact(fields.get("task", ""), dict(fields))
 
     def keys(self, queue: str) -> QueueKeys:
         keys = self._keys.get(queue)

@@ -272,8 +272,12 @@ def dead_ls(c: Context, spec: str | None, queue: str, limit: int) -> None:
     table = Table(title=f"dead jobs in {queue}")
     for col in ("entry", "job id", "task", "reason", "error"):
         table.add_column(col)
-    for job in dead_letters.list_dead(c.app(spec), queue, limit):
-        table.add_row(job.entry_id, job.job_id, job.task, job.reason, job.error[:80])
+    app = c.app(spec)
+    for job in dead_letters.list_dead(app, queue, limit):
+        shown = app.redacted(job.fields)
+        table.add_row(
+            job.entry_id, job.job_id, job.task, job.reason, shown.get("dead_error", "")[:80]
+        )
     console.print(table)
 
 
@@ -285,10 +289,11 @@ def dead_ls(c: Context, spec: str | None, queue: str, limit: int) -> None:
 @_errors
 def dead_show(c: Context, entry_id: str, spec: str | None, queue: str) -> None:
     """Show every field of one dead job, traceback included."""
-    job = dead_letters.get_dead(c.app(spec), queue, entry_id)
+    app = c.app(spec)
+    job = dead_letters.get_dead(app, queue, entry_id)
     if job is None:
         raise click.ClickException(f"no dead job {entry_id} in queue {queue}")
-    for name, value in job.fields.items():
+    for name, value in app.redacted(job.fields).items():
         click.echo(f"{name}: {value}")
 
 
@@ -352,13 +357,14 @@ def history(
     table = Table(title=f"history of {queue}")
     for col in ("entry", "level", "job id", "task", "args", "state"):
         table.add_column(col)
-    for e in hist.recent(c.app(spec), queue, limit, task):
+    app = c.app(spec)
+    for e in hist.recent(app, queue, limit, task):
         table.add_row(
             e.entry_id,
             e.level,
             e.job_id,
             e.task,
-            e.fields.get("args", "")[:40],
+            app.redacted(e.fields).get("args", "")[:40],
             e.info.state.value,
         )
     console.print(table)

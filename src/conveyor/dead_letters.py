@@ -11,7 +11,7 @@ from .broker import command, operations
 from .keys import LEVELS
 
 #: Fields a replayed job keeps; everything the dead-letter step added is dropped.
-WIRE_FIELDS = ("version", "id", "task", "args", "kwargs", "enqueued_at")
+WIRE_FIELDS = ("version", "id", "task", "args", "kwargs", "sig", "enqueued_at")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from .job import JobInfo, interpret
 from .keys import LEVELS, job_id_for
 
 #: Fields a replay copies; id, attempt and history start afresh.
-REPLAYED_FIELDS = ("version", "task", "args", "kwargs")
+REPLAYED_FIELDS = ("version", "task", "args", "kwargs", "sig")
 
 
 @dataclass(frozen=True)

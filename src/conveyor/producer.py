@@ -11,6 +11,7 @@ from typing import Any
 from .broker import Call, operations
 from .broker.operations import Unique
 from .keys import QueueKeys, delayed_job_id, job_id_for
+from .signing import Signer
 from .wire import encode_fields, encode_json
 
 
@@ -39,9 +40,12 @@ def immediate(
     kwargs: Mapping[str, Any],
     max_bytes: int,
     unique: Unique | None = None,
+    signer: Signer | None = None,
 ) -> Call[tuple[bool, str]]:
     """One XADD (or one script, with a unique key); the job id comes from the entry id."""
-    fields = encode_fields(task, args, kwargs, enqueued_at=now_ms(), max_bytes=max_bytes)
+    fields = encode_fields(
+        task, args, kwargs, enqueued_at=now_ms(), max_bytes=max_bytes, signer=signer
+    )
     if unique is not None:
         prefix = job_id_for(keys.queue, level, "")
         return operations.enqueue_unique(keys, level, fields, unique, prefix)
@@ -68,10 +72,17 @@ def scheduled(
     delay_ms: int = 0,
     at_ms: int | None = None,
     unique: Unique | None = None,
+    signer: Signer | None = None,
 ) -> Call[tuple[bool, str]]:
     job_id = delayed_job_id(keys.queue, uuid.uuid4().hex)
     fields = encode_fields(
-        task, args, kwargs, enqueued_at=now_ms(), job_id=job_id, max_bytes=max_bytes
+        task,
+        args,
+        kwargs,
+        enqueued_at=now_ms(),
+        job_id=job_id,
+        max_bytes=max_bytes,
+        signer=signer,
     )
     payload = delayed_payload(fields, level)
     return operations.schedule(keys, job_id, payload, delay_ms=delay_ms, at_ms=at_ms, unique=unique)

@@ -187,6 +187,7 @@ class Task(Generic[P, R]):
             kwargs,
             self.app.max_payload_bytes,
             self._unique,
+            self.app.signer,
         )
 
     def _scheduled(
@@ -208,6 +209,7 @@ class Task(Generic[P, R]):
             delay_ms=delay_ms,
             at_ms=at_ms,
             unique=self._unique,
+            signer=self.app.signer,
         )
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:

@@ -17,10 +17,13 @@ from typing import Any, Final
 import msgspec
 
 from .errors import PayloadError
+from .signing import FIELD as SIGNATURE_FIELD
+from .signing import Signer
 
 VERSION: Final = 1
 REQUIRED: Final = ("task", "args", "kwargs")
 DEFAULT_MAX_BYTES: Final = 1024 * 1024
+MAX_DEPTH: Final = 64
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
@@ -63,6 +66,7 @@ def encode_fields(
     job_id: str | None = None,
     history: Sequence[Mapping[str, Any]] = (),
     max_bytes: int = DEFAULT_MAX_BYTES,
+    signer: Signer | None = None,
 ) -> dict[str, bytes | str | int]:
     """Stream fields for a job. Field order is fixed so Redis can share field names."""
     fields: dict[str, bytes | str | int] = {
@@ -73,6 +77,8 @@ def encode_fields(
         "enqueued_at": enqueued_at,
         "attempt": attempt,
     }
+    if signer is not None:
+        fields[SIGNATURE_FIELD] = signer.sign(task, fields["args"], fields["kwargs"])  # type: ignore[arg-type]
     if job_id is not None:
         fields["id"] = job_id
     if history:
@@ -86,7 +92,9 @@ def encode_fields(
     return fields
 
 
-def envelope_fields(env: Envelope, **changes: Any) -> dict[str, bytes | str | int]:
+def envelope_fields(
+    env: Envelope, signer: Signer | None = None, **changes: Any
+) -> dict[str, bytes | str | int]:
     """Fields of an existing envelope, with some values changed (attempt, history, id)."""
     data = msgspec.structs.asdict(env) | changes
     return encode_fields(
@@ -98,6 +106,7 @@ def envelope_fields(env: Envelope, **changes: Any) -> dict[str, bytes | str | in
         job_id=data["id"],
         history=data["history"],
         max_bytes=1 << 62,
+        signer=signer,
     )
 
 
@@ -135,17 +144,34 @@ def decode_fields(fields: Mapping[bytes, bytes], *, max_bytes: int = DEFAULT_MAX
     task = _text(fields, "task")
     try:
         args = _args_decode(fields[b"args"])
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+    except (
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        UnicodeDecodeError,
+        RecursionError,
+    ) as exc:
         raise PayloadError(f"field 'args' is not a JSON array: {exc}") from exc
     try:
         kwargs = _kwargs_decode(fields[b"kwargs"])
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+    except (
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        UnicodeDecodeError,
+        RecursionError,
+    ) as exc:
         raise PayloadError(f"field 'kwargs' is not a JSON object: {exc}") from exc
+    _check_depth(fields[b"args"], args)
+    _check_depth(fields[b"kwargs"], kwargs)
     history: list[dict[str, Any]] = []
     if b"history" in fields:
         try:
             history = _history_decode(fields[b"history"])
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        except (
+            msgspec.DecodeError,
+            msgspec.ValidationError,
+            UnicodeDecodeError,
+            RecursionError,
+        ) as exc:
             raise PayloadError(f"field 'history' is not a JSON array of objects: {exc}") from exc
     job_id = _text(fields, "id") if b"id" in fields else None
     attempt = _int(fields, "attempt", 1)
@@ -161,6 +187,21 @@ def decode_fields(fields: Mapping[bytes, bytes], *, max_bytes: int = DEFAULT_MAX
         history=history,
         version=version,
     )
+
+
+def _check_depth(raw: bytes, value: Any) -> None:
+    """Refuse arguments nested deeper than MAX_DEPTH (cheap unless there are many brackets)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PayloadError(f"arguments are nested more than {MAX_DEPTH} levels deep")
+        if isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
 
 
 class JobRecord(msgspec.Struct, kw_only=True, omit_defaults=True):

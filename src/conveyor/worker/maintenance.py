@@ -110,6 +110,7 @@ class Maintenance:
                 {},
                 w.app.max_payload_bytes,
                 Unique(schedule.unique_key(tick), tick.window_ms),
+                w.app.signer,
             )
             created, job_id = await w.broker.acall(call)
             if created:

@@ -292,6 +292,12 @@ class Worker:
         runs behind it, overlapping the next fetch, and the lease is kept until it lands.
         """
         fallback_id = job_id_for(d.queue, d.level, d.entry_id)
+        signer = self.app.signer
+        if signer is not None and not signer.verify(d.fields):
+            job_id = d.fields.get(b"id", b"").decode(errors="replace") or fallback_id
+            reason = "entry is not signed with any of this app's keys"
+            await self._dead(d, job_id, None, "bad_signature", reason)
+            return False
         try:
             env = decode_fields(d.fields, max_bytes=self.settings.max_payload_bytes)
         except PayloadError as exc:
@@ -356,7 +362,9 @@ class Worker:
         history = [*env.history, outcomes.attempt_entry(env, error, self.consumer)]
         if env.attempt <= task.options.retries:
             delay = task.options.backoff.delay(env.attempt)
-            fields = envelope_fields(env, attempt=env.attempt + 1, id=job_id, history=history)
+            fields = envelope_fields(
+                env, self.app.signer, attempt=env.attempt + 1, id=job_id, history=history
+            )
             ok = await self._call(
                 operations.retry(
                     self.keys[d.queue],
