@@ -85,13 +85,18 @@ class QueueKeys:
         return f"{self.prefix}unique:{unique_key}"
 
 
+#: Hash tag of the live-workers registry: '~' is not allowed in queue names, so it never
+#: shares keys with a queue, and the heartbeat script's two keys share one slot.
+WORKERS_TAG: Final = "{~workers}"
+
+
 def workers_key(namespace: str) -> str:
-    """Sorted set of live worker ids scored by their last heartbeat (ms)."""
-    return f"{namespace}:workers"
+    """Sorted set of live worker ids scored by their last heartbeat (Redis time, ms)."""
+    return f"{namespace}:{WORKERS_TAG}:registry"
 
 
 def worker_key(namespace: str, worker_id: str) -> str:
-    return f"{namespace}:worker:{worker_id}"
+    return f"{namespace}:{WORKERS_TAG}:worker:{worker_id}"
 
 
 @dataclass(frozen=True)

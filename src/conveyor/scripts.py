@@ -28,6 +28,7 @@ NAMES: Final = (
     "status",
     "trim",
     "replay",
+    "heartbeat",
 )
 
 

@@ -41,7 +41,7 @@ class ClientOptions:
     socket_timeout: float = 30.0
     connect_timeout: float = 5.0
     retries: int = 6
-    backoff_base: float = 0.05
+    backoff_base: float = 0.25
     backoff_cap: float = 2.0
     health_check_interval: int = 15
     extra: dict[str, Any] = field(default_factory=dict)

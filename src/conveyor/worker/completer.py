@@ -11,6 +11,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 
+from ..backoff import Backoff
 from ..broker import Broker, operations
 from ..keys import QueueKeys
 from .cancellation import cancel_and_wait
@@ -18,6 +19,7 @@ from .cancellation import cancel_and_wait
 log = logging.getLogger("conveyor.worker")
 
 MAX_BATCH = 256
+RECONNECT = Backoff(base=0.25, cap=2.0)
 
 
 class Completer:

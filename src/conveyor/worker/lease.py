@@ -16,7 +16,7 @@ import threading
 import time
 from collections import defaultdict
 
-from ..broker import Broker, command, operations
+from ..broker import Broker, command, operations, run_script
 from ..keys import QueueKeys, worker_key, workers_key
 from ..settings import Leases
 
@@ -106,9 +106,13 @@ class LeaseKeeper(threading.Thread):
                 "held": self.held.count(),
             }
         )
-        now = int(time.time() * 1000)
-        calls.append(command("SET", worker_key(self.namespace, self.consumer), info, "PX", ttl_ms))
-        calls.append(command("ZADD", workers_key(self.namespace), now, self.consumer))
+        calls.append(
+            run_script(
+                "heartbeat",
+                [workers_key(self.namespace), worker_key(self.namespace, self.consumer)],
+                [self.consumer, info, ttl_ms],
+            )
+        )
         replies = self.broker.call_many(calls)
         for (queue, level), lost in zip(order, replies, strict=False):
             if lost:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import redis
 
 from ..app import Conveyor
+from ..backoff import Backoff
 from ..broker import Broker, Call, command, operations
 from ..broker.operations import Completion, Delivery
 from ..errors import ConnectionFailed, PayloadError
@@ -43,6 +44,9 @@ log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
 
 DEFAULTS = TaskOptions()
+#: Waits between attempts while Redis is unreachable: full jitter, so that a fleet of
+#: workers does not reconnect in one burst when Redis comes back.
+RECONNECT = Backoff(base=0.25, cap=5.0)
 #: Jobs shorter than this on average are worth prefetching (see WorkerSettings.prefetch).
 SHORT_JOB_SECONDS = 0.05
 
@@ -205,7 +209,7 @@ class Worker:
     async def _fetch_loop(self) -> None:
         turn = 0
         queues = list(self.keys)
-        delay = 0.05
+        failures = 0
         while not self._stopping.is_set():
             free = self.free_slots()
             if free <= 0 or not self._worth_fetching(free):
@@ -235,12 +239,13 @@ class Worker:
                             self._streams, self.consumer, 1, self.settings.block_ms
                         )
                     )
-                delay = 0.05
+                failures = 0
             except ConnectionFailed as exc:
                 self._blocker_id = None
+                failures += 1
+                delay = RECONNECT.delay(failures)
                 log.warning("Redis unreachable, retrying in %.2fs: %s", delay, exc)
                 await self._pause(delay)
-                delay = min(delay * 2, 5.0)
                 continue
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
@@ -441,14 +446,15 @@ class Worker:
 
     async def _call(self, call: Call[T]) -> T:
         """Run a state transition, retrying through connection errors (it is idempotent)."""
-        delay = 0.05
+        failures = 0
         while True:
             try:
                 return await self.broker.acall(call)
             except ConnectionFailed as exc:
+                failures += 1
+                delay = RECONNECT.delay(failures)
                 log.warning("Redis unreachable, retrying in %.2fs: %s", delay, exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     # -- shutdown -----------------------------------------------------------------------------
     async def _shutdown(self) -> None:
