@@ -41,6 +41,12 @@ redis: $(STAMP)
 clean:
 	rm -rf $(VENV) bench/.peers-venv .mypy_cache .ruff_cache .pytest_cache
 
+## The chaos and fault suite (issue 3) at full size (~20 min on 2 cores): its own redis-servers
+## and worker processes; prints the checker's table and exits non-zero on any failure.
+CHAOS_ARGS ?=
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+
 ## Side-by-side benchmark against the other Redis task queues (issue 4): ~30 min, not in CI.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

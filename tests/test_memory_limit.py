@@ -47,3 +47,25 @@ def test_enqueue_is_refused_at_maxmemory_but_backlog_drains(small_redis: RedisSe
             time.sleep(0.1)
     assert sorted(done) == list(range(len(accepted)))
     app.close()
+
+
+def test_bulk_enqueue_at_maxmemory_names_the_jobs_it_added(small_redis: RedisServer) -> None:
+    app = Conveyor(small_redis.url, namespace="oom-bulk")
+
+    @app.task
+    def blob(text: str) -> None:
+        return None
+
+    stream = app.keys("default").stream("normal")
+    client = app.broker.client
+    with pytest.raises(EnqueueRejected) as caught:
+        for _ in range(10_000):
+            before = client.xlen(stream)
+            blob.enqueue_many([("x" * 1024,)] * 200)
+    added_now = client.xlen(stream) - before
+    exc = caught.value
+    assert "of 200 jobs were added" in str(exc)
+    assert len(exc.added) == added_now, "the jobs reported added are those really added"
+    entries = {e.decode() for e, _ in client.xrange(stream, "-", "+")}
+    assert all(job.id.split(":")[2] in entries for job in exc.added)
+    app.close()

@@ -2,6 +2,7 @@
 
 from .app import Conveyor
 from .backoff import Backoff
+from .context import JobContext, current_job
 from .errors import (
     ConfigurationError,
     ConnectionFailed,
@@ -27,6 +28,7 @@ __all__ = [
     "ConveyorError",
     "EnqueueRejected",
     "Job",
+    "JobContext",
     "JobFailed",
     "JobInfo",
     "JobNotFound",
@@ -42,4 +44,5 @@ __all__ = [
     "TaskTimeout",
     "UnsupportedServer",
     "WorkerSettings",
+    "current_job",
 ]

@@ -9,7 +9,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 from .backoff import Backoff
 from .broker import Broker, ClientOptions
 from .cron import CronSchedule
-from .errors import ConfigurationError, TaskNotFound
+from .errors import ConfigurationError, EnqueueRejected, TaskNotFound
 from .job import Job
 from .keys import QueueKeys, parse_job_id, validate_name
 from .settings import TaskOptions
@@ -191,7 +191,10 @@ class Conveyor:
         for start in range(0, len(sigs), BATCH):
             batch = sigs[start : start + BATCH]
             calls = [s.task._immediate(s.args, s.kwargs) for s in batch]
-            ids = self.broker.call_many(calls)
+            try:
+                ids = self.broker.call_many(calls)
+            except EnqueueRejected as exc:
+                raise _partial(exc, jobs, batch, len(sigs)) from exc
             jobs += [s.task._job(i) for s, i in zip(batch, ids, strict=True)]
         return jobs
 
@@ -201,7 +204,10 @@ class Conveyor:
         for start in range(0, len(sigs), BATCH):
             batch = sigs[start : start + BATCH]
             calls = [s.task._immediate(s.args, s.kwargs) for s in batch]
-            ids = await self.broker.acall_many(calls)
+            try:
+                ids = await self.broker.acall_many(calls)
+            except EnqueueRejected as exc:
+                raise _partial(exc, jobs, batch, len(sigs)) from exc
             jobs += [s.task._job(i) for s, i in zip(batch, ids, strict=True)]
         return jobs
 
@@ -210,3 +216,16 @@ class Conveyor:
 
     async def aclose(self) -> None:
         await self.broker.aclose()
+
+
+def _partial(
+    exc: EnqueueRejected, earlier: list[Job[Any]], batch: list[Signature], total: int
+) -> EnqueueRejected:
+    """Redis refused part of a bulk enqueue: say which jobs were added, so none is sent twice."""
+    added = earlier + [
+        s.task._job(reply) for s, reply in zip(batch, exc.added, strict=True) if reply is not None
+    ]
+    return EnqueueRejected(
+        f"{len(added)} of {total} jobs were added before Redis refused the rest: {exc}",
+        added=added,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ConveyorError(Exception):
     """Base class of every error Conveyor raises on purpose."""
@@ -37,7 +39,15 @@ class TaskNotFound(ConveyorError, LookupError):
 
 
 class EnqueueRejected(ConveyorError):
-    """Redis refused a new job, most often because it reached maxmemory."""
+    """Redis refused a new job, most often because it reached maxmemory.
+
+    From a bulk enqueue, ``added`` holds what was added before the refusal (Job handles from
+    ``enqueue_many``), so a caller retries only the rest instead of duplicating jobs.
+    """
+
+    def __init__(self, message: str, *, added: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.added: list[Any] = added or []
 
 
 class JobFailed(ConveyorError):

@@ -200,11 +200,18 @@ def _missing_scripts(replies: list[Any]) -> list[int]:
 
 
 def _parse_all(calls: Sequence[Call[Any]], replies: list[Any], url: str) -> list[Any]:
-    out = []
+    """Parsed replies. At the memory limit, EnqueueRejected carries them in call order, with
+    None for each call Redis refused."""
+    out: list[Any] = []
+    refused: OutOfMemoryError | None = None
     for c, r in zip(calls, replies, strict=True):
         if isinstance(r, OutOfMemoryError):
-            raise EnqueueRejected(OOM_MESSAGE.format(url=url)) from r
+            refused = refused or r
+            out.append(None)
+            continue
         if isinstance(r, Exception) and not c.accepts_errors:
             raise r
         out.append(c.parse(r))
+    if refused is not None:
+        raise EnqueueRejected(OOM_MESSAGE.format(url=url), added=out) from refused
     return out

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from ..context import JobContext, _current
 from ..errors import TaskTimeout
 from ..task import Task
 
@@ -31,14 +32,16 @@ class Executor:
     def __init__(self, threads: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="conveyor-task")
 
-    async def run(self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Outcome:
+    async def run(
+        self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], job: JobContext
+    ) -> Outcome:
         timeout = task.options.timeout
         try:
             if task.is_async:
-                run = _run_async(task.fn, args, kwargs)
+                run = _run_async(task.fn, args, kwargs, job)
                 return await (run if timeout is None else asyncio.wait_for(run, timeout))
             loop = asyncio.get_running_loop()
-            call = functools.partial(_run_sync, task.fn, args, kwargs)
+            call = functools.partial(_run_sync, task.fn, args, kwargs, job)
             future = loop.run_in_executor(self._pool, call)
             return await (future if timeout is None else asyncio.wait_for(future, timeout))
         except asyncio.TimeoutError:
@@ -60,14 +63,22 @@ def _failure(exc: BaseException) -> Outcome:
     return Outcome(False, error=_describe(exc), traceback=text)
 
 
-def _run_sync(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Outcome:
+def _run_sync(
+    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], job: JobContext
+) -> Outcome:
+    token = _current.set(job)  # pool threads are reused: reset after the call
     try:
         return Outcome(True, fn(*args, **kwargs))
     except Exception as exc:  # a task's failure is data, not a crash of the worker
         return _failure(exc)
+    finally:
+        _current.reset(token)
 
 
-async def _run_async(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Outcome:
+async def _run_async(
+    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], job: JobContext
+) -> Outcome:
+    _current.set(job)  # each job runs in its own asyncio task, with its own context
     try:
         return Outcome(True, await fn(*args, **kwargs))
     except Exception as exc:

@@ -29,7 +29,6 @@ class HeldJobs:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], set[str]] = defaultdict(set)
-        self.lost: set[tuple[str, str, str]] = set()
 
     def add(self, queue: str, level: str, entry_id: str) -> None:
         with self._lock:
@@ -38,7 +37,6 @@ class HeldJobs:
     def discard(self, queue: str, level: str, entry_id: str) -> None:
         with self._lock:
             self._entries[(queue, level)].discard(entry_id)
-            self.lost.discard((queue, level, entry_id))
 
     def snapshot(self) -> dict[tuple[str, str], list[str]]:
         with self._lock:
@@ -47,10 +45,6 @@ class HeldJobs:
     def count(self) -> int:
         with self._lock:
             return sum(len(v) for v in self._entries.values())
-
-    def mark_lost(self, queue: str, level: str, entry_ids: list[str]) -> None:
-        with self._lock:
-            self.lost.update((queue, level, e) for e in entry_ids)
 
 
 class LeaseKeeper(threading.Thread):
@@ -122,7 +116,6 @@ class LeaseKeeper(threading.Thread):
                     queue,
                     level,
                 )
-                self.held.mark_lost(queue, level, lost)
         self.renewals += 1
 
     def stop(self) -> None:

@@ -27,6 +27,7 @@ from ..app import Conveyor
 from ..backoff import Backoff
 from ..broker import Broker, Call, command, operations
 from ..broker.operations import Completion, Delivery
+from ..context import JobContext
 from ..errors import ConnectionFailed, PayloadError
 from ..keys import LEVELS, QueueKeys, job_id_for
 from ..producer import delayed_payload
@@ -337,8 +338,9 @@ class Worker:
             await self._dead(d, job_id, env, "bad_arguments", str(exc))
             return False
         log.debug("running %s %s args=%r kwargs=%r", task.name, job_id, args, kwargs)
+        job = JobContext(job_id, task.name, d.queue, env.attempt, d.deliveries, self.consumer)
         started = time.perf_counter()
-        outcome = await self.executor.run(task, args, kwargs)
+        outcome = await self.executor.run(task, args, kwargs, job)
         self._mean_job_seconds += 0.1 * (time.perf_counter() - started - self._mean_job_seconds)
         if outcome.ok:
             try:
