@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from .broker import Call, operations
 from .errors import JobFailed, JobNotFound, JobTimeout
-from .keys import parse_job_id
+from .keys import JobLocation, QueueKeys, parse_job_id
 from .wire import JobRecord, decode_record
 
 if TYPE_CHECKING:
@@ -82,9 +83,15 @@ class Job(Generic[R]):
         self.id = job_id
         #: False when an enqueue with a unique key found this job already there
         self.created = created
-        self._location = parse_job_id(job_id)
-        self._keys = app.keys(self._location.queue)
         self._convert = convert
+
+    @functools.cached_property
+    def _location(self) -> JobLocation:
+        return parse_job_id(self.id)
+
+    @functools.cached_property
+    def _keys(self) -> QueueKeys:
+        return self.app.keys(self._location.queue)
 
     def __repr__(self) -> str:
         return f"Job({self.id!r})"

@@ -46,12 +46,11 @@ def immediate(
     fields = encode_fields(
         task, args, kwargs, enqueued_at=now_ms(), max_bytes=max_bytes, signer=signer
     )
+    prefix = job_id_for(keys.queue, level, "")
     if unique is not None:
-        prefix = job_id_for(keys.queue, level, "")
         return operations.enqueue_unique(keys, level, fields, unique, prefix)
-    call = operations.enqueue(keys, level, fields)
-    queue = keys.queue
-    return Call(call.command, lambda reply: (True, job_id_for(queue, level, call.parse(reply))))
+    command = operations.enqueue(keys, level, fields).command
+    return Call(command, lambda reply: (True, prefix + reply.decode()))
 
 
 def delayed_payload(fields: Mapping[str, Any], level: str) -> bytes:
