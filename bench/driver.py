@@ -336,8 +336,12 @@ class Context:
         self._n = 0
 
     def record_file(self) -> Records:
+        """A fresh record file: repetitions share the work dir, so earlier ones are removed."""
         self._n += 1
-        return Records(self.workdir / f"{self.peer}-{self.workload}-{self._n}.rec")
+        path = self.workdir / f"{self.peer}-{self.workload}-{self._n}.rec"
+        for stale in (path, path.with_suffix(".gate"), path.with_suffix(".gate.ready")):
+            stale.unlink(missing_ok=True)
+        return Records(path)
 
     def has_bulk(self, kind: str | None = None) -> bool:
         return hasattr(self.mod.PRODUCERS[kind or self.primary], "enqueue_many")
