@@ -972,6 +972,30 @@ def control_maxlen(run: Run, result: Result, n: int, opt: Options) -> None:
     result.note(f"XADD MAXLEN {keep} with a backlog of {n}: expected ~{n - keep} lost")
 
 
+def control_eviction(run: Run, result: Result, n: int, opt: Options) -> None:
+    """NEGATIVE CONTROL: maxmemory with allkeys-lru lets Redis evict queue keys, and the jobs
+    in them, without telling anyone (Conveyor's workers warn about this policy at start)."""
+    run.start_redis()
+    admin = run.client()
+    fleet = run.fleet(concurrency=8, lease=3.0, grace=15)
+    fleet.wait_ready(fleet.spawn(1))  # the group exists, as in any running deployment
+    fleet.stop_all(grace=15)
+    admin.config_set("maxmemory", "8mb")
+    admin.config_set("maxmemory-policy", "allkeys-lru")
+    prod = run.producer(retries=0)
+    blob = "x" * 1024
+    while len(prod.status) < n:
+        prod.enqueue("chaos_blob", blob)
+    evicted = int(admin.info("stats")["evicted_keys"])
+    fleet.wait_ready(fleet.spawn(2))
+    run.drain(want_done=ok_seqs(run), want_dead=set(), timeout=30)
+    enqueues, ledgers, dead, state = collect(run)
+    fleet.stop_all(grace=25)
+    tally(result, enqueues, ledgers, dead, state)
+    check_exits(result, fleet)
+    result.note(f"maxmemory 8 MiB, allkeys-lru, {n} jobs of 1 KiB: {evicted} key(s) evicted")
+
+
 # --------------------------------------------------------------------------- 10: no leaks
 
 
@@ -1117,6 +1141,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("C-noack", "control: NOACK reads", control_noack, 1000, 10_000, control=True),
         Scenario(
             "C-rdb", "control: RDB only, kill -9", control_rdb_only, 1000, 10_000, control=True
+        ),
+        Scenario(
+            "C-lru", "control: allkeys-lru eviction", control_eviction, None, 20_000, control=True
         ),
     ]
 }
