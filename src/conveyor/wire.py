@@ -11,14 +11,16 @@ A job is readable with ``redis-cli XRANGE`` and can be written by any language::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
 
 import msgspec
 
 from .errors import PayloadError
 from .signing import FIELD as SIGNATURE_FIELD
 from .signing import Signer
+
+T = TypeVar("T")
 
 VERSION: Final = 1
 REQUIRED: Final = ("task", "args", "kwargs")
@@ -130,6 +132,18 @@ def _int(fields: Mapping[bytes, bytes], name: str, default: int) -> int:
         raise PayloadError(f"field {name!r} is not an integer: {raw[:40]!r}") from exc
 
 
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
+
+
+def _json_field(
+    fields: Mapping[bytes, bytes], name: str, decode: Callable[[bytes], T], expected: str
+) -> T:
+    try:
+        return decode(fields[name.encode()])
+    except _DECODE_ERRORS as exc:
+        raise PayloadError(f"field {name!r} is not {expected}: {exc}") from exc
+
+
 def decode_fields(fields: Mapping[bytes, bytes], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
     """Read a stream entry into an Envelope, or raise PayloadError saying what is wrong."""
     size = sum(map(len, fields.values())) + sum(map(len, fields))
@@ -142,37 +156,13 @@ def decode_fields(fields: Mapping[bytes, bytes], *, max_bytes: int = DEFAULT_MAX
         if name.encode() not in fields:
             raise PayloadError(f"missing field {name!r}")
     task = _text(fields, "task")
-    try:
-        args = _args_decode(fields[b"args"])
-    except (
-        msgspec.DecodeError,
-        msgspec.ValidationError,
-        UnicodeDecodeError,
-        RecursionError,
-    ) as exc:
-        raise PayloadError(f"field 'args' is not a JSON array: {exc}") from exc
-    try:
-        kwargs = _kwargs_decode(fields[b"kwargs"])
-    except (
-        msgspec.DecodeError,
-        msgspec.ValidationError,
-        UnicodeDecodeError,
-        RecursionError,
-    ) as exc:
-        raise PayloadError(f"field 'kwargs' is not a JSON object: {exc}") from exc
+    args = _json_field(fields, "args", _args_decode, "a JSON array")
+    kwargs = _json_field(fields, "kwargs", _kwargs_decode, "a JSON object")
     _check_depth(fields[b"args"], args)
     _check_depth(fields[b"kwargs"], kwargs)
     history: list[dict[str, Any]] = []
     if b"history" in fields:
-        try:
-            history = _history_decode(fields[b"history"])
-        except (
-            msgspec.DecodeError,
-            msgspec.ValidationError,
-            UnicodeDecodeError,
-            RecursionError,
-        ) as exc:
-            raise PayloadError(f"field 'history' is not a JSON array of objects: {exc}") from exc
+        history = _json_field(fields, "history", _history_decode, "a JSON array of objects")
     job_id = _text(fields, "id") if b"id" in fields else None
     attempt = _int(fields, "attempt", 1)
     if attempt < 1:
