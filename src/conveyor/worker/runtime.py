@@ -24,30 +24,24 @@ from typing import Any, TypeVar
 import redis
 
 from ..app import Conveyor
-from ..backoff import Backoff
-from ..broker import Broker, Call, command, operations
+from ..broker import Broker, command, operations
 from ..broker.operations import Completion, Delivery
 from ..context import JobContext
 from ..errors import ConnectionFailed, PayloadError
 from ..keys import LEVELS, QueueKeys, job_id_for
-from ..producer import delayed_payload
-from ..settings import TaskOptions, WorkerSettings
-from ..task import Task
-from ..wire import Envelope, decode_fields, envelope_fields
+from ..settings import WorkerSettings
+from ..wire import decode_fields
 from . import outcomes
 from .cancellation import cancel_and_wait
 from .completer import Completer
 from .executor import Executor, Outcome
 from .lease import HeldJobs, LeaseKeeper
 from .maintenance import Maintenance
+from .transitions import DEFAULTS, RECONNECT, Transitions
 
 log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
 
-DEFAULTS = TaskOptions()
-#: Waits between attempts while Redis is unreachable: full jitter, so that a fleet of
-#: workers does not reconnect in one burst when Redis comes back.
-RECONNECT = Backoff(base=0.25, cap=5.0)
 #: Jobs shorter than this on average are worth prefetching (see WorkerSettings.prefetch).
 SHORT_JOB_SECONDS = 0.05
 
@@ -103,6 +97,9 @@ class Worker:
         self.completer = Completer(self.broker, self.keys, self.consumer, self.pel_limit)
         self.maintenance = Maintenance(self)
         self.counts = {"done": 0, "retried": 0, "dead": 0, "lost": 0}
+        self.transitions = Transitions(
+            self.broker, self.keys, self.consumer, app.signer, self.counts
+        )
         self._buffer = Prefetched()
         # Mean run time of recent jobs; starts long, so nothing is prefetched until jobs
         # have shown they are short.
@@ -302,18 +299,18 @@ class Worker:
         if signer is not None and not signer.verify(d.fields):
             job_id = d.fields.get(b"id", b"").decode(errors="replace") or fallback_id
             reason = "entry is not signed with any of this app's keys"
-            await self._dead(d, job_id, None, "bad_signature", reason)
+            await self.transitions.dead(d, job_id, None, "bad_signature", reason)
             return False
         try:
             env = decode_fields(d.fields, max_bytes=self.settings.max_payload_bytes)
         except PayloadError as exc:
-            await self._dead(d, fallback_id, None, "malformed", f"malformed job: {exc}")
+            await self.transitions.dead(d, fallback_id, None, "malformed", f"malformed job: {exc}")
             return False
         job_id = env.id or fallback_id
         task = self.app.tasks.get(env.task)
         limit = task.options.max_deliveries if task else DEFAULTS.max_deliveries
         if d.deliveries > limit:
-            await self._dead(
+            await self.transitions.dead(
                 d,
                 job_id,
                 env,
@@ -324,7 +321,7 @@ class Worker:
             return False
         if task is None:
             known = ", ".join(sorted(self.app.tasks)) or "none"
-            await self._dead(
+            await self.transitions.dead(
                 d,
                 job_id,
                 env,
@@ -335,7 +332,7 @@ class Worker:
         try:
             args, kwargs = task.bind(env.args, env.kwargs)
         except PayloadError as exc:
-            await self._dead(d, job_id, env, "bad_arguments", str(exc))
+            await self.transitions.dead(d, job_id, env, "bad_arguments", str(exc))
             return False
         log.debug("running %s %s args=%r kwargs=%r", task.name, job_id, args, kwargs)
         job = JobContext(job_id, task.name, d.queue, env.attempt, d.deliveries, self.consumer)
@@ -355,108 +352,12 @@ class Worker:
                     lambda stored: self._acked(d, job_id, stored),
                 )
                 return True
-        await self._failed(d, env, task, job_id, outcome)
+        await self.transitions.failed(d, env, task, job_id, outcome)
         return False
 
     def _acked(self, d: Delivery, job_id: str, stored: bool) -> None:
         self.held.discard(d.queue, d.level, d.entry_id)
-        self._count("done" if stored else "lost", job_id)
-
-    async def _failed(
-        self, d: Delivery, env: Envelope, task: Task[Any, Any], job_id: str, outcome: Outcome
-    ) -> None:
-        error = outcome.error or "unknown error"
-        history = [*env.history, outcomes.attempt_entry(env, error, self.consumer)]
-        if env.attempt <= task.options.retries:
-            delay = task.options.backoff.delay(env.attempt)
-            fields = envelope_fields(
-                env, self.app.signer, attempt=env.attempt + 1, id=job_id, history=history
-            )
-            ok = await self._call(
-                operations.retry(
-                    self.keys[d.queue],
-                    self.consumer,
-                    d,
-                    job_id,
-                    delayed_payload(fields, d.level),
-                    int(delay * 1000),
-                    outcomes.retry_record(env, error),
-                )
-            )
-            log.warning(
-                "job %s (%s) failed on attempt %d/%d, retrying in %.2fs: %s",
-                job_id,
-                task.name,
-                env.attempt,
-                task.options.retries + 1,
-                delay,
-                error,
-            )
-            self._count("retried" if ok else "lost", job_id)
-            return
-        await self._dead(
-            d,
-            job_id,
-            env,
-            "failed",
-            error,
-            traceback=outcome.traceback,
-            history=history,
-            ttl_ms=int(task.options.result_ttl * 1000),
-        )
-
-    async def _dead(
-        self,
-        d: Delivery,
-        job_id: str,
-        env: Envelope | None,
-        reason: str,
-        error: str,
-        *,
-        traceback: str | None = None,
-        history: list[dict[str, Any]] | None = None,
-        ttl_ms: int | None = None,
-    ) -> None:
-        record = outcomes.dead_record(
-            task=env.task if env else None,
-            attempt=env.attempt if env else None,
-            reason=reason,
-            error=error,
-            traceback=traceback,
-            worker=self.consumer,
-        )
-        fields = outcomes.dead_fields(
-            d,
-            job_id=job_id,
-            reason=reason,
-            error=error,
-            traceback=traceback,
-            history=list(history if history is not None else (env.history if env else [])),
-            worker=self.consumer,
-        )
-        ttl = ttl_ms if ttl_ms is not None else int(DEFAULTS.result_ttl * 1000)
-        dead_id = await self._call(
-            operations.dead(self.keys[d.queue], self.consumer, d, job_id, record, ttl, fields)
-        )
-        log.warning("job %s moved to the dead-letter stream (%s): %s", job_id, reason, error)
-        self._count("dead" if dead_id else "lost", job_id)
-
-    def _count(self, what: str, job_id: str) -> None:
-        self.counts[what] += 1
-        if what == "lost":
-            log.warning("job %s: lease lost before it ended here; another worker has it", job_id)
-
-    async def _call(self, call: Call[T]) -> T:
-        """Run a state transition, retrying through connection errors (it is idempotent)."""
-        failures = 0
-        while True:
-            try:
-                return await self.broker.acall(call)
-            except ConnectionFailed as exc:
-                failures += 1
-                delay = RECONNECT.delay(failures)
-                log.warning("Redis unreachable, retrying in %.2fs: %s", delay, exc)
-                await asyncio.sleep(delay)
+        self.transitions.count("done" if stored else "lost", job_id)
 
     # -- shutdown -----------------------------------------------------------------------------
     async def _shutdown(self) -> None:
@@ -479,7 +380,7 @@ class Worker:
             self._lease.join(timeout=5)
         retired = True
         for keys in self.keys.values():
-            retired &= await self._call(operations.retire(keys, self.consumer))
+            retired &= await self.transitions.call(operations.retire(keys, self.consumer))
         if self._lease is not None:
             self._lease.unregister()
         self.executor.shutdown()
@@ -496,7 +397,7 @@ class Worker:
         job_id = job_id_for(d.queue, d.level, d.entry_id)
         fields: dict[str, Any] = {k.decode(errors="replace"): v for k, v in d.fields.items()}
         fields.setdefault("id", job_id)
-        new_id = await self._call(
+        new_id = await self.transitions.call(
             operations.requeue(self.keys[d.queue], self.consumer, d, _text(fields["id"]), fields)
         )
         self.held.discard(d.queue, d.level, d.entry_id)
