@@ -2,13 +2,14 @@
 
 Workers run in-process through conveyor.testing (re-exported here for the tests).
 
-No fakeredis and no mocks: if no Redis answers and none can be started, the session fails.
+Only a real Redis: if none answers and none can be started, the session fails.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -17,7 +18,16 @@ from conveyor import Conveyor
 from conveyor.devserver import configured_url, redis_for
 from conveyor.testing import delete_namespace, worker_task, worker_thread
 
-__all__ = ["worker_task", "worker_thread"]
+__all__ = ["wait_until", "worker_task", "worker_thread"]
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
 
 
 @pytest.fixture(scope="session")

@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from conveyor import Conveyor, JobState, Leases, Retention, WorkerSettings
 from conveyor.broker import operations
-from tests.conftest import worker_thread
+from tests.conftest import wait_until, worker_thread
 
 GROUP = "conveyor"
 
@@ -30,14 +29,6 @@ def settings(**changes: Any) -> WorkerSettings:
     }
     values.update(changes)
     return WorkerSettings(**values)
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def group_info(r: redis.Redis, stream: str) -> dict[str, Any]:

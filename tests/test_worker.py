@@ -27,7 +27,7 @@ from conveyor import (
     WorkerSettings,
 )
 from conveyor.scripts import script
-from tests.conftest import worker_task, worker_thread
+from tests.conftest import wait_until, worker_task, worker_thread
 
 
 def fast(**changes: Any) -> WorkerSettings:
@@ -41,14 +41,6 @@ def fast(**changes: Any) -> WorkerSettings:
     }
     values.update(changes)
     return WorkerSettings(**values)
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def stream(namespace: str, level: str = "normal", queue: str = "default") -> str:

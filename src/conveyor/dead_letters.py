@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .app import Conveyor
-from .broker import command, operations
+from .broker import command, operations, text
 from .keys import LEVELS
 
 #: Fields a replayed job keeps; everything the dead-letter step added is dropped.
@@ -42,13 +42,9 @@ class DeadJob:
         return level if level in LEVELS else "normal"
 
 
-def _text(v: Any) -> str:
-    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-
-
 def _entry(raw: Any) -> DeadJob:
     entry_id, fields = raw
-    return DeadJob(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()})
+    return DeadJob(text(entry_id), {text(k): text(v) for k, v in fields.items()})
 
 
 def list_dead(app: Conveyor, queue: str, limit: int = 20) -> list[DeadJob]:
@@ -66,7 +62,7 @@ def iter_dead(app: Conveyor, queue: str, batch: int = 500) -> Iterator[DeadJob]:
             return
         for e in raw:
             yield _entry(e)
-        start = "(" + _text(raw[-1][0])
+        start = "(" + text(raw[-1][0])
 
 
 def get_dead(app: Conveyor, queue: str, entry_id: str) -> DeadJob | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .app import Conveyor
-from .broker import Call, operations
+from .broker import Call, operations, text
 from .job import JobInfo, interpret
 from .keys import LEVELS, job_id_for
 
@@ -34,10 +34,6 @@ class HistoryEntry:
         return self.fields.get("task", "")
 
 
-def _text(v: Any) -> str:
-    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-
-
 def recent(
     app: Conveyor, queue: str, limit: int = 20, task: str | None = None
 ) -> list[HistoryEntry]:
@@ -47,9 +43,9 @@ def recent(
     for level in LEVELS:
         raw = app.broker.client.xrevrange(keys.stream(level), "+", "-", count=limit * 4) or []
         for entry_id, fields in raw:
-            f = {_text(k): _text(v) for k, v in (fields or {}).items()}
+            f = {text(k): text(v) for k, v in (fields or {}).items()}
             if task is None or f.get("task") == task:
-                rows.append((level, _text(entry_id), f))
+                rows.append((level, text(entry_id), f))
     rows.sort(key=lambda row: tuple(int(p) for p in row[1].split("-")), reverse=True)
     rows = rows[:limit]
     calls: list[Call[Any]] = []
@@ -71,7 +67,7 @@ def replay(app: Conveyor, queue: str, level: str, entry_id: str) -> str | None:
     raw = app.broker.client.xrange(keys.stream(level), entry_id, entry_id) or []
     if not raw:
         return None
-    fields = {_text(k): v for k, v in (raw[0][1] or {}).items()}
+    fields = {text(k): v for k, v in (raw[0][1] or {}).items()}
     copy: dict[str, Any] = {k: fields[k] for k in REPLAYED_FIELDS if k in fields}
     copy["attempt"] = 1
     new_entry: str = app.broker.call(operations.enqueue(keys, level, copy))

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from .app import Conveyor
-from .broker import Call, command
+from .broker import Call, command, text
 from .keys import GROUP, LEVELS, NAME_PATTERN, workers_key
 
 
@@ -41,15 +41,11 @@ class QueueStats:
         return max((lv.consumers for lv in self.levels), default=0)
 
 
-def _s(v: Any) -> Any:
-    return v.decode() if isinstance(v, bytes) else v
-
-
 def _group(reply: Any) -> dict[str, Any] | None:
     if isinstance(reply, Exception) or not reply:
         return None
     for g in reply:
-        info = {_s(k): _s(v) for k, v in g.items()} if isinstance(g, dict) else _pairs(g)
+        info = _pairs([x for kv in g.items() for x in kv]) if isinstance(g, dict) else _pairs(g)
         if info.get("name") == GROUP:
             return info
     return None
@@ -57,7 +53,8 @@ def _group(reply: Any) -> dict[str, Any] | None:
 
 def _pairs(flat: Any) -> dict[str, Any]:
     it = iter(flat)
-    return {_s(k): _s(v) for k, v in zip(it, it, strict=True)}
+    # Values keep their type: XINFO's integers stay ints and an unknown lag stays None.
+    return {text(k): text(v) if isinstance(v, bytes) else v for k, v in zip(it, it, strict=True)}
 
 
 def discover_queues(app: Conveyor) -> list[str]:
@@ -65,7 +62,7 @@ def discover_queues(app: Conveyor) -> list[str]:
     prefix = f"{app.namespace}:{{"
     found = set()
     for key in app.broker.client.scan_iter(match=f"{prefix}*", count=1000):
-        name = _s(key)[len(prefix) :].split("}", 1)[0]
+        name = text(key)[len(prefix) :].split("}", 1)[0]
         if NAME_PATTERN.fullmatch(name):
             found.add(name)
     return sorted(found)
@@ -109,4 +106,4 @@ def live_workers(app: Conveyor, within_ms: int = 120_000) -> list[str]:
     members = app.broker.client.zrangebyscore(
         workers_key(app.namespace), now_ms - within_ms, "+inf"
     )
-    return [_s(m) for m in members]
+    return [text(m) for m in members]

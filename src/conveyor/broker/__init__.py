@@ -1,6 +1,6 @@
 """The only code that talks to Redis."""
 
-from .calls import Call, command, run_script
+from .calls import Call, command, run_script, text
 from .connection import ClientOptions, configured_url
 from .gateway import Broker
 from .server import ServerInfo
@@ -13,4 +13,5 @@ __all__ = [
     "command",
     "configured_url",
     "run_script",
+    "text",
 ]

@@ -17,6 +17,11 @@ T = TypeVar("T")
 Arg = str | bytes | int | float
 
 
+def text(value: Any) -> str:
+    """A reply element as str: bytes decoded (bad UTF-8 replaced), anything else str()."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
 def _identity(reply: Any) -> Any:
     return reply
 

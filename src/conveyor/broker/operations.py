@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..keys import GROUP, LEVELS, QueueKeys
-from .calls import Arg, Call, command, run_script
+from .calls import Arg, Call, command, run_script, text
 
 Fields = dict[bytes, bytes]
 
@@ -27,10 +27,6 @@ class Delivery:
     deliveries: int = 1
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _fields(flat: Sequence[bytes]) -> Fields:
     it = iter(flat)
     return dict(zip(it, it, strict=False))  # an entry is an even list: field, value, ...
@@ -41,7 +37,7 @@ def enqueue(keys: QueueKeys, level: str, fields: Mapping[str, Arg]) -> Call[str]
     args: list[Arg] = ["XADD", keys.stream(level), "*"]
     for name, value in fields.items():
         args += (name, value)
-    return command(*args, parse=_text)
+    return command(*args, parse=text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +58,7 @@ def enqueue_unique(
         "enqueue_unique",
         [keys.unique(unique.key), keys.stream(level)],
         args,
-        lambda r: (bool(int(r[0])), _text(r[1])),
+        lambda r: (bool(int(r[0])), text(r[1])),
     )
 
 
@@ -80,7 +76,7 @@ def schedule(
     if unique is not None:
         key_list.append(keys.unique(unique.key))
         args.append(unique.window_ms)
-    return run_script("schedule", key_list, args, lambda r: (bool(int(r[0])), _text(r[1])))
+    return run_script("schedule", key_list, args, lambda r: (bool(int(r[0])), text(r[1])))
 
 
 # -- consuming -------------------------------------------------------------------------------
@@ -95,7 +91,7 @@ def fetch(keys: QueueKeys, consumer: str, count: int) -> Call[list[Delivery]]:
         for level_index, entries in reply:
             level = LEVELS[int(level_index) - 1]
             for entry_id, flat in entries:
-                out.append(Delivery(keys.queue, level, _text(entry_id), _fields(flat)))
+                out.append(Delivery(keys.queue, level, text(entry_id), _fields(flat)))
         return out
 
     return run_script("fetch", keys.streams, [GROUP, consumer, count], parse)
@@ -112,7 +108,7 @@ def block_read(
             return out
         items = reply.items() if isinstance(reply, dict) else reply
         for stream, entries in items:
-            queue, level = streams[_text(stream)]
+            queue, level = streams[text(stream)]
             for entry in entries:
                 if entry is None:
                     continue
@@ -120,7 +116,7 @@ def block_read(
                 if data is None:
                     continue
                 fields = data if isinstance(data, dict) else _fields(data)
-                out.append(Delivery(queue, level, _text(entry_id), fields))
+                out.append(Delivery(queue, level, text(entry_id), fields))
         return out
 
     names = list(streams)
@@ -195,7 +191,7 @@ def dead(
         "dead",
         [keys.stream(d.level), keys.dead, keys.record(job_id)],
         args,
-        lambda r: _text(r) if r else None,
+        lambda r: text(r) if r else None,
     )
 
 
@@ -209,7 +205,7 @@ def requeue(
         "requeue",
         [keys.stream(d.level), keys.record(job_id)],
         args,
-        lambda r: _text(r) if r else None,
+        lambda r: text(r) if r else None,
     )
 
 
@@ -220,7 +216,7 @@ def renew(
         "renew",
         [keys.stream(level)],
         [GROUP, consumer, pel_limit, *entry_ids],
-        lambda r: [_text(x) for x in r],
+        lambda r: [text(x) for x in r],
     )
 
 
@@ -230,10 +226,10 @@ def reclaim(
     def parse(reply: Any) -> tuple[list[Delivery], list[str]]:
         claimed, deleted = reply
         out = [
-            Delivery(keys.queue, level, _text(eid), _fields(flat), int(n))
+            Delivery(keys.queue, level, text(eid), _fields(flat), int(n))
             for eid, flat, n in claimed
         ]
-        return out, [_text(x) for x in deleted]
+        return out, [text(x) for x in deleted]
 
     return run_script("reclaim", [keys.stream(level)], [GROUP, consumer, min_idle_ms, count], parse)
 
@@ -246,7 +242,7 @@ def retire(keys: QueueKeys, consumer: str) -> Call[bool]:
 def due(keys: QueueKeys, limit: int) -> Call[tuple[list[str], int]]:
     def parse(reply: Any) -> tuple[list[str], int]:
         ids, wait = reply
-        return [_text(x) for x in ids], int(wait)
+        return [text(x) for x in ids], int(wait)
 
     return run_script("due", [keys.delayed], [limit], parse)
 
@@ -278,7 +274,7 @@ def status(
 ) -> Call[Whereabouts]:
     def parse(reply: Any) -> Whereabouts:
         record = reply[0] or None
-        return Whereabouts(record, _text(reply[1]), tuple(_text(x) for x in reply[2:]))
+        return Whereabouts(record, text(reply[1]), tuple(text(x) for x in reply[2:]))
 
     return run_script(
         "status",
@@ -298,5 +294,5 @@ def replay(
         "replay",
         [keys.dead, keys.stream(level), keys.record(job_id)],
         args,
-        lambda r: _text(r) if r else None,
+        lambda r: text(r) if r else None,
     )

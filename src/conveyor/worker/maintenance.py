@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import producer
-from ..broker import command, operations
+from ..broker import command, operations, text
 from ..broker.operations import Unique
 from ..cron import CronSchedule
 from ..keys import GROUP, LEVELS
@@ -186,12 +186,8 @@ def _consumers(reply: Any) -> list[dict[str, Any]]:
     out = []
     for c in reply:
         if isinstance(c, dict):
-            out.append({_s(k): _s(v) for k, v in c.items()})
+            out.append({text(k): text(v) for k, v in c.items()})
         else:
             it = iter(c)
-            out.append({_s(k): _s(v) for k, v in zip(it, it, strict=True)})
+            out.append({text(k): text(v) for k, v in zip(it, it, strict=True)})
     return out
-
-
-def _s(v: Any) -> Any:
-    return v.decode() if isinstance(v, bytes) else v

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import redis
 
 from ..app import Conveyor
-from ..broker import Broker, command, operations
+from ..broker import Broker, command, operations, text
 from ..broker.operations import Completion, Delivery
 from ..context import JobContext
 from ..errors import ConnectionFailed, PayloadError
@@ -398,15 +398,11 @@ class Worker:
         fields: dict[str, Any] = {k.decode(errors="replace"): v for k, v in d.fields.items()}
         fields.setdefault("id", job_id)
         new_id = await self.transitions.call(
-            operations.requeue(self.keys[d.queue], self.consumer, d, _text(fields["id"]), fields)
+            operations.requeue(self.keys[d.queue], self.consumer, d, text(fields["id"]), fields)
         )
         self.held.discard(d.queue, d.level, d.entry_id)
         if new_id:
-            log.info("requeued unfinished job %s", _text(fields["id"]))
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+            log.info("requeued unfinished job %s", text(fields["id"]))
 
 
 async def run_worker(
