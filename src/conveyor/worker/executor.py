@@ -78,8 +78,10 @@ def _run_sync(
 async def _run_async(
     fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], job: JobContext
 ) -> Outcome:
-    _current.set(job)  # each job runs in its own asyncio task, with its own context
+    token = _current.set(job)  # slots run job after job in one task: reset after the call
     try:
         return Outcome(True, await fn(*args, **kwargs))
     except Exception as exc:
         return _failure(exc)
+    finally:
+        _current.reset(token)

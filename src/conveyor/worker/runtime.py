@@ -17,7 +17,6 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -37,6 +36,7 @@ from .completer import Completer
 from .executor import Executor, Outcome
 from .lease import HeldJobs, LeaseKeeper
 from .maintenance import Maintenance
+from .slots import Handoff
 from .transitions import DEFAULTS, RECONNECT, Transitions
 
 log = logging.getLogger("conveyor.worker")
@@ -44,28 +44,8 @@ T = TypeVar("T")
 
 #: Jobs shorter than this on average are worth prefetching (see WorkerSettings.prefetch).
 SHORT_JOB_SECONDS = 0.05
-
-
-class Prefetched:
-    """Jobs fetched ahead of a free slot, handed out most urgent level first."""
-
-    def __init__(self) -> None:
-        self._levels: dict[str, deque[Delivery]] = {level: deque() for level in LEVELS}
-        self._size = 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    def append(self, d: Delivery) -> None:
-        self._levels[d.level].append(d)
-        self._size += 1
-
-    def pop(self) -> Delivery:
-        for level in LEVELS:
-            if self._levels[level]:
-                self._size -= 1
-                return self._levels[level].popleft()
-        raise IndexError("no prefetched job")
+#: Jobs a slot runs back to back before it lets the event loop run other work.
+YIELD_EVERY = 16
 
 
 def app_queues(app: Conveyor) -> tuple[str, ...]:
@@ -94,17 +74,19 @@ class Worker:
         # Bounds the XPENDING replies used for owner checks, never what a worker may hold.
         self.pel_limit = 100_000
         self.executor = Executor(self.settings.concurrency)
-        self.completer = Completer(self.broker, self.keys, self.consumer, self.pel_limit)
+        self.completer = Completer(self.broker, self.keys, self.consumer)
         self.maintenance = Maintenance(self)
         self.counts = {"done": 0, "retried": 0, "dead": 0, "lost": 0}
         self.transitions = Transitions(
             self.broker, self.keys, self.consumer, app.signer, self.counts
         )
-        self._buffer = Prefetched()
+        self._handoff = Handoff()
         # Mean run time of recent jobs; starts long, so nothing is prefetched until jobs
         # have shown they are short.
         self._mean_job_seconds = 1.0
-        self._running: dict[asyncio.Task[None], Delivery] = {}
+        # What each busy slot is running, by slot number.
+        self._running: dict[int, Delivery] = {}
+        self._slots: list[asyncio.Task[None]] = []
         self._slot_free = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -148,6 +130,11 @@ class Worker:
         self._lease.start()
         self.completer.start()
         self.maintenance.start()
+        loop = asyncio.get_running_loop()
+        self._slots = [
+            loop.create_task(self._slot(n), name=f"conveyor-slot-{n}")
+            for n in range(self.settings.concurrency)
+        ]
         if handle_signals:
             self._install_signals()
         self.ready.set()
@@ -161,6 +148,7 @@ class Worker:
         if not self._stopping.is_set():
             log.info("worker %s stopping: finishing running jobs", self.consumer)
         self._stopping.set()
+        self._handoff.close()
         self._slot_free.set()
         if self._blocker_id is not None:
             blocker, self._blocker_id = self._blocker_id, None
@@ -188,7 +176,7 @@ class Worker:
 
         Without this, every finished job would trigger a fetch of one job.
         """
-        idle = len(self._running) < self.settings.concurrency and not self._buffer
+        idle = len(self._running) < self.settings.concurrency and not self._handoff
         return idle or free >= max(1, self._prefetch_limit() // 2)
 
     def _prefetch_limit(self) -> int:
@@ -202,7 +190,7 @@ class Worker:
     def free_slots(self) -> int:
         """How many more jobs to fetch: free slots plus room in the prefetch buffer."""
         capacity = self.settings.concurrency + self._prefetch_limit()
-        return capacity - len(self._running) - len(self._buffer)
+        return capacity - len(self._running) - len(self._handoff)
 
     async def _fetch_loop(self) -> None:
         turn = 0
@@ -259,25 +247,37 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def dispatch(self, d: Delivery) -> None:
-        """Take a delivery: run it now if a slot is free, else hold it (its lease is kept)."""
+        """Take a delivery: a free slot runs it, else it waits (its lease is kept)."""
         self.held.add(d.queue, d.level, d.entry_id)
-        if len(self._running) < self.settings.concurrency and not self._stopping.is_set():
-            self._start(d)
-        else:
-            self._buffer.append(d)
+        self._handoff.put(d)
 
-    def _start(self, d: Delivery) -> None:
-        t = asyncio.create_task(self._process(d))
-        self._running[t] = d
-        t.add_done_callback(self._finished)
+    async def _slot(self, n: int) -> None:
+        """One slot: run deliveries one after another until the worker stops.
 
-    def _finished(self, t: asyncio.Task[None]) -> None:
-        self._running.pop(t, None)
-        if not t.cancelled() and t.exception() is not None:
-            log.error("internal error while processing a job", exc_info=t.exception())
-        if self._buffer and not self._stopping.is_set():
-            self._start(self._buffer.pop())
-        self._slot_free.set()
+        A job that never awaits anything does not give the loop back, so a slot yields
+        after a run of such jobs to let fetching, acking and the other slots go on.
+        """
+        handoff = self._handoff
+        streak = 0
+        while True:
+            d = handoff.take()
+            if d is None:
+                streak = 0
+                d = await handoff.next()
+                if d is None:
+                    return
+            self._running[n] = d
+            streak += 1
+            try:
+                if streak > YIELD_EVERY:
+                    streak = 0
+                    await asyncio.sleep(0)
+                await self._process(d)
+            except Exception:
+                log.exception("internal error while processing a job")
+            finally:
+                del self._running[n]
+                self._slot_free.set()
 
     # -- one job ------------------------------------------------------------------------------
     async def _process(self, d: Delivery) -> None:
@@ -362,15 +362,19 @@ class Worker:
     # -- shutdown -----------------------------------------------------------------------------
     async def _shutdown(self) -> None:
         grace = self.settings.shutdown_grace
-        while self._buffer:
-            await self._requeue(self._buffer.pop())
+        self._handoff.close()
+        for d in self._handoff.leftovers():
+            await self._requeue(d)
         if self._running:
             log.info("waiting up to %.1fs for %d running job(s)", grace, len(self._running))
-            _, pending = await asyncio.wait(list(self._running), timeout=grace)
-            unfinished = [self._running[t] for t in pending if t in self._running]
-            await cancel_and_wait(pending)
-        else:
-            unfinished = []
+        pending: set[asyncio.Task[None]] = set()
+        if self._slots:
+            _, pending = await asyncio.wait(self._slots, timeout=grace)
+        busy = [n for n, t in enumerate(self._slots) if t in pending and n in self._running]
+        unfinished = [self._running[n] for n in busy]
+        await cancel_and_wait(pending)
+        for d in self._handoff.leftovers():  # put by a fetch or reclaim that was in flight
+            await self._requeue(d)
         await self.completer.close(timeout=max(grace, 5.0))
         for d in unfinished:
             await self._requeue(d)
