@@ -14,6 +14,7 @@ from ..keys import GROUP, LEVELS, QueueKeys
 from .calls import Arg, Call, command, run_script, text
 
 Fields = dict[bytes, bytes]
+LEVEL_INDEX = {level: i for i, level in enumerate(LEVELS, start=1)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,16 +146,22 @@ class Completion:
     ttl_ms: int
 
 
-def complete(
-    keys: QueueKeys, consumer: str, done: Sequence[Completion], pel_limit: int
-) -> Call[list[int]]:
+def complete(keys: QueueKeys, consumer: str, done: Sequence[Completion]) -> Call[list[int]]:
     """Ack a batch and store records; the reply lists (0-based) completions refused."""
-    args: list[Arg] = [GROUP, consumer, keys.done_channel, pel_limit]
-    for c in done:
-        args += (LEVELS.index(c.level) + 1, c.entry_id, c.record, c.ttl_ms)
-    record_keys = [keys.record(c.job_id) for c in done]
+    by_level: dict[str, list[int]] = {}
+    for i, c in enumerate(done):
+        by_level.setdefault(c.level, []).append(i)
+    args: list[Arg] = [GROUP, consumer, keys.done_channel]
+    order: list[int] = []  # positions in ``done``, in the order the script sees them
+    for level, positions in by_level.items():
+        args += (LEVEL_INDEX[level], len(positions))
+        for i in positions:
+            c = done[i]
+            args += (c.entry_id, c.record, c.ttl_ms)
+        order += positions
+    record_keys = [keys.record(done[i].job_id) for i in order]
     return run_script(
-        "complete", [*keys.streams, *record_keys], args, lambda r: [int(i) - 1 for i in r]
+        "complete", [*keys.streams, *record_keys], args, lambda r: [order[int(i) - 1] for i in r]
     )
 
 

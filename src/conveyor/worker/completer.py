@@ -23,13 +23,10 @@ RECONNECT = Backoff(base=0.25, cap=2.0)
 
 
 class Completer:
-    def __init__(
-        self, broker: Broker, keys: dict[str, QueueKeys], consumer: str, pel_limit: int
-    ) -> None:
+    def __init__(self, broker: Broker, keys: dict[str, QueueKeys], consumer: str) -> None:
         self.broker = broker
         self.keys = keys
         self.consumer = consumer
-        self.pel_limit = pel_limit
         self._items: list[tuple[str, operations.Completion, Callable[[bool], None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -64,9 +61,7 @@ class Completer:
             by_queue[queue].append((completion, fut))
         queues = list(by_queue)
         calls = [
-            operations.complete(
-                self.keys[q], self.consumer, [c for c, _ in by_queue[q]], self.pel_limit
-            )
+            operations.complete(self.keys[q], self.consumer, [c for c, _ in by_queue[q]])
             for q in queues
         ]
         delay = 0.05
