@@ -1,11 +1,35 @@
-"""Clients built from URLs: asyncio commands packed by hiredis reach Redis byte for byte."""
+"""Clients built from URLs: commands packed by hiredis reach Redis byte for byte."""
 
 from __future__ import annotations
 
+import pytest
 import redis
 import redis.asyncio
 
-from conveyor.broker.connection import connect_async, packing_with_hiredis
+from conveyor.broker.connection import PACKER, connect_async, connect_sync, packing_with_hiredis
+
+VALUES = ["text", "é ü 中", b"\x00\xffraw", 42, -7, 2.5, memoryview(b"view"), bytearray(b"ba"), ""]
+STORED = [b"text", "é ü 中".encode(), b"\x00\xffraw", b"42", b"-7", b"2.5", b"view", b"ba", b""]
+
+
+def test_sync_clients_pack_with_hiredis_and_every_argument_type_round_trips(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    client = connect_sync(redis_url)
+    assert client.connection_pool.connection_kwargs["command_packer"] is PACKER
+    key = f"{namespace}:packed"
+    try:
+        client.execute_command("RPUSH", key, *VALUES)
+        assert r.lrange(key, 0, -1) == STORED
+        assert client.execute_command("CLIENT ID") == client.client_id()
+        assert client.execute_command(b"CLIENT ID") == client.client_id()
+        with pytest.raises(redis.DataError):
+            client.execute_command("SET", key, True)
+        with pytest.raises(redis.DataError):
+            client.execute_command("SET", key, None)
+    finally:
+        r.delete(key)
+        client.close()
 
 
 async def test_async_clients_pack_with_hiredis_and_every_argument_type_round_trips(
@@ -15,24 +39,13 @@ async def test_async_clients_pack_with_hiredis_and_every_argument_type_round_tri
     assert client.connection_pool.connection_class.__name__.startswith("Hiredis")
     key = f"{namespace}:packed"
     try:
-        values = ["text", "é ü 中", b"\x00\xffraw", 42, -7, 2.5, memoryview(b"view"), ""]
-        await client.execute_command("RPUSH", key, *values)
-        stored = r.lrange(key, 0, -1)
-        assert stored == [
-            b"text",
-            "é ü 中".encode(),
-            b"\x00\xffraw",
-            b"42",
-            b"-7",
-            b"2.5",
-            b"view",
-            b"",
-        ]
+        await client.execute_command("RPUSH", key, *VALUES)
+        assert r.lrange(key, 0, -1) == STORED
         # redis-py sends some commands as one "NAME SUB" string; they must still be split.
         assert await client.execute_command("CLIENT ID") == await client.client_id()
         pipe = client.pipeline(transaction=False)
         pipe.execute_command("LLEN", key).execute_command("LINDEX", key, 1)
-        assert await pipe.execute() == [len(values), "é ü 中".encode()]
+        assert await pipe.execute() == [len(VALUES), "é ü 中".encode()]
     finally:
         r.delete(key)
         await client.aclose()
