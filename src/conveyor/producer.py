@@ -49,8 +49,10 @@ def immediate(
     prefix = job_id_for(keys.queue, level, "")
     if unique is not None:
         return operations.enqueue_unique(keys, level, fields, unique, prefix)
-    command = operations.enqueue(keys, level, fields).command
-    return Call(command, lambda reply: (True, prefix + reply.decode()))
+    return Call(
+        operations.enqueue(keys, level, fields).command,
+        lambda reply: (True, prefix + reply.decode()),
+    )
 
 
 def delayed_payload(fields: Mapping[str, Any], level: str) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from ..keys import GROUP, LEVELS, QueueKeys
@@ -35,10 +36,7 @@ def _fields(flat: Sequence[bytes]) -> Fields:
 
 # -- producing -------------------------------------------------------------------------------
 def enqueue(keys: QueueKeys, level: str, fields: Mapping[str, Arg]) -> Call[str]:
-    args: list[Arg] = ["XADD", keys.stream(level), "*"]
-    for name, value in fields.items():
-        args += (name, value)
-    return command(*args, parse=text)
+    return Call(("XADD", keys.stream(level), "*", *chain.from_iterable(fields.items())), text)
 
 
 @dataclass(frozen=True, slots=True)
