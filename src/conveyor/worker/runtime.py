@@ -42,10 +42,13 @@ from .transitions import DEFAULTS, RECONNECT, Transitions
 log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
 
-#: Jobs shorter than this on average are worth prefetching (see WorkerSettings.prefetch).
-SHORT_JOB_SECONDS = 0.05
-#: Jobs a slot runs back to back before it lets the event loop run other work.
-YIELD_EVERY = 16
+#: An adaptive prefetch buffer holds at most about this much work, at the recent mean job
+#: time (see WorkerSettings.prefetch): enough to cover a fetch's round trip behind other
+#: workers' calls, too little to sit on jobs an idle worker could start.
+PREFETCH_SECONDS = 0.05
+#: Jobs all slots together run back to back before the event loop polls for I/O again:
+#: each slot yields after its share, so a fetch's reply is read while work remains.
+YIELD_BUDGET = 32
 
 
 def app_queues(app: Conveyor) -> tuple[str, ...]:
@@ -81,8 +84,8 @@ class Worker:
             self.broker, self.keys, self.consumer, app.signer, self.counts
         )
         self._handoff = Handoff()
-        # Mean run time of recent jobs; starts long, so nothing is prefetched until jobs
-        # have shown they are short.
+        # Mean run time of recent jobs; starts long, so little or nothing is prefetched
+        # until jobs have shown they are short.
         self._mean_job_seconds = 1.0
         # What each busy slot is running, by slot number.
         self._running: dict[int, Delivery] = {}
@@ -177,15 +180,15 @@ class Worker:
         Without this, every finished job would trigger a fetch of one job.
         """
         idle = len(self._running) < self.settings.concurrency and not self._handoff
-        return idle or free >= max(1, self._prefetch_limit() // 2)
+        return idle or free >= max(1, self._prefetch_limit() // 4)
 
     def _prefetch_limit(self) -> int:
         fixed = self.settings.prefetch
         if fixed is not None:
             return fixed
-        if self._mean_job_seconds < SHORT_JOB_SECONDS:
-            return max(4 * self.settings.concurrency, 64)
-        return 0
+        slots = self.settings.concurrency
+        worth = int(PREFETCH_SECONDS * slots / self._mean_job_seconds)
+        return min(worth, max(16 * slots, 256))
 
     def free_slots(self) -> int:
         """How many more jobs to fetch: free slots plus room in the prefetch buffer."""
@@ -255,9 +258,11 @@ class Worker:
         """One slot: run deliveries one after another until the worker stops.
 
         A job that never awaits anything does not give the loop back, so a slot yields
-        after a run of such jobs to let fetching, acking and the other slots go on.
+        after its share of YIELD_BUDGET such jobs: the loop then reads replies (the next
+        fetch's above all) while buffered work remains, and acking goes on.
         """
         handoff = self._handoff
+        share = max(1, YIELD_BUDGET // self.settings.concurrency)
         streak = 0
         while True:
             d = handoff.take()
@@ -269,7 +274,7 @@ class Worker:
             self._running[n] = d
             streak += 1
             try:
-                if streak > YIELD_EVERY:
+                if streak > share:
                     streak = 0
                     await asyncio.sleep(0)
                 await self._process(d)
