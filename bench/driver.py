@@ -199,6 +199,18 @@ class WorkerGroup:
     def alive(self) -> bool:
         return any(p.poll() is None for p in self.procs)
 
+    def cpu_seconds(self) -> float:
+        """CPU time of every live process in the workers' process groups (children too)."""
+        groups = {p.pid for p in self.procs}
+        total = 0.0
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    group, seconds = _process_cpu(int(entry.name))
+                    if group in groups:
+                        total += seconds
+        return total
+
     def log_tail(self, lines: int = 25) -> str:
         try:
             text = self.log.read_text(errors="replace").splitlines()
@@ -362,6 +374,20 @@ class Context:
         return {k: v for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v}
 
 
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat (idle and iowait not busy)."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
+def _process_cpu(pid: int) -> tuple[int, float]:
+    """(process group, user + system CPU seconds) of one process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return int(fields[2]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def open_gate(ctx: Context, gate: Path, expected: int, workers: WorkerGroup) -> dict[str, Any]:
     """Wait until ``expected`` worker processes hold their first job at the gate, open it."""
     ready = Path(str(gate) + ".ready")
@@ -384,6 +410,7 @@ def open_gate(ctx: Context, gate: Path, expected: int, workers: WorkerGroup) -> 
             break
         time.sleep(0.005)
     out_cpu = ctx.redis_cpu()
+    cpu_at_gate = (machine_cpu(), workers.cpu_seconds())
     gate_ns = time.time_ns()
     gate.touch()
     out: dict[str, Any] = {"processes_at_gate": len(arrived), "boot_seconds": time.monotonic() - t0}
@@ -391,6 +418,7 @@ def open_gate(ctx: Context, gate: Path, expected: int, workers: WorkerGroup) -> 
         out["note"] = f"started with {len(arrived)} of {expected} processes at the gate"
     out["gate_ns"] = gate_ns
     out["redis_cpu_at_gate"] = out_cpu
+    out["cpu_at_gate"] = cpu_at_gate
     return out
 
 
@@ -407,8 +435,13 @@ def drain(
         start = open_gate(ctx, gate, want, workers)
         records.wait(n, ctx.deadline, workers, f"drain with {processes} process(es)")
         cpu_s = ctx.redis_cpu() - start.pop("redis_cpu_at_gate")
+        (busy0, total0), workers0 = start.pop("cpu_at_gate")
+        busy1, total1 = machine_cpu()
         wall_s = (time.time_ns() - start["gate_ns"]) / 1e9
         start["redis_cpu_pct"] = round(100 * cpu_s / wall_s, 1)
+        start["workers_cpu_pct"] = round(100 * (workers.cpu_seconds() - workers0) / wall_s, 1)
+        cores = os.cpu_count() or 1
+        start["machine_busy_pct"] = round(100 * cores * (busy1 - busy0) / (total1 - total0), 1)
         time.sleep(SETTLE_S)
         out["commandstats"] = ctx.commandstats()
     out["stop"] = workers.stop_info

@@ -74,10 +74,12 @@ def aggregate(doc: dict[str, Any]) -> dict[str, Any]:
                     per_cmd = r["detail"].get("commands_per_job") or {}
                     info.setdefault("commands", []).append(per_cmd)
                 if workload in ("single", "drain2"):
-                    cpu = (r["detail"].get("drain") or {}).get("redis_cpu_pct")
-                    key = "redis_cpu_drain_1" if workload == "single" else "redis_cpu_drain_2"
-                    if cpu is not None:
-                        samples.setdefault(key, []).append(float(cpu))
+                    drained = r["detail"].get("drain") or {}
+                    suffix = "drain_1" if workload == "single" else "drain_2"
+                    for what in ("redis_cpu", "workers_cpu", "machine_busy"):
+                        cpu = drained.get(f"{what}_pct")
+                        if cpu is not None:
+                            samples.setdefault(f"{what}_{suffix}", []).append(float(cpu))
         metrics = {}
         for metric, values in samples.items():
             med = statistics.median(values)
@@ -376,22 +378,36 @@ def markdown(doc: dict[str, Any]) -> str:
         )
     lines.append("")
 
-    lines.append("## Redis CPU during the drains")
+    cores = doc.get("machine", {}).get("cores", "?")
+    lines.append("## CPU during the drains")
     lines.append("")
     lines.append(
-        "redis-server CPU time (user + sys, INFO cpu) over the drain's wall time: near 100% "
-        "means Redis itself is the limit, so a second worker process cannot help."
+        "CPU time over each drain's wall time, in % of one core: redis-server's (INFO cpu), the "
+        "worker processes' (every process in their process groups, from /proc) and the whole "
+        f"machine's ({cores} cores, from /proc/stat; {cores}00% is every core busy). Redis near "
+        "100% means Redis itself is the limit; the machine near its total means the cores are, "
+        "and a second worker process then only takes CPU from the first and from Redis."
     )
     lines.append("")
-    lines.append("| | drain 1 process/s | Redis CPU | drain 2 processes/s | Redis CPU | 2p / 1p |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append(
+        "| | drain 1 process/s | Redis | workers | machine | drain 2 processes/s | Redis "
+        "| workers | machine | 2p / 1p |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for n in names:
         d1, d2 = _value(s, n, "drain_1"), _value(s, n, "drain_2")
-        c1, c2 = _value(s, n, "redis_cpu_drain_1"), _value(s, n, "redis_cpu_drain_2")
         pct = lambda v: NONE if v is None else f"{v:.0f}%"  # noqa: E731
+        cells = []
+        for suffix in ("drain_1", "drain_2"):
+            cells.append(
+                " | ".join(
+                    pct(_value(s, n, f"{what}_{suffix}"))
+                    for what in ("redis_cpu", "workers_cpu", "machine_busy")
+                )
+            )
         lines.append(
-            f"| {label(s, n)} | {fmt('drain_1', d1)} | {pct(c1)} | {fmt('drain_2', d2)} | "
-            f"{pct(c2)} | {ratio(d2, d1)} |"
+            f"| {label(s, n)} | {fmt('drain_1', d1)} | {cells[0]} | {fmt('drain_2', d2)} | "
+            f"{cells[1]} | {ratio(d2, d1)} |"
         )
     lines.append("")
 

@@ -96,7 +96,7 @@ async def test_jobs_that_never_await_leave_room_for_one_that_does(app: Conveyor)
     async with worker_task(app, WorkerSettings(concurrency=2, prefetch=500)):
         await first.result_async(timeout=30)
         await asyncio.wait_for(all_ran.wait(), 30)
-    assert order.index("waits") < 100, order.index("waits")
+    assert order.index("waits") < 200, order.index("waits")  # 500 if no slot ever yielded
 
 
 async def test_each_job_sees_its_own_context_and_none_leaks_out(

@@ -48,7 +48,7 @@ T = TypeVar("T")
 PREFETCH_SECONDS = 0.05
 #: Jobs all slots together run back to back before the event loop polls for I/O again:
 #: each slot yields after its share, so a fetch's reply is read while work remains.
-YIELD_BUDGET = 32
+YIELD_BUDGET = 160
 
 
 def app_queues(app: Conveyor) -> tuple[str, ...]:
