@@ -6,10 +6,33 @@ import pytest
 import redis
 import redis.asyncio
 
-from conveyor.broker.connection import PACKER, connect_async, connect_sync, packing_with_hiredis
+from conveyor.broker.connection import ClientOptions, connect_async, connect_sync
+from conveyor.broker.packing import PACKER, packing_with_hiredis
 
-VALUES = ["text", "é ü 中", b"\x00\xffraw", 42, -7, 2.5, memoryview(b"view"), bytearray(b"ba"), ""]
-STORED = [b"text", "é ü 中".encode(), b"\x00\xffraw", b"42", b"-7", b"2.5", b"view", b"ba", b""]
+VALUES = [
+    "text",
+    "é ü 中",
+    b"\x00\xffraw",
+    42,
+    -7,
+    2.5,
+    memoryview(b"view"),
+    memoryview(b"sxtxrxixdxexd")[::2],  # hiredis alone would send the raw buffer
+    bytearray(b"ba"),
+    "",
+]
+STORED = [
+    b"text",
+    "é ü 中".encode(),
+    b"\x00\xffraw",
+    b"42",
+    b"-7",
+    b"2.5",
+    b"view",
+    b"strided",
+    b"ba",
+    b"",
+]
 
 
 def test_sync_clients_pack_with_hiredis_and_every_argument_type_round_trips(
@@ -41,6 +64,9 @@ async def test_async_clients_pack_with_hiredis_and_every_argument_type_round_tri
     try:
         await client.execute_command("RPUSH", key, *VALUES)
         assert r.lrange(key, 0, -1) == STORED
+        for bad in (True, None):
+            with pytest.raises(redis.DataError):
+                await client.execute_command("SET", key, bad)
         # redis-py sends some commands as one "NAME SUB" string; they must still be split.
         assert await client.execute_command("CLIENT ID") == await client.client_id()
         pipe = client.pipeline(transaction=False)
@@ -57,3 +83,22 @@ def test_each_connection_class_gets_one_packing_subclass() -> None:
     assert packing_with_hiredis(plain) is packing_with_hiredis(plain)
     assert issubclass(packing_with_hiredis(unix), unix)
     assert packing_with_hiredis(unix) is not packing_with_hiredis(plain)
+
+
+async def test_a_custom_encoding_keeps_redis_pys_own_packing(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    """redis-py's asyncio packer honours ``encoding`` (its sync one, hiredis, sends UTF-8)."""
+    options = ClientOptions(extra={"encoding": "latin-1"})
+    sync = connect_sync(redis_url, options)
+    aio = connect_async(redis_url, options)
+    key = f"{namespace}:latin"
+    try:
+        assert "command_packer" not in sync.connection_pool.connection_kwargs
+        assert not aio.connection_pool.connection_class.__name__.startswith("Hiredis")
+        await aio.set(key, "ü")
+        assert r.get(key) == "ü".encode("latin-1")
+    finally:
+        r.delete(key)
+        sync.close()
+        await aio.aclose()

@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import hiredis
 import redis
 import redis.asyncio
 import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.connection import HiredisRespSerializer
 from redis.retry import Retry
-from redis.utils import HIREDIS_AVAILABLE
 
 from ..errors import ConfigurationError
+from .packing import client_kwargs, fits, packing_with_hiredis
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
-C = TypeVar("C")
 
 
 def configured_url(url: str | None = None) -> str:
@@ -114,9 +111,7 @@ def _check_scheme(url: str) -> str:
 
 
 def connect_sync(url: str, options: ClientOptions | None = None) -> redis.Redis:
-    kwargs = (options or ClientOptions()).kwargs()
-    if HIREDIS_AVAILABLE:
-        kwargs["command_packer"] = PACKER
+    kwargs = client_kwargs((options or ClientOptions()).kwargs())
     if _check_scheme(url) == "redis+sentinel":
         target = parse_sentinel_url(url)
         sentinel = redis.sentinel.Sentinel(
@@ -149,45 +144,6 @@ def connect_async(url: str, options: ClientOptions | None = None) -> redis.async
     else:
         client = redis.asyncio.Redis.from_url(url, **kwargs)
     pool = client.connection_pool
-    pool.connection_class = packing_with_hiredis(pool.connection_class)
+    if fits(kwargs):
+        pool.connection_class = packing_with_hiredis(pool.connection_class)
     return client
-
-
-class HiredisPacker:
-    """Packs commands straight into hiredis' C serializer.
-
-    redis-py's sync connections copy every argument tuple before calling hiredis, and its
-    asyncio ones pack every command in Python; in a busy worker or a bulk enqueue that was a
-    fifth of all time. Commands named in one string ("CLIENT ID"), bytearrays and values
-    Redis cannot take go through redis-py's own serializer, which splits, converts or
-    refuses them.
-    """
-
-    _fallback = HiredisRespSerializer()
-
-    def pack(self, *args: Any) -> list[bytes]:
-        first = args[0]
-        named_in_one = " " in first if isinstance(first, str) else b" " in first
-        if not named_in_one:
-            try:
-                return [hiredis.pack_command(args)]
-            except TypeError:
-                pass
-        return self._fallback.pack(*args)
-
-
-PACKER = HiredisPacker()
-_packed: dict[type[Any], type[Any]] = {}
-
-
-def packing_with_hiredis(cls: type[C]) -> type[C]:
-    """An asyncio connection class packing with PACKER (redis-py's has no packer option)."""
-    if not HIREDIS_AVAILABLE:
-        return cls
-    if cls not in _packed:
-
-        def pack_command(self: object, *args: Any) -> list[bytes]:
-            return PACKER.pack(*args)
-
-        _packed[cls] = type(f"Hiredis{cls.__name__}", (cls,), {"pack_command": pack_command})
-    return _packed[cls]
