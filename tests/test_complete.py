@@ -80,16 +80,15 @@ def test_ownership_holds_when_the_consumer_holds_far_more_than_the_batch(
 
 
 def test_refusals_are_reported_by_position_across_levels(app: Conveyor, r: redis.Redis) -> None:
-    keys = _queue(app, {"high": 2, "low": 2})
-    got = _fetch(app, keys, "w1", 4)
-    assert [d.level for d in got] == ["high", "high", "low", "low"]
-    low_taken, high_taken = got[2], got[1]
+    keys = _queue(app, {"high": 1, "low": 2})
+    high, low_kept, low_taken = _fetch(app, keys, "w1", 3)
+    assert [d.level for d in (high, low_kept, low_taken)] == ["high", "low", "low"]
     r.xclaim(keys.stream("low"), GROUP, "w2", 0, [low_taken.entry_id])
-    r.xclaim(keys.stream("high"), GROUP, "w2", 0, [high_taken.entry_id])
-    # Interleave the levels so the script's per-level grouping differs from the batch order.
-    batch = [_done(got[3]), _done(low_taken), _done(got[0]), _done(high_taken)]
-    assert sorted(_complete(app, keys, "w1", batch)) == [1, 3]
+    # The script sees the jobs grouped by level (low, low, high): the refused one is second
+    # there and third here, and must be reported by its place in this batch.
+    assert _complete(app, keys, "w1", [_done(low_kept), _done(high), _done(low_taken)]) == [2]
     assert _pending(r, keys, "high", "w1") == set() and _pending(r, keys, "low", "w1") == set()
+    assert _pending(r, keys, "low", "w2") == {low_taken.entry_id}
 
 
 def test_a_zero_ttl_deletes_the_record_instead_of_storing_it(app: Conveyor, r: redis.Redis) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-
-import redis
+import contextvars
 
 from conveyor import Conveyor, WorkerSettings
 from conveyor.broker.operations import Delivery
 from conveyor.context import current_job
+from conveyor.job import JobState
 from conveyor.worker.slots import Handoff
 
 from .conftest import worker_task
@@ -99,13 +99,40 @@ async def test_jobs_that_never_await_leave_room_for_one_that_does(app: Conveyor)
     assert order.index("waits") < 200, order.index("waits")  # 500 if no slot ever yielded
 
 
-async def test_each_job_sees_its_own_context_and_none_leaks_out(
-    app: Conveyor, r: redis.Redis
-) -> None:
-    @app.task
-    async def whoami(i: int) -> str:
-        return current_job().id
+async def test_each_job_runs_in_a_context_of_its_own(app: Conveyor) -> None:
+    """One slot runs job after job; a ContextVar a job sets is not seen by the next."""
+    tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="none")
 
-    jobs = await whoami.enqueue_many_async([(i,) for i in range(50)])
-    async with worker_task(app, WorkerSettings(concurrency=2)):
-        assert [await j.result_async(timeout=30) for j in jobs] == [j.id for j in jobs]
+    @app.task
+    async def visit(i: int) -> list[str]:
+        seen = [tenant.get(), current_job().id]
+        tenant.set(f"job-{i}")
+        await asyncio.sleep(0)
+        return [*seen, tenant.get()]
+
+    jobs = await visit.enqueue_many_async([(i,) for i in range(20)])
+    async with worker_task(app, WorkerSettings(concurrency=1)):
+        results = [await j.result_async(timeout=30) for j in jobs]
+    assert results == [["none", j.id, f"job-{i}"] for i, j in enumerate(jobs)]
+
+
+async def test_a_job_raising_cancelled_error_fails_and_its_slot_goes_on(app: Conveyor) -> None:
+    """A task that awaits something another task cancelled fails like any other error."""
+
+    @app.task(retries=0)
+    async def doomed() -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(waiter.cancel)
+        await waiter
+
+    @app.task
+    async def after(i: int) -> int:
+        return i
+
+    bad = await doomed.enqueue_async()
+    good = await after.enqueue_many_async([(i,) for i in range(5)])
+    async with worker_task(app, WorkerSettings(concurrency=1)):
+        assert [await j.result_async(timeout=30) for j in good] == list(range(5))
+        info = await bad.info_async()
+    assert info.state is JobState.DEAD and info.record is not None
+    assert "CancelledError" in (info.record.error or "")

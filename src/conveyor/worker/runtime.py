@@ -138,6 +138,8 @@ class Worker:
             loop.create_task(self._slot(n), name=f"conveyor-slot-{n}")
             for n in range(self.settings.concurrency)
         ]
+        for slot in self._slots:
+            slot.add_done_callback(self._slot_ended)
         if handle_signals:
             self._install_signals()
         self.ready.set()
@@ -254,6 +256,11 @@ class Worker:
         self.held.add(d.queue, d.level, d.entry_id)
         self._handoff.put(d)
 
+    def _slot_ended(self, slot: asyncio.Task[None]) -> None:
+        if not self._handoff.closed:
+            error = None if slot.cancelled() else slot.exception()
+            log.error("slot %s ended while the worker runs", slot.get_name(), exc_info=error)
+
     async def _slot(self, n: int) -> None:
         """One slot: run deliveries one after another until the worker stops.
 
@@ -368,6 +375,7 @@ class Worker:
     async def _shutdown(self) -> None:
         grace = self.settings.shutdown_grace
         self._handoff.close()
+        await self.maintenance.stop()  # no reclaim may hand out more work from here on
         for d in self._handoff.leftovers():
             await self._requeue(d)
         if self._running:
@@ -377,13 +385,11 @@ class Worker:
             _, pending = await asyncio.wait(self._slots, timeout=grace)
         busy = [n for n, t in enumerate(self._slots) if t in pending and n in self._running]
         unfinished = [self._running[n] for n in busy]
+        self.executor.stopping = True
         await cancel_and_wait(pending)
-        for d in self._handoff.leftovers():  # put by a fetch or reclaim that was in flight
-            await self._requeue(d)
         await self.completer.close(timeout=max(grace, 5.0))
         for d in unfinished:
             await self._requeue(d)
-        await self.maintenance.stop()
         if self._lease is not None:
             self._lease.stop()
             self._lease.join(timeout=5)
