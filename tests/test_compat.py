@@ -74,6 +74,14 @@ def test_enqueue_run_and_result_on_redis_6_2(app62: Conveyor, tasks: dict[str, A
     assert all(j.status() is JobState.DONE for j in jobs)
 
 
+def test_bulk_enqueue_and_its_results_on_redis_6_2(app62: Conveyor, tasks: dict[str, Any]) -> None:
+    """enqueue_many's script (no flags on 6.2) adds every job of a batch, in order."""
+    jobs = tasks["add"].enqueue_many([(i, i) for i in range(1200)])
+    with worker_thread(app62, SETTINGS):
+        assert [j.result(timeout=30) for j in jobs[::100]] == [2 * i for i in range(0, 1200, 100)]
+    assert len({j.id for j in jobs}) == 1200
+
+
 def test_failing_job_retries_then_dead_letters_on_redis_6_2(
     app62: Conveyor, tasks: dict[str, Any], r62: redis.Redis
 ) -> None:

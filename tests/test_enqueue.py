@@ -121,6 +121,59 @@ def test_enqueue_many_1200_jobs_gives_1200_distinct_ids_and_entries(
     assert jobs[-1].status() is JobState.QUEUED
 
 
+def test_enqueue_many_mixes_queues_levels_and_unique_jobs_in_one_batch(
+    app: Conveyor, r: redis.Redis, namespace: str
+) -> None:
+    """One batch holding jobs for several streams and unique jobs: each job lands where its
+    task says, the handles come back in the order given, a taken unique key is not added."""
+
+    @app.task(queue="mail")
+    def send(to: str) -> None: ...
+
+    @app.task
+    def resize(n: int) -> None: ...
+
+    urgent = resize.using(priority="high")
+    once = resize.using(unique_key="nightly")
+    sigs = [
+        send.s("a@x"),
+        resize.s(1),
+        urgent.s(2),
+        once.s(3),
+        send.s("b@x"),
+        once.s(4),
+        resize.s(5),
+    ]
+    jobs = app.enqueue_many(sigs)
+
+    assert [j.id.split(":")[:2] for j in jobs] == [
+        ["mail", "n"],
+        ["default", "n"],
+        ["default", "h"],
+        ["default", "n"],
+        ["mail", "n"],
+        ["default", "n"],
+        ["default", "n"],
+    ]
+    assert [j.created for j in jobs] == [True, True, True, True, True, False, True]
+    assert jobs[5].id == jobs[3].id, "the second job with the taken key is the first one"
+
+    def args_in(queue: str, level: str) -> list[object]:
+        stream = f"{namespace}:{{{queue}}}:ready:{level}"
+        return [msgspec.json.decode(f[b"args"])[0] for _, f in r.xrange(stream)]
+
+    assert args_in("mail", "normal") == ["a@x", "b@x"]
+    assert args_in("default", "high") == [2]
+    assert sorted(args_in("default", "normal")) == [1, 3, 5]
+    for job, sig in zip(jobs, sigs, strict=True):
+        entry = job.id.split(":")[2]
+        queue, code = job.id.split(":")[:2]
+        level = {"n": "normal", "h": "high"}[code]
+        (fields,) = [f for e, f in r.xrange(f"{namespace}:{{{queue}}}:ready:{level}", entry, entry)]
+        if job.created:
+            assert msgspec.json.decode(fields[b"args"]) == list(sig.args)
+
+
 async def test_enqueue_many_async(app: Conveyor, r: redis.Redis, namespace: str) -> None:
     @app.task
     async def echo(x: int) -> int:

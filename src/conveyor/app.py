@@ -6,8 +6,9 @@ import dataclasses
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from . import producer
 from .backoff import Backoff
-from .broker import Broker, ClientOptions
+from .broker import Broker, Call, ClientOptions
 from .cron import CronSchedule
 from .errors import ConfigurationError, EnqueueRejected, TaskNotFound
 from .job import Job
@@ -185,17 +186,18 @@ class Conveyor:
         return self.get_task(task_name).enqueue(*args, **kwargs)
 
     def enqueue_many(self, signatures: Iterable[Signature]) -> list[Job[Any]]:
-        """Enqueue many jobs (any tasks) with one pipelined round trip per batch of 500."""
+        """Enqueue many jobs (any tasks), one round trip per batch of 500: a script per ready
+        stream adds each batch's jobs all at once, or none of them at the memory limit."""
         sigs = list(signatures)
         jobs: list[Job[Any]] = []
         for start in range(0, len(sigs), BATCH):
             batch = sigs[start : start + BATCH]
-            calls = [s.task._immediate(s.args, s.kwargs) for s in batch]
+            plan = _plan(batch)
             try:
-                ids = self.broker.call_many(calls)
+                replies = self.broker.call_many([call for _, call in plan])
             except EnqueueRejected as exc:
-                raise _partial(exc, jobs, batch, len(sigs)) from exc
-            jobs += [s.task._job(i) for s, i in zip(batch, ids, strict=True)]
+                raise _partial(exc, jobs, batch, plan, len(sigs)) from exc
+            jobs += [job for job in _jobs(batch, plan, replies) if job is not None]
         return jobs
 
     async def enqueue_many_async(self, signatures: Iterable[Signature]) -> list[Job[Any]]:
@@ -203,12 +205,12 @@ class Conveyor:
         jobs: list[Job[Any]] = []
         for start in range(0, len(sigs), BATCH):
             batch = sigs[start : start + BATCH]
-            calls = [s.task._immediate(s.args, s.kwargs) for s in batch]
+            plan = _plan(batch)
             try:
-                ids = await self.broker.acall_many(calls)
+                replies = await self.broker.acall_many([call for _, call in plan])
             except EnqueueRejected as exc:
-                raise _partial(exc, jobs, batch, len(sigs)) from exc
-            jobs += [s.task._job(i) for s, i in zip(batch, ids, strict=True)]
+                raise _partial(exc, jobs, batch, plan, len(sigs)) from exc
+            jobs += [job for job in _jobs(batch, plan, replies) if job is not None]
         return jobs
 
     def close(self) -> None:
@@ -218,13 +220,53 @@ class Conveyor:
         await self.broker.aclose()
 
 
+Added = list[tuple[bool, str]]
+#: Calls adding a batch, each with the positions in the batch of the jobs it adds.
+Plan = list[tuple[list[int], Call[Added]]]
+
+
+def _plan(batch: Sequence[Signature]) -> Plan:
+    """One script per ready stream for the batch; a job with a unique key goes alone (its
+    script checks the key)."""
+    plan: Plan = []
+    streams: dict[tuple[Conveyor, str, str], list[int]] = {}
+    for i, s in enumerate(batch):
+        task = s.task
+        if task._unique is not None:
+            plan.append(([i], _as_list(task._immediate(s.args, s.kwargs))))
+        else:
+            streams.setdefault((task.app, task.options.queue, task.options.priority), []).append(i)
+    for (app, queue, level), positions in streams.items():
+        jobs = [(batch[i].task.name, batch[i].args, batch[i].kwargs) for i in positions]
+        call = producer.immediate_many(
+            app.keys(queue), level, jobs, app.max_payload_bytes, app.signer
+        )
+        plan.append((positions, call))
+    return plan
+
+
+def _as_list(call: Call[tuple[bool, str]]) -> Call[Added]:
+    parse = call.parse
+    return Call(call.command, lambda reply: [parse(reply)], call.script, call.accepts_errors)
+
+
+def _jobs(
+    batch: Sequence[Signature], plan: Plan, replies: Sequence[Added | None]
+) -> list[Job[Any] | None]:
+    """The batch's jobs in order; None for those of a call Redis refused."""
+    jobs: list[Job[Any] | None] = [None] * len(batch)
+    for (positions, _), added in zip(plan, replies, strict=True):
+        if added is not None:
+            for i, one in zip(positions, added, strict=True):
+                jobs[i] = batch[i].task._job(one)
+    return jobs
+
+
 def _partial(
-    exc: EnqueueRejected, earlier: list[Job[Any]], batch: list[Signature], total: int
+    exc: EnqueueRejected, earlier: list[Job[Any]], batch: list[Signature], plan: Plan, total: int
 ) -> EnqueueRejected:
     """Redis refused part of a bulk enqueue: say which jobs were added, so none is sent twice."""
-    added = earlier + [
-        s.task._job(reply) for s, reply in zip(batch, exc.added, strict=True) if reply is not None
-    ]
+    added = earlier + [job for job in _jobs(batch, plan, exc.added) if job is not None]
     return EnqueueRejected(
         f"{len(added)} of {total} jobs were added before Redis refused the rest: {exc}",
         added=added,

@@ -55,6 +55,28 @@ def immediate(
     )
 
 
+def immediate_many(
+    keys: QueueKeys,
+    level: str,
+    jobs: Sequence[tuple[str, Sequence[Any], Mapping[str, Any]]],
+    max_bytes: int,
+    signer: Signer | None = None,
+) -> Call[list[tuple[bool, str]]]:
+    """Jobs ``(task, args, kwargs)`` for one ready stream: one script adds them all."""
+    enqueued_at = now_ms()
+    fields = [
+        encode_fields(
+            task, args, kwargs, enqueued_at=enqueued_at, max_bytes=max_bytes, signer=signer
+        )
+        for task, args, kwargs in jobs
+    ]
+    prefix = job_id_for(keys.queue, level, "")
+    add = operations.enqueue_many(keys, level, fields)
+    return Call(
+        add.command, lambda reply: [(True, prefix + i) for i in add.parse(reply)], add.script
+    )
+
+
 def delayed_payload(fields: Mapping[str, Any], level: str) -> bytes:
     """The envelope kept in the payloads hash while a job waits: all values as strings."""
     data = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in fields.items()}

@@ -23,6 +23,7 @@ NAMES: Final = (
     "retire",
     "schedule",
     "enqueue_unique",
+    "enqueue_many",
     "due",
     "promote",
     "status",

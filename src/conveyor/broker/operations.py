@@ -39,6 +39,16 @@ def enqueue(keys: QueueKeys, level: str, fields: Mapping[str, Arg]) -> Call[str]
     return Call(("XADD", keys.stream(level), "*", *chain.from_iterable(fields.items())), text)
 
 
+def enqueue_many(keys: QueueKeys, level: str, jobs: Sequence[Mapping[str, Arg]]) -> Call[list[str]]:
+    """Add many jobs to one ready stream in one script: all of them, or none at the memory
+    limit. The reply lists their entry ids in order."""
+    args: list[Arg] = []
+    for fields in jobs:
+        args.append(len(fields))
+        args.extend(chain.from_iterable(fields.items()))
+    return run_script("enqueue_many", [keys.stream(level)], args, lambda r: [text(i) for i in r])
+
+
 @dataclass(frozen=True, slots=True)
 class Unique:
     """De-duplication of enqueues: one job per key within a window."""
