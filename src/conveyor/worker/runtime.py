@@ -246,6 +246,7 @@ class Worker:
                 continue
             for d in got:
                 self.dispatch(d)
+            await asyncio.sleep(0)  # let the slots start on these before the next fetch
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
