@@ -22,6 +22,18 @@ class ConnectionFailed(ConveyorError):
         self.url = url
 
 
+class AuthenticationFailed(ConnectionFailed):
+    """Redis refused the credentials (none given where a password is required, or wrong)."""
+
+
+class EnqueueUncertain(ConveyorError):
+    """An enqueue was sent but its reply never came: the job may or may not have been added.
+
+    It is not resent, since that could add the job twice. Retry with a ``unique_key``
+    (``task.using(unique_key=...)``) to make the retry safe, or check with ``conveyor stats``.
+    """
+
+
 class UnsupportedServer(ConveyorError):
     """The Redis server is too old or lacks a command Conveyor needs."""
 

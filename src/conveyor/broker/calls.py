@@ -35,6 +35,9 @@ class Call(Generic[T]):
     script: Script | None = None
     #: when set, an error reply is handed to ``parse`` instead of raised
     accepts_errors: bool = False
+    #: False for calls that must not be sent twice (a plain enqueue): when their outcome is
+    #: unknown (a timeout after sending), the caller gets EnqueueUncertain, not a resend
+    retry_safe: bool = True
 
 
 def command(
