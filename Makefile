@@ -36,7 +36,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests examples bench
 
 redis: $(STAMP)
-	@$(BIN)/python -m conveyor.devserver ensure
+	@$(BIN)/python -m tests.redis_servers ensure
 
 clean:
 	rm -rf $(VENV) bench/.peers-venv .mypy_cache .ruff_cache .pytest_cache

@@ -12,13 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
+from pathlib import Path
 
 import redis
 
 from conveyor import Conveyor, WorkerSettings
-from conveyor.devserver import RedisServer
 from conveyor.worker import Worker
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.redis_servers
+from tests.redis_servers import RedisServer
 
 
 def commandstats(client: redis.Redis) -> dict[str, int]:

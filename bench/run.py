@@ -9,7 +9,7 @@ What it does (see bench/README.md for the method):
    (``pip install -e`` of this repo) together with matplotlib and the floor. A peer that fails
    to install is reported as failed, with pip's reason.
 2. For each repetition, peer and workload, starts a private redis-server on a free loopback port
-   (conveyor.devserver.RedisServer), runs bench/driver.py in the peer's virtualenv against it
+   (tests/redis_servers.py: RedisServer), runs bench/driver.py in the peer's virtualenv against it
    with a time limit, then stops that server. Nothing else is touched.
 3. Runs redis-benchmark XADD (unpipelined and pipelined) on a private server too.
 4. Writes bench/results/latest.json, latest.md (tables, ratios, targets) and latest.png.
@@ -40,9 +40,10 @@ with contextlib.suppress(ImportError):
 if "conveyor" not in sys.modules:
     sys.path.insert(0, str(REPO / "src"))
 
+from tests.redis_servers import RedisServer  # noqa: E402
+
 from bench import report  # noqa: E402
 from bench.peers import PEERS  # noqa: E402
-from conveyor.devserver import RedisServer  # noqa: E402
 
 VENVS = BENCH / ".peers-venv"
 RESULTS = BENCH / "results"

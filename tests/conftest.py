@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from conveyor import Conveyor
-from conveyor.devserver import configured_url, redis_for
 from conveyor.testing import delete_namespace, worker_task, worker_thread
+from tests.redis_servers import configured_url, redis_for
 
 __all__ = ["wait_until", "worker_task", "worker_thread"]
 

@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from . import Backoff, Conveyor, JobFailed, dead_letters, stats
-from .devserver import configured_url, redis_for
+from .broker import configured_url
+from .embedded import redis_for
 
 NAMESPACE = os.environ.get("CONVEYOR_DEMO_NAMESPACE", "conveyor-demo")
 STAGES = ("extract", "analyze", "summarize", "embed")

@@ -26,9 +26,9 @@ import redis
 
 from conveyor import EnqueueRejected, PayloadError
 from conveyor.broker import ClientOptions
-from conveyor.devserver import RedisServer
 from conveyor.errors import ConnectionFailed
 from conveyor.keys import GROUP, LEVELS, QueueKeys
+from tests.redis_servers import RedisServer
 
 from . import tasks
 from .ledger import PRODUCER_FILE, count_dones

