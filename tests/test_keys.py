@@ -215,3 +215,35 @@ def test_app_job_rejects_garbage_id(app: Conveyor) -> None:
         app.job("not-a-job-id")
     with pytest.raises(ConfigurationError):
         app.job("default:z:1-0")
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        "default:n:99999999999999999999-0",
+        "default:n:18446744073709551616-0",
+        "default:h:0-18446744073709551616",
+    ],
+)
+def test_parse_job_id_rejects_entry_ids_no_stream_can_hold(job_id: str) -> None:
+    # Each half of an entry id is an unsigned 64-bit integer; a bigger one reached Redis as
+    # "ERR Invalid stream ID" from the status script.
+    with pytest.raises(ConfigurationError, match="not a Conveyor job id"):
+        parse_job_id(job_id)
+
+
+def test_parse_job_id_accepts_the_largest_entry_id() -> None:
+    top = "18446744073709551615-18446744073709551615"
+    assert parse_job_id(f"default:n:{top}") == JobLocation("default", "normal", top)
+
+
+def test_parse_job_id_refuses_ids_longer_than_the_limit() -> None:
+    token = "a" * 64
+    assert parse_job_id(f"{'q' * 64}:d:{token}").queue == "q" * 64
+    with pytest.raises(ConfigurationError, match="characters long"):
+        parse_job_id("default:d:" + "a" * 100_000)
+
+
+def test_status_of_a_job_id_beyond_64_bits_is_a_clear_error(app: Conveyor) -> None:
+    with pytest.raises(ConfigurationError, match="not a Conveyor job id"):
+        app.job("default:n:99999999999999999999-0").status()

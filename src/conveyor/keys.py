@@ -15,12 +15,18 @@ from .errors import ConfigurationError
 
 NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 ENTRY_PATTERN: Final = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+#: Each half of a stream entry id is an unsigned 64-bit integer.
+ENTRY_PART_MAX: Final = 2**64 - 1
+#: Longest job id accepted anywhere: a job id becomes part of a record key, so an entry's
+#: ``id`` field must not be able to make one of any size.
+MAX_JOB_ID: Final = 200
 TOKEN_PATTERN: Final = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 #: Priority levels, most urgent first. A worker always drains a higher level before a lower.
 LEVELS: Final = ("high", "normal", "low")
 LEVEL_CODES: Final = {"high": "h", "normal": "n", "low": "l"}
 CODE_LEVELS: Final = {code: level for level, code in LEVEL_CODES.items()}
+#: Code of ids the producer mints (delayed jobs, and every job of an app that signs).
 DELAYED_CODE: Final = "d"
 
 GROUP: Final = "conveyor"
@@ -114,17 +120,34 @@ def job_id_for(queue: str, level: str, entry_id: str) -> str:
 
 
 def delayed_job_id(queue: str, token: str) -> str:
+    """The id of a job minted before it has an entry: delayed jobs and signed jobs."""
     return f"{queue}:{DELAYED_CODE}:{token}"
+
+
+def is_entry_id(text: str) -> bool:
+    """True for an id a stream can hold: two unsigned 64-bit integers joined by '-'."""
+    if not ENTRY_PATTERN.fullmatch(text):
+        return False
+    ms, seq = text.split("-")
+    return int(ms) <= ENTRY_PART_MAX and int(seq) <= ENTRY_PART_MAX
 
 
 def parse_job_id(job_id: str) -> JobLocation:
     """Read the queue (and first stream entry) out of a job id."""
+    if len(job_id) > MAX_JOB_ID:
+        raise ConfigurationError(
+            f"not a Conveyor job id: {job_id[:40]!r}... is {len(job_id)} characters long "
+            f"(at most {MAX_JOB_ID})"
+        )
     parts = job_id.split(":")
     if len(parts) != 3 or not NAME_PATTERN.fullmatch(parts[0]) or not parts[2]:
         raise ConfigurationError(f"not a Conveyor job id: {job_id!r}")
     queue, code, rest = parts
     if code == DELAYED_CODE and TOKEN_PATTERN.fullmatch(rest):
         return JobLocation(queue, None, None)
-    if code not in CODE_LEVELS or not ENTRY_PATTERN.fullmatch(rest):
-        raise ConfigurationError(f"not a Conveyor job id: {job_id!r}")
+    if code not in CODE_LEVELS or not is_entry_id(rest):
+        raise ConfigurationError(
+            f"not a Conveyor job id: {job_id!r} (ids look like 'default:n:1700000000000-0' "
+            "or 'default:d:<token>')"
+        )
     return JobLocation(queue, CODE_LEVELS[code], rest)
