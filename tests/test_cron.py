@@ -43,6 +43,26 @@ def test_invalid_cron_expression_is_rejected_and_not_registered(app: Conveyor) -
     assert "bad" not in app.tasks
 
 
+@pytest.mark.parametrize("expression", ["every tuesday", "* * * *", "* * * * * * *"])
+def test_invalid_cron_expression_message_names_five_or_six_fields(
+    app: Conveyor, expression: str
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        CronSchedule(expression, app.task(lambda: None, name="tick"))
+    message = str(raised.value)
+    assert expression in message
+    assert "five fields" in message and "six with seconds last" in message, message
+
+
+def test_six_field_expression_with_seconds_is_accepted_and_ticks_on_seconds(
+    app: Conveyor,
+) -> None:
+    schedule = CronSchedule("*/5 * * * * 30", app.task(lambda: None, name="tock"), grace=60)
+    tick = schedule.due(_ms(datetime(2026, 1, 1, 12, 5, 40, tzinfo=timezone.utc)))
+    assert tick is not None
+    assert tick.at_ms == _ms(datetime(2026, 1, 1, 12, 5, 30, tzinfo=timezone.utc))
+
+
 def test_each_tick_fires_once_with_three_workers(app: Conveyor) -> None:
     runs: list[float] = []
     lock = threading.Lock()

@@ -28,7 +28,9 @@ class Tick:
 
 @dataclass(frozen=True)
 class CronSchedule:
-    """A task enqueued (without arguments) at every tick of a five-field cron expression, UTC.
+    """A task enqueued (without arguments) at every tick of a cron expression, UTC.
+
+    Five fields (minute hour day-of-month month day-of-week), or six with seconds last.
 
     A tick is fired when a worker sees it within ``grace`` seconds; ticks missed while no
     worker ran are skipped, not replayed in a burst.
@@ -39,9 +41,11 @@ class CronSchedule:
     grace: float = 60.0
 
     def __post_init__(self) -> None:
-        if not croniter.is_valid(self.expression):
+        if len(self.expression.split()) not in (5, 6) or not croniter.is_valid(self.expression):
             raise ConfigurationError(
-                f"invalid cron expression {self.expression!r}: use five fields like '*/5 * * * *'"
+                f"invalid cron expression {self.expression!r}: use five fields (minute hour "
+                "day-of-month month day-of-week) like '*/5 * * * *', or six with seconds "
+                "last like '*/5 * * * * 30'"
             )
 
     def due(self, now_ms: int) -> Tick | None:
