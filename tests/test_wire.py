@@ -16,6 +16,7 @@ import redis
 
 from conveyor import PayloadError
 from conveyor.wire import (
+    ENTRY_OVERHEAD,
     VERSION,
     Envelope,
     JobRecord,
@@ -169,22 +170,55 @@ def test_decode_rejects_invalid_utf8_inside_kwargs_as_payload_error() -> None:
     assert "kwargs" in str(info.value)
 
 
-def test_decode_rejects_oversize_entry_and_names_the_limit() -> None:
+def test_decode_rejects_oversize_arguments_and_names_the_limit() -> None:
     entry = good(args=b'["' + b"x" * 2000 + b'"]')
     with pytest.raises(PayloadError) as info:
         decode_fields(entry, max_bytes=1000)
     text = str(info.value)
     assert "over the 1000-byte limit" in text
-    size = sum(len(k) + len(v) for k, v in entry.items())
+    size = len(entry[b"task"]) + len(entry[b"args"]) + len(entry[b"kwargs"])
     assert str(size) in text
 
 
-def test_decode_accepts_entry_exactly_at_the_limit() -> None:
+def test_decode_applies_the_producers_size_rule_to_the_same_bytes() -> None:
+    # The limit counts the task name and the JSON of the arguments, at enqueue and here; the
+    # rest of the entry (names, timestamps, signature, history) does not count against it.
     entry = good()
-    size = sum(len(k) + len(v) for k, v in entry.items())
+    size = len(entry[b"task"]) + len(entry[b"args"]) + len(entry[b"kwargs"])
     assert decode_fields(entry, max_bytes=size).task == "send_email"
-    with pytest.raises(PayloadError):
+    with pytest.raises(PayloadError, match="task name and arguments"):
         decode_fields(entry, max_bytes=size - 1)
+    fields = encode_fields("send_email", ["a@example.com"], {"subject": "hi"}, enqueued_at=1)
+    assert decode_fields(as_redis(fields), max_bytes=size).task == "send_email"
+    with pytest.raises(PayloadError):
+        encode_fields(
+            "send_email", ["a@example.com"], {"subject": "hi"}, enqueued_at=1, max_bytes=size - 1
+        )
+
+
+def test_decode_refuses_an_entry_larger_than_the_limit_plus_the_overhead() -> None:
+    history = b'[{"error":"' + b"e" * (ENTRY_OVERHEAD + 1000) + b'"}]'
+    with pytest.raises(PayloadError, match="entry is"):
+        decode_fields(good(history=history), max_bytes=1000)
+    fits = b'[{"error":"' + b"e" * (ENTRY_OVERHEAD - 1000) + b'"}]'
+    assert decode_fields(good(history=fits), max_bytes=1000).history[0]["error"].startswith("e")
+
+
+@pytest.mark.parametrize(
+    ("job_id", "message"),
+    [
+        pytest.param(b"default:d:" + b"a" * 100_000, "bytes long", id="100KB"),
+        pytest.param(b"default:n:99999999999999999999-0", "not a job id", id="beyond-64-bits"),
+        pytest.param(b"nope", "not a job id", id="garbage"),
+        pytest.param(b"default:{x}:1-0", "not a job id", id="brace"),
+        pytest.param(b"default:d:\xff", "'id'", id="bad-token"),
+    ],
+)
+def test_decode_refuses_an_id_field_that_is_not_a_short_job_id(job_id: bytes, message: str) -> None:
+    # The id becomes part of the record key: a 100 KB id made a 100 KB key.
+    with pytest.raises(PayloadError, match=message):
+        decode_fields(good(id=job_id))
+    assert decode_fields(good(id=b"default:d:abc")).id == "default:d:abc"
 
 
 # -- encode errors -------------------------------------------------------------------------------

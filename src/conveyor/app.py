@@ -15,7 +15,7 @@ from .job import Job
 from .keys import QueueKeys, parse_job_id, validate_name
 from .settings import TaskOptions
 from .signing import Signer
-from .task import Signature, Task
+from .task import Signature, Task, TaskHost
 from .wire import DEFAULT_MAX_BYTES
 
 P = ParamSpec("P")
@@ -229,7 +229,7 @@ def _plan(batch: Sequence[Signature]) -> Plan:
     """One script per ready stream for the batch; a job with a unique key goes alone (its
     script checks the key)."""
     plan: Plan = []
-    streams: dict[tuple[Conveyor, str, str], list[int]] = {}
+    streams: dict[tuple[TaskHost, str, str], list[int]] = {}
     for i, s in enumerate(batch):
         task = s.task
         if task._unique is not None:
@@ -237,7 +237,10 @@ def _plan(batch: Sequence[Signature]) -> Plan:
         else:
             streams.setdefault((task.app, task.options.queue, task.options.priority), []).append(i)
     for (app, queue, level), positions in streams.items():
-        jobs = [(batch[i].task.name, batch[i].args, batch[i].kwargs) for i in positions]
+        jobs: list[producer.BulkJob] = [
+            (batch[i].task.name, batch[i].args, batch[i].kwargs, batch[i].task.hint_for)
+            for i in positions
+        ]
         call = producer.immediate_many(
             app.keys(queue), level, jobs, app.max_payload_bytes, app.signer
         )

@@ -8,17 +8,25 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
-from .broker import Call, operations
+from .broker import Broker, Call, operations
 from .errors import JobFailed, JobNotFound, JobTimeout
 from .keys import JobLocation, QueueKeys, parse_job_id
 from .wire import JobRecord, decode_record
 
-if TYPE_CHECKING:
-    from .app import Conveyor
-
 R = TypeVar("R")
+
+
+class JobHost(Protocol):
+    """What a job handle needs of its app: the broker and the key layout. The Conveyor app
+    is one; job.py never imports app.py, so the dependency runs one way."""
+
+    @property
+    def broker(self) -> Broker: ...
+
+    def keys(self, queue: str) -> QueueKeys: ...
+
 
 #: Published messages can be missed across a reconnect; re-read the state this often anyway.
 RECHECK_SECONDS = 2.0
@@ -73,7 +81,7 @@ class Job(Generic[R]):
 
     def __init__(
         self,
-        app: Conveyor,
+        app: JobHost,
         job_id: str,
         convert: Callable[[Any], R] | None = None,
         *,

@@ -1,18 +1,34 @@
-"""Turning a task call into Calls: immediate, delayed, or many at once (pure, no I/O)."""
+"""Turning a task call into Calls: immediate, delayed, or many at once (pure, no I/O).
+
+An unsigned job is named by its first entry, so its enqueue is one XADD. A job of an app
+that signs carries an id minted here, covered by its signature, so a copy of its entry can
+be recognised by the worker as a job that already ran; one script adds it and records
+where it sits (so ``job.status()`` finds it by id).
+"""
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
+from itertools import chain
 from typing import Any
 
-from .broker import Call, operations
+from .broker import Call, operations, run_script, text
+from .broker.calls import Arg
 from .broker.operations import Unique
+from .errors import ConfigurationError
 from .keys import QueueKeys, delayed_job_id, job_id_for
-from .signing import Signer
-from .wire import encode_fields, encode_json
+from .signing import Signer, resign
+from .wire import HintFor, encode_fields, encode_json
+
+#: One job for ``immediate_many``: task name, args, kwargs, and the argument types (or None).
+BulkJob = tuple[str, Sequence[Any], Mapping[str, Any], HintFor | None]
+
+#: Delays and due times beyond this many seconds (about 3,000 years) are refused.
+MAX_SECONDS = 1e11
 
 
 def now_ms() -> int:
@@ -20,7 +36,17 @@ def now_ms() -> int:
 
 
 def seconds(delay: float | timedelta) -> float:
-    return delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+    value = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+    if not math.isfinite(value) or abs(value) > MAX_SECONDS:
+        raise ConfigurationError(
+            f"delay must be a finite number of seconds (at most {MAX_SECONDS:g}), not {delay!r}"
+        )
+    return value
+
+
+def delay_ms(delay: float | timedelta) -> int:
+    """A delay in ms; a negative delay means due now (like enqueue_at with a past time)."""
+    return max(0, int(seconds(delay) * 1000))
 
 
 def epoch_ms(when: datetime | float) -> int:
@@ -29,7 +55,25 @@ def epoch_ms(when: datetime | float) -> int:
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)
         return int(when.timestamp() * 1000)
-    return int(float(when) * 1000)
+    try:
+        value = float(when)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"when must be a datetime or a UNIX timestamp, not {when!r}"
+        ) from exc
+    if not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
+        raise ConfigurationError(
+            f"when must be a datetime or a finite UNIX timestamp >= 0, not {when!r}"
+        )
+    return int(value * 1000)
+
+
+def mint_id(queue: str) -> str:
+    return delayed_job_id(queue, uuid.uuid4().hex)
+
+
+def _pairs(fields: Mapping[str, Arg]) -> list[Arg]:
+    return list(chain.from_iterable(fields.items()))
 
 
 def immediate(
@@ -41,10 +85,26 @@ def immediate(
     max_bytes: int,
     unique: Unique | None = None,
     signer: Signer | None = None,
+    hints: HintFor | None = None,
 ) -> Call[tuple[bool, str]]:
-    """One XADD (or one script, with a unique key); the job id comes from the entry id."""
+    """One XADD (or one script, with a unique key or a signer)."""
+    if signer is not None:
+        job_id = mint_id(keys.queue)
+        fields = encode_fields(
+            task,
+            args,
+            kwargs,
+            enqueued_at=now_ms(),
+            job_id=job_id,
+            max_bytes=max_bytes,
+            signer=signer,
+            queue=keys.queue,
+            level=level,
+            hints=hints,
+        )
+        return signed(keys, level, job_id, fields, unique)
     fields = encode_fields(
-        task, args, kwargs, enqueued_at=now_ms(), max_bytes=max_bytes, signer=signer
+        task, args, kwargs, enqueued_at=now_ms(), max_bytes=max_bytes, hints=hints
     )
     prefix = job_id_for(keys.queue, level, "")
     if unique is not None:
@@ -52,29 +112,90 @@ def immediate(
     return Call(
         operations.enqueue(keys, level, fields).command,
         lambda reply: (True, prefix + reply.decode()),
+        retry_safe=False,
     )
+
+
+def signed(
+    keys: QueueKeys,
+    level: str,
+    job_id: str,
+    fields: Mapping[str, Arg],
+    unique: Unique | None = None,
+) -> Call[tuple[bool, str]]:
+    """Add signed fields carrying ``job_id`` and record where the entry sits (one script)."""
+    key_list = [keys.stream(level), keys.record(job_id)]
+    args: list[Arg] = [level, job_id, ""]
+    if unique is not None:
+        key_list.append(keys.unique(unique.key))
+        args[2] = unique.window_ms
+    call = run_script(
+        "enqueue_signed", key_list, args + _pairs(fields), lambda r: (bool(int(r[0])), text(r[1]))
+    )
+    # Without a unique key, running it twice would add the job twice.
+    return Call(call.command, call.parse, call.script, retry_safe=unique is not None)
 
 
 def immediate_many(
     keys: QueueKeys,
     level: str,
-    jobs: Sequence[tuple[str, Sequence[Any], Mapping[str, Any]]],
+    jobs: Sequence[BulkJob],
     max_bytes: int,
     signer: Signer | None = None,
 ) -> Call[list[tuple[bool, str]]]:
-    """Jobs ``(task, args, kwargs)`` for one ready stream: one script adds them all."""
+    """Jobs ``(task, args, kwargs, hints)`` for one ready stream: one script adds them all."""
     enqueued_at = now_ms()
-    fields = [
-        encode_fields(
-            task, args, kwargs, enqueued_at=enqueued_at, max_bytes=max_bytes, signer=signer
-        )
-        for task, args, kwargs in jobs
+    if signer is not None:
+        ids = [mint_id(keys.queue) for _ in jobs]
+        args: list[Arg] = [level]
+        for job_id, (task, a, kw, hints) in zip(ids, jobs, strict=True):
+            fields = encode_fields(
+                task,
+                a,
+                kw,
+                enqueued_at=enqueued_at,
+                job_id=job_id,
+                max_bytes=max_bytes,
+                signer=signer,
+                queue=keys.queue,
+                level=level,
+                hints=hints,
+            )
+            args.append(len(fields))
+            args += _pairs(fields)
+        records = [keys.record(job_id) for job_id in ids]
+        add: Call[Any] = run_script("enqueue_many_signed", [keys.stream(level), *records], args)
+        return Call(add.command, lambda _: [(True, i) for i in ids], add.script, retry_safe=False)
+    all_fields = [
+        encode_fields(task, a, kw, enqueued_at=enqueued_at, max_bytes=max_bytes, hints=hints)
+        for task, a, kw, hints in jobs
     ]
     prefix = job_id_for(keys.queue, level, "")
-    add = operations.enqueue_many(keys, level, fields)
+    many = operations.enqueue_many(keys, level, all_fields)
     return Call(
-        add.command, lambda reply: [(True, prefix + i) for i in add.parse(reply)], add.script
+        many.command,
+        lambda reply: [(True, prefix + i) for i in many.parse(reply)],
+        many.script,
+        retry_safe=False,
     )
+
+
+def readd(
+    keys: QueueKeys, level: str, fields: Mapping[str, Arg], signer: Signer | None
+) -> Call[str]:
+    """Add the fields of a past entry again as a new job (history replay); its job id.
+
+    Under a signer the new job gets a minted id and a fresh signature for where it goes.
+    """
+    if signer is None:
+        plain = {k: v for k, v in fields.items() if k not in ("sig", "id")}
+        prefix = job_id_for(keys.queue, level, "")
+        add = operations.enqueue(keys, level, plain)
+        return Call(add.command, lambda reply: prefix + text(reply), retry_safe=False)
+    job_id = mint_id(keys.queue)
+    again = resign({**fields, "id": job_id}, signer, keys.queue, level)
+    call = signed(keys, level, job_id, again)
+    return Call(call.command, lambda reply: call.parse(reply)[1], call.script, retry_safe=False)
 
 
 def delayed_payload(fields: Mapping[str, Any], level: str) -> bytes:
@@ -96,8 +217,10 @@ def scheduled(
     at_ms: int | None = None,
     unique: Unique | None = None,
     signer: Signer | None = None,
+    hints: HintFor | None = None,
 ) -> Call[tuple[bool, str]]:
-    job_id = delayed_job_id(keys.queue, uuid.uuid4().hex)
+    """A job for the delayed set; signed for the stream it will be promoted to."""
+    job_id = mint_id(keys.queue)
     fields = encode_fields(
         task,
         args,
@@ -106,6 +229,9 @@ def scheduled(
         job_id=job_id,
         max_bytes=max_bytes,
         signer=signer,
+        queue=keys.queue,
+        level=level,
+        hints=hints,
     )
     payload = delayed_payload(fields, level)
     return operations.schedule(keys, job_id, payload, delay_ms=delay_ms, at_ms=at_ms, unique=unique)

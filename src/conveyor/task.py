@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, get_type_hints
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, get_type_hints
 
 import msgspec
 
@@ -14,15 +14,29 @@ from . import producer
 from .broker import Call
 from .broker.operations import Unique
 from .errors import ConfigurationError, PayloadError
-from .job import Job
+from .job import Job, JobHost
 from .keys import level_of, validate_name
 from .settings import TaskOptions
-
-if TYPE_CHECKING:
-    from .app import Conveyor
+from .signing import Signer
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+class TaskHost(JobHost, Protocol):
+    """What a task needs of its app (the Conveyor app is one; task.py never imports it)."""
+
+    @property
+    def max_payload_bytes(self) -> int: ...
+
+    @property
+    def signer(self) -> Signer | None: ...
+
+    def enqueue_many(self, signatures: Iterable[Signature]) -> list[Job[Any]]: ...
+
+    async def enqueue_many_async(self, signatures: Iterable[Signature]) -> list[Job[Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -39,7 +53,7 @@ class Task(Generic[P, R]):
 
     def __init__(
         self,
-        app: Conveyor,
+        app: TaskHost,
         fn: Callable[P, R] | Callable[P, Awaitable[R]],
         name: str,
         options: TaskOptions,
@@ -172,6 +186,32 @@ class Task(Generic[P, R]):
         except (msgspec.ValidationError, TypeError):
             return value  # type: ignore[no-any-return]
 
+    @property
+    def result_type(self) -> Any:
+        """The declared return type (None when absent or Any): how a result JSON cannot carry
+        exactly is converted back; pass it to ``wire.encode_record``."""
+        hint = self._hints().get("return")
+        return None if hint is Any or hint is type(None) else hint
+
+    def hint_for(self, key: int | str) -> tuple[str, Any]:
+        """The name and annotated type of the argument at a position or keyword: what the
+        wire format uses to accept a value JSON would change (``data: bytes``)."""
+        params = list(self.signature.parameters.values())
+        types = self._types()
+        if isinstance(key, int):
+            positional = [p for p in params if p.kind in _POSITIONAL]
+            if key < len(positional):
+                return repr(positional[key].name), types.get(positional[key].name)
+            star = next((p for p in params if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
+            if star is not None:
+                return f"*{star.name}[{key - len(positional)}]", types.get(star.name)
+            return f"#{key + 1}", None
+        param = self.signature.parameters.get(key)
+        if param is not None and param.kind is not inspect.Parameter.POSITIONAL_ONLY:
+            return repr(key), types.get(key)
+        stars = next((p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD), None)
+        return repr(key), types.get(stars.name) if stars is not None else None
+
     # -- enqueueing ---------------------------------------------------------------------------
     def _job(self, added: tuple[bool, str]) -> Job[R]:
         created, job_id = added
@@ -188,6 +228,7 @@ class Task(Generic[P, R]):
             self.app.max_payload_bytes,
             self._unique,
             self.app.signer,
+            self.hint_for,
         )
 
     def _scheduled(
@@ -210,6 +251,7 @@ class Task(Generic[P, R]):
             at_ms=at_ms,
             unique=self._unique,
             signer=self.app.signer,
+            hints=self.hint_for,
         )
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
@@ -253,7 +295,7 @@ class Task(Generic[P, R]):
 
 
 def _ms(delay: float | timedelta) -> int:
-    return int(producer.seconds(delay) * 1000)
+    return producer.delay_ms(delay)
 
 
 def validate_unique_key(key: str) -> str:

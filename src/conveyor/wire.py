@@ -11,13 +11,15 @@ A job is readable with ``redis-cli XRANGE`` and can be written by any language::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import msgspec
 
-from .errors import PayloadError
-from .signing import FIELD as SIGNATURE_FIELD
+from .errors import ConfigurationError, PayloadError
+from .keys import MAX_JOB_ID, parse_job_id
 from .signing import Signer
 
 T = TypeVar("T")
@@ -25,13 +27,22 @@ T = TypeVar("T")
 VERSION: Final = 1
 REQUIRED: Final = ("task", "args", "kwargs")
 DEFAULT_MAX_BYTES: Final = 1024 * 1024
+#: What an entry may hold beyond its task and arguments (the limit the producer applies):
+#: field names, timestamps, the signature, and a bounded attempt history.
+ENTRY_OVERHEAD: Final = 64 * 1024
 MAX_DEPTH: Final = 64
+#: Fewer bytes of JSON cannot hold MAX_DEPTH + 1 nested bracket pairs.
+_DEPTH_BYTES: Final = 2 * MAX_DEPTH + 2
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 _args_decode = msgspec.json.Decoder(list[Any]).decode
 _kwargs_decode = msgspec.json.Decoder(dict[str, Any]).decode
 _history_decode = msgspec.json.Decoder(list[dict[str, Any]]).decode
+
+#: The conversion back to an argument's annotated type, given its JSON value and its
+#: position (int) or keyword (str): ``(label, type or None)``. Task supplies it.
+HintFor = Callable[[int | str], tuple[str, Any]]
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,10 +63,29 @@ def encode_json(value: Any) -> bytes:
         return _json_encode(value)
     except (TypeError, msgspec.EncodeError) as exc:
         raise PayloadError(f"value is not JSON-serializable: {exc}") from exc
+    except RecursionError as exc:
+        raise PayloadError(
+            f"value is nested too deeply to encode (more than {MAX_DEPTH} levels are refused)"
+        ) from exc
 
 
 def decode_json(data: bytes | str) -> Any:
     return _json_decode(data)
+
+
+def payload_size(task: bytes | str, args: bytes, kwargs: bytes) -> int:
+    """The bytes the size limit counts, the same at enqueue and in the worker: the task name
+    and the JSON of the arguments. The rest of an entry is bounded by ENTRY_OVERHEAD."""
+    name = task if isinstance(task, bytes) else task.encode()
+    return len(name) + len(args) + len(kwargs)
+
+
+def _check_size(task: str, size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise PayloadError(
+            f"job for {task!r} is {size} bytes of task name and arguments, over the "
+            f"{max_bytes}-byte limit; store large data elsewhere and pass a reference"
+        )
 
 
 def encode_fields(
@@ -69,35 +99,71 @@ def encode_fields(
     history: Sequence[Mapping[str, Any]] = (),
     max_bytes: int = DEFAULT_MAX_BYTES,
     signer: Signer | None = None,
+    queue: str | None = None,
+    level: str | None = None,
+    hints: HintFor | None = None,
 ) -> dict[str, bytes | str | int]:
-    """Stream fields for a job. Field order is fixed so Redis can share field names."""
+    """Stream fields for a job. Field order is fixed so Redis can share field names.
+
+    Values JSON cannot carry exactly (nan, sets, bytes, int dict keys, datetimes...) raise
+    PayloadError unless ``hints`` gives the argument a type that converts them back. With a
+    ``signer``, the fields are signed for the ``queue`` and ``level`` they are added to.
+    """
+    arg_list = list(args)
+    kwarg_dict = dict(kwargs)
+    try:
+        args_json = _json_encode(arg_list)
+        kwargs_json = _json_encode(kwarg_dict) if kwarg_dict else b"{}"
+    except (TypeError, msgspec.EncodeError, RecursionError):
+        encode_json(arg_list)  # raises the PayloadError that says what is wrong
+        encode_json(kwarg_dict)
+        raise
+    size = (len(task) if task.isascii() else len(task.encode())) + len(args_json)
+    size += len(kwargs_json)
+    if size > max_bytes:
+        _check_size(task, size, max_bytes)
+    if size > _DEPTH_BYTES:
+        _check_depth_encoded(args_json, kwargs_json)
+    # The cheap proof of exactness, inline for speed (see _plain); the rest gets check_exact.
+    for value in arg_list:
+        if type(value) not in _PLAIN and (type(value) is not float or value - value != 0.0):
+            check_exact(arg_list, kwarg_dict, args_json, kwargs_json, hints)
+            break
+    else:
+        if kwarg_dict and not _plain(kwarg_dict.values()):
+            check_exact(arg_list, kwarg_dict, args_json, kwargs_json, hints)
     fields: dict[str, bytes | str | int] = {
         "version": VERSION,
         "task": task,
-        "args": encode_json(list(args)),
-        "kwargs": encode_json(dict(kwargs)),
+        "args": args_json,
+        "kwargs": kwargs_json,
         "enqueued_at": enqueued_at,
         "attempt": attempt,
     }
-    if signer is not None:
-        fields[SIGNATURE_FIELD] = signer.sign(task, fields["args"], fields["kwargs"])  # type: ignore[arg-type]
     if job_id is not None:
         fields["id"] = job_id
     if history:
         fields["history"] = encode_json(list(history))
-    size = len(fields["args"]) + len(fields["kwargs"])  # type: ignore[arg-type]
-    if size > max_bytes:
-        raise PayloadError(
-            f"job for {task!r} is {size} bytes of arguments, over the {max_bytes}-byte limit; "
-            "store large data elsewhere and pass a reference"
-        )
+    if signer is not None:
+        if queue is None or level is None:
+            raise ConfigurationError("signing a job needs the queue and level it is added to")
+        fields["sig"] = signer.sign(fields, queue, level)
     return fields
 
 
 def envelope_fields(
-    env: Envelope, signer: Signer | None = None, **changes: Any
+    env: Envelope,
+    signer: Signer | None = None,
+    *,
+    queue: str | None = None,
+    level: str | None = None,
+    **changes: Any,
 ) -> dict[str, bytes | str | int]:
-    """Fields of an existing envelope, with some values changed (attempt, history, id)."""
+    """Fields of an existing envelope, with some values changed (attempt, history, id).
+
+    With a signer, pass the ``queue`` and ``level`` the entry will sit in (a retry comes
+    back from the delayed set to the stream it was read from).
+    """
     data = msgspec.structs.asdict(env) | changes
     return encode_fields(
         data["task"],
@@ -109,9 +175,151 @@ def envelope_fields(
         history=data["history"],
         max_bytes=1 << 62,
         signer=signer,
+        queue=queue,
+        level=level,
+        hints=_decoded,
     )
 
 
+def _decoded(key: int | str) -> tuple[str, Any]:
+    # Values decoded from JSON are exact by construction; no hint needed.
+    return str(key), None
+
+
+# -- exactness: what the function receives must equal what the caller passed ---------------------
+def _plain(values: Iterable[Any]) -> bool:
+    """The cheap proof of exactness: only str, int, bool, None and finite floats at the top.
+    Anything else (a container that may hold a set) gets check_exact."""
+    for value in values:
+        t = type(value)
+        if t not in _PLAIN and (t is not float or value - value != 0.0):
+            return False
+    return True
+
+
+def check_exact(
+    args: list[Any],
+    kwargs: dict[str, Any],
+    args_json: bytes,
+    kwargs_json: bytes,
+    hints: HintFor | None,
+) -> None:
+    """Refuse arguments JSON would change silently, naming the first one.
+
+    Cheap for ordinary payloads: one decode and one C-level comparison each. Only when they
+    differ is each argument looked at: tuples are accepted (they arrive as lists, as JSON
+    has it), and a value whose annotated type converts the JSON back to an equal value is
+    accepted (``data: bytes``, ``tags: set[str]``).
+    """
+    if hints is _decoded:
+        return
+    decoded_args = _json_decode(args_json)
+    if decoded_args != args:
+        for i, (value, back) in enumerate(zip(args, decoded_args, strict=True)):
+            _check_value(value, back, *(hints(i) if hints else (f"#{i + 1}", None)))
+    decoded_kwargs = _json_decode(kwargs_json)
+    if decoded_kwargs != kwargs:
+        for name, value in kwargs.items():
+            back = decoded_kwargs.get(name) if type(name) is str else _MISSING
+            _check_value(value, back, *(hints(name) if hints else (repr(name), None)))
+
+
+_MISSING: Final = object()
+
+
+def check_result(value: Any, result_type: Any = None) -> bytes:
+    """The JSON of a task's result, refused when JSON cannot carry it exactly and the
+    return annotation (``result_type``) does not convert it back."""
+    encoded = encode_json(value)
+    if type(value) not in _SCALARS or (type(value) is float and not math.isfinite(value)):
+        if not _depth_ok(encoded):
+            raise PayloadError(f"task result is nested more than {MAX_DEPTH} levels deep")
+        back = _json_decode(encoded)
+        if back != value:
+            _check_value(value, back, "result", result_type, what="task result")
+    return encoded
+
+
+_SCALARS: Final = frozenset({str, int, bool, type(None), float})
+#: Types JSON carries exactly, whatever their value.
+_PLAIN: Final = frozenset({str, int, bool, type(None)})
+
+
+def _check_value(value: Any, back: Any, label: str, hint: Any, *, what: str = "argument") -> None:
+    if back is not _MISSING and _same(value, back):
+        return
+    if hint is not None and back is not _MISSING:
+        try:
+            if msgspec.convert(back, hint, strict=False) == value:
+                return
+        except (msgspec.ValidationError, TypeError, ValueError):
+            pass
+    name = what if what != "argument" else f"argument {label}"
+    raise PayloadError(
+        f"{name} is {_describe(value)}, which JSON cannot carry exactly (it would arrive as "
+        f"{_describe(back) if back is not _MISSING else 'something else'}); pass a JSON value "
+        "(str, int, finite float, bool, None, list, dict with str keys), or annotate the "
+        "type (e.g. `data: bytes`, `tags: set[str]`, `-> bytes`) so it is converted back"
+    )
+
+
+def _same(value: Any, back: Any) -> bool:
+    """Equal after a JSON round trip, counting a tuple equal to the list it becomes."""
+    if isinstance(value, tuple | list):
+        return (
+            type(back) is list
+            and len(back) == len(value)
+            and all(_same(v, b) for v, b in zip(value, back, strict=True))
+        )
+    if isinstance(value, dict):
+        return (
+            type(back) is dict
+            and all(type(k) is str or isinstance(k, str) for k in value)
+            and value.keys() == back.keys()
+            and all(_same(v, back[k]) for k, v in value.items())
+        )
+    return bool(type(back) is not list and type(back) is not dict and value == back)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        odd = [k for k in value if not isinstance(k, str)]
+        if odd:
+            return f"a dict with a {type(odd[0]).__name__} key ({odd[0]!r})"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+_JSON_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_INNERMOST_PAIR: Final = re.compile(rb"[\[{][\]}]")
+_NOT_BRACKET: Final = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _depth_ok(raw: bytes) -> bool:
+    """True unless the JSON nests more than MAX_DEPTH arrays/objects.
+
+    Free for ordinary payloads (few brackets); otherwise strings are cut out and each round
+    removes every innermost bracket pair, so MAX_DEPTH rounds of C-speed scans decide.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return True
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
+    for _ in range(MAX_DEPTH):
+        brackets = _INNERMOST_PAIR.sub(b"", brackets)
+        if not brackets:
+            return True
+    return False
+
+
+def _check_depth_encoded(args_json: bytes, kwargs_json: bytes) -> None:
+    # args is itself an array: its items may nest MAX_DEPTH - 1 levels, as decode_fields has it.
+    if not _depth_ok(args_json) or not _depth_ok(kwargs_json):
+        raise PayloadError(f"arguments are nested more than {MAX_DEPTH} levels deep")
+
+
+# -- decoding ------------------------------------------------------------------------------------
 def _text(fields: Mapping[bytes, bytes], name: str) -> str:
     raw = fields.get(name.encode())
     if raw is None:
@@ -126,10 +334,9 @@ def _int(fields: Mapping[bytes, bytes], name: str, default: int) -> int:
     raw = fields.get(name.encode())
     if raw is None:
         return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise PayloadError(f"field {name!r} is not an integer: {raw[:40]!r}") from exc
+    if len(raw) > 20 or not raw.lstrip(b"-").isdigit() or not raw.isascii():
+        raise PayloadError(f"field {name!r} is not an integer: {raw[:40]!r}")
+    return int(raw)
 
 
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
@@ -144,11 +351,32 @@ def _json_field(
         raise PayloadError(f"field {name!r} is not {expected}: {exc}") from exc
 
 
+def _job_id(fields: Mapping[bytes, bytes]) -> str | None:
+    raw = fields.get(b"id")
+    if raw is None:
+        return None
+    if len(raw) > MAX_JOB_ID:
+        raise PayloadError(f"field 'id' is {len(raw)} bytes long, over {MAX_JOB_ID}")
+    job_id = _text(fields, "id")
+    try:
+        parse_job_id(job_id)
+    except ConfigurationError as exc:
+        raise PayloadError(f"field 'id' is not a job id: {job_id[:80]!r}") from exc
+    return job_id
+
+
 def decode_fields(fields: Mapping[bytes, bytes], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
-    """Read a stream entry into an Envelope, or raise PayloadError saying what is wrong."""
+    """Read a stream entry into an Envelope, or raise PayloadError saying what is wrong.
+
+    The size rule is the producer's (task name and arguments <= ``max_bytes``), and the
+    whole entry may be at most ENTRY_OVERHEAD larger.
+    """
     size = sum(map(len, fields.values())) + sum(map(len, fields))
-    if size > max_bytes:
-        raise PayloadError(f"entry is {size} bytes, over the {max_bytes}-byte limit")
+    if size > max_bytes + ENTRY_OVERHEAD:
+        raise PayloadError(
+            f"entry is {size} bytes, over the {max_bytes + ENTRY_OVERHEAD}-byte limit "
+            f"({max_bytes} for the task name and arguments, {ENTRY_OVERHEAD} for the rest)"
+        )
     version = _int(fields, "version", VERSION)
     if version != VERSION:
         raise PayloadError(f"unsupported envelope version {version} (this worker reads {VERSION})")
@@ -156,6 +384,8 @@ def decode_fields(fields: Mapping[bytes, bytes], *, max_bytes: int = DEFAULT_MAX
         if name.encode() not in fields:
             raise PayloadError(f"missing field {name!r}")
     task = _text(fields, "task")
+    args_size = payload_size(fields[b"task"], fields[b"args"], fields[b"kwargs"])
+    _check_size(task, args_size, max_bytes)
     args = _json_field(fields, "args", _args_decode, "a JSON array")
     kwargs = _json_field(fields, "kwargs", _kwargs_decode, "a JSON object")
     _check_depth(fields[b"args"], args)
@@ -163,7 +393,7 @@ def decode_fields(fields: Mapping[bytes, bytes], *, max_bytes: int = DEFAULT_MAX
     history: list[dict[str, Any]] = []
     if b"history" in fields:
         history = _json_field(fields, "history", _history_decode, "a JSON array of objects")
-    job_id = _text(fields, "id") if b"id" in fields else None
+    job_id = _job_id(fields)
     attempt = _int(fields, "attempt", 1)
     if attempt < 1:
         raise PayloadError(f"field 'attempt' must be >= 1, not {attempt}")
@@ -216,11 +446,16 @@ _record_encode = msgspec.json.Encoder().encode
 _record_decode = msgspec.json.Decoder(JobRecord).decode
 
 
-def encode_record(record: JobRecord) -> bytes:
-    try:
-        return _record_encode(record)
-    except (TypeError, msgspec.EncodeError) as exc:
-        raise PayloadError(f"task result is not JSON-serializable: {exc}") from exc
+def encode_record(record: JobRecord, result_type: Any = None) -> bytes:
+    """The record as stored. A result JSON cannot carry exactly raises PayloadError, unless
+    ``result_type`` (the task's return annotation) converts it back (``-> bytes``)."""
+    if record.result is not None:
+        try:
+            raw = check_result(record.result, result_type)
+        except PayloadError as exc:
+            raise PayloadError(str(exc).replace("value is not", "task result is not")) from exc
+        record = msgspec.structs.replace(record, result=msgspec.Raw(raw))
+    return _record_encode(record)
 
 
 def decode_record(data: bytes) -> JobRecord:
