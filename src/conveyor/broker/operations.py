@@ -210,6 +210,18 @@ def dead(
     )
 
 
+def reject(
+    keys: QueueKeys, consumer: str, d: Delivery, fields: Iterable[tuple[str, bytes | str]]
+) -> Call[str | None]:
+    """End a delivery into the dead stream without touching any job record."""
+    args: list[Arg] = [GROUP, consumer, d.entry_id]
+    for name, value in fields:
+        args += (name, value)
+    return run_script(
+        "reject", [keys.stream(d.level), keys.dead], args, lambda r: text(r) if r else None
+    )
+
+
 def requeue(
     keys: QueueKeys, consumer: str, d: Delivery, job_id: str, fields: Mapping[str, Arg]
 ) -> Call[str | None]:

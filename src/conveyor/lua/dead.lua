@@ -1,8 +1,9 @@
 -- dead: end a delivery for good, moving the job to the dead-letter stream with its reason.
 -- @flags allow-oom
 -- KEYS[1] ready stream, KEYS[2] dead stream, KEYS[3] job record
--- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry_id, ARGV[4] record_json, ARGV[5] ttl_ms,
--- ARGV[6] done channel, ARGV[7..] dead entry fields (field, value, ...)
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry_id, ARGV[4] record_json, ARGV[5] ttl_ms
+-- (0 deletes the record: an ended job's record always expires), ARGV[6] done channel,
+-- ARGV[7..] dead entry fields (field, value, ...)
 -- returns the dead entry id, or false when the consumer no longer owns the entry
 -- @include owner
 if not owns(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return false end
@@ -12,7 +13,7 @@ local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   redis.call('SET', KEYS[3], ARGV[4], 'PX', ttl)
 else
-  redis.call('SET', KEYS[3], ARGV[4])
+  redis.call('DEL', KEYS[3])
 end
 redis.call('PUBLISH', ARGV[6], KEYS[3])
 return dead_id

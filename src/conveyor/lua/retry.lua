@@ -1,4 +1,6 @@
--- retry: end a failed delivery and park the job in the delayed set until its backoff is over.
+-- retry: end a delivery and park the job in the delayed set until its delay is over: a
+-- failed attempt's backoff, or a bounce of a job for a task this worker does not register
+-- (a rolling deploy: it comes back as a new entry, for whichever worker reads it next).
 -- @flags allow-oom
 -- KEYS[1] ready stream the job was read from, KEYS[2] delayed zset, KEYS[3] payloads hash,
 -- KEYS[4] job record

@@ -35,6 +35,11 @@ class Completer:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="conveyor-completer")
 
+    def on_exit(self, callback: Callable[[asyncio.Task[None]], None]) -> None:
+        """Call ``callback`` when the completer's task ends (a crash unless it was closed)."""
+        if self._task is not None:
+            self._task.add_done_callback(callback)
+
     def submit(
         self, queue: str, completion: operations.Completion, on_done: Callable[[bool], None]
     ) -> None:

@@ -1,8 +1,12 @@
-"""Runs one job's function: a coroutine on the loop, a sync function in a thread pool.
+"""Runs one job's function: a coroutine on the loop, a sync function on a task thread.
 
 A sync task never blocks the event loop, so fetching, acking and heartbeats keep going while
 it runs. Timeouts stop waiting for a thread (Python cannot kill one); its late outcome is
-discarded, since the job was already retried or dead-lettered.
+discarded, since the job was already retried or dead-lettered (see threads.py).
+
+Whatever a task raises, ``SystemExit``, ``KeyboardInterrupt`` and other BaseExceptions
+included, is that job's failure: a task cannot end its slot or the worker process. Only a
+cancellation of the slot itself (the worker stopping) passes through.
 """
 
 from __future__ import annotations
@@ -12,13 +16,13 @@ import contextvars
 import functools
 import traceback
 from collections.abc import Callable, Coroutine, Generator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from ..context import JobContext, _current
 from ..errors import TaskTimeout
 from ..task import Task
+from .threads import TaskThreads
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +31,15 @@ class Outcome:
     value: Any = None
     error: str | None = None
     traceback: str | None = None
+    #: a failure that can never succeed (a result JSON cannot carry): dead at once, no retry
+    final: bool = False
+    #: the dead-letter reason when not the usual "failed"
+    reason: str | None = None
 
 
 class Executor:
-    def __init__(self, threads: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="conveyor-task")
+    def __init__(self, threads: TaskThreads[Outcome]) -> None:
+        self.threads = threads
         #: set by the worker before it cancels jobs still running at shutdown; until then a
         #: CancelledError out of a task is the task's own failure, not the worker's stop
         self.stopping = False
@@ -46,20 +54,30 @@ class Executor:
                 if timeout is None:
                     return await OwnContext(run)
                 return await asyncio.wait_for(run, timeout)  # a task, with a context copy
-            loop = asyncio.get_running_loop()
             call = functools.partial(_run_sync, task.fn, args, kwargs, job)
-            future = loop.run_in_executor(self._pool, call)
-            return await (future if timeout is None else asyncio.wait_for(future, timeout))
+            return await self.threads.run(call, timeout, f"{task.name} ({job.id})")
         except asyncio.TimeoutError:
             exc = TaskTimeout(f"task {task.name} ran longer than its timeout of {timeout} s")
             return Outcome(False, error=_describe(exc))
         except asyncio.CancelledError as exc:
-            if self.stopping:
+            if self.stopping or _slot_cancelled():
                 raise
             return _failure(exc)  # e.g. it awaited something another task cancelled
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.threads.shutdown()
+
+
+def _slot_cancelled() -> bool:
+    """True when the asyncio task running the job (its slot) was asked to stop.
+
+    A CancelledError the job raised or caught from something it awaited is its failure; one
+    aimed at the slot (the worker stopping, asyncio.run cleaning up after a crash) must end
+    the slot, so that its job is handed back instead of dead-lettered as a failure.
+    """
+    current = asyncio.current_task()
+    cancelling = getattr(current, "cancelling", None)  # Python 3.11+
+    return bool(cancelling is not None and cancelling() > 0)
 
 
 class OwnContext:
@@ -111,7 +129,7 @@ def _run_sync(
     token = _current.set(job)  # pool threads are reused: reset after the call
     try:
         return Outcome(True, fn(*args, **kwargs))
-    except Exception as exc:  # a task's failure is data, not a crash of the worker
+    except BaseException as exc:  # SystemExit included: a task's failure is data, not a crash
         return _failure(exc)
     finally:
         _current.reset(token)
@@ -123,5 +141,7 @@ async def _run_async(
     _current.set(job)  # in the job's own context (OwnContext, or wait_for's task)
     try:
         return Outcome(True, await fn(*args, **kwargs))
-    except Exception as exc:
+    except asyncio.CancelledError:
+        raise  # Executor.run tells the job's own cancellation from the slot's
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit, GeneratorExit included
         return _failure(exc)

@@ -15,6 +15,8 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
 from ..broker import Broker, command, operations, run_script
 from ..keys import QueueKeys, worker_key, workers_key
@@ -58,6 +60,8 @@ class LeaseKeeper(threading.Thread):
         namespace: str,
         pel_limit: int,
         queues: tuple[str, ...],
+        *,
+        info: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(name="conveyor-lease", daemon=True)
         self.broker = broker
@@ -68,6 +72,8 @@ class LeaseKeeper(threading.Thread):
         self.namespace = namespace
         self.pel_limit = pel_limit
         self.queues = queues
+        #: more to show in the registry (task names, stuck threads), read at each beat
+        self.info = info
         self._stop_event = threading.Event()
         self.started_at = int(time.time() * 1000)
         self.renewals = 0
@@ -98,6 +104,7 @@ class LeaseKeeper(threading.Thread):
                 "queues": list(self.queues),
                 "started_at": self.started_at,
                 "held": self.held.count(),
+                **(self.info() if self.info is not None else {}),
             }
         )
         calls.append(

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..broker.operations import Delivery
 from ..wire import Envelope, JobRecord, encode_json, encode_record
 
 TRACEBACK_LIMIT = 8000
+#: Attempts kept in a job's history, newest last: a retry must never outgrow the size limit
+#: its first attempt met, so the history is bounded in count and in size.
+HISTORY_KEEP = 10
+#: Characters of each attempt's error kept in the history (the dead record keeps it whole).
+HISTORY_ERROR_CHARS = 1000
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def done_record(env: Envelope, result: Any, worker: str) -> bytes:
+def done_record(env: Envelope, result: Any, worker: str, result_type: Any = None) -> bytes:
+    """The record of a job that succeeded; PayloadError when JSON cannot carry its result
+    (``result_type``, the task's return annotation, says how to convert one back)."""
     return encode_record(
         JobRecord(
             state="done",
@@ -25,18 +32,50 @@ def done_record(env: Envelope, result: Any, worker: str) -> bytes:
             finished_at=now_ms(),
             worker=worker,
             task=env.task,
-        )
+        ),
+        result_type,
     )
 
 
 def attempt_entry(env: Envelope, error: str, worker: str) -> dict[str, Any]:
-    return {"attempt": env.attempt, "error": error, "at": now_ms(), "worker": worker}
+    return {
+        "attempt": env.attempt,
+        "error": clip_error(error),
+        "at": now_ms(),
+        "worker": worker,
+    }
+
+
+def clip_error(error: str) -> str:
+    if len(error) <= HISTORY_ERROR_CHARS:
+        return error
+    half = (HISTORY_ERROR_CHARS - 5) // 2
+    return error[:half] + " ... " + error[-half:]
+
+
+def next_history(env: Envelope, error: str, worker: str) -> list[dict[str, Any]]:
+    """The history a job carries after this failed attempt: the last HISTORY_KEEP attempts,
+    each error clipped (older entries written by another version are clipped too)."""
+    kept = [*env.history[-(HISTORY_KEEP - 1) :], attempt_entry(env, error, worker)]
+    return [_clipped(entry) for entry in kept]
+
+
+def _clipped(entry: dict[str, Any]) -> dict[str, Any]:
+    error = entry.get("error")
+    if isinstance(error, str) and len(error) > HISTORY_ERROR_CHARS:
+        return {**entry, "error": clip_error(error)}
+    return entry
 
 
 def retry_record(env: Envelope, error: str) -> bytes:
     return encode_record(
         JobRecord(state="retrying", attempt=env.attempt, error=error, task=env.task)
     )
+
+
+def scheduled_record(env: Envelope) -> bytes:
+    """A job waiting in the delayed set for another worker (status reads its due time)."""
+    return encode_record(JobRecord(state="scheduled", attempt=env.attempt, task=env.task))
 
 
 def dead_record(
@@ -69,7 +108,7 @@ def dead_fields(
     reason: str,
     error: str | None,
     traceback: str | None,
-    history: list[Mapping[str, Any]] | None,
+    history: Sequence[Mapping[str, Any]] | None,
     worker: str,
 ) -> list[tuple[str, bytes | str]]:
     """The dead-letter entry: the original fields untouched, then why and where it died."""

@@ -1,13 +1,16 @@
-"""Ending a delivery that did not succeed: a retry through the delayed set, or dead letters.
+"""Ending a delivery that did not succeed: a retry through the delayed set, dead letters, a
+bounce back for another worker, or a rejection that touches no record.
 
-Each ending is one script (retry.lua, dead.lua) that first checks this worker still owns
-the entry; connection errors are retried, since a transition that did not run can run again.
+Each ending is one script (retry.lua, dead.lua, bounce.lua, reject.lua) that first checks
+this worker still owns the entry; connection errors are retried, since a transition that did
+not run can run again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from ..backoff import Backoff
@@ -17,7 +20,7 @@ from ..errors import ConnectionFailed
 from ..keys import QueueKeys
 from ..producer import delayed_payload
 from ..settings import TaskOptions
-from ..signing import Signer
+from ..signing import Signer, resign
 from ..task import Task
 from ..wire import Envelope, envelope_fields
 from . import outcomes
@@ -40,22 +43,35 @@ class Transitions:
         consumer: str,
         signer: Signer | None,
         counts: dict[str, int],
+        *,
+        bounce_delay: float = 1.0,
+        unknown_task_wait: float = 90.0,
     ) -> None:
         self.broker = broker
         self.keys = keys
         self.consumer = consumer
         self.signer = signer
         self.counts = counts
+        #: how long a job for a task this worker lacks waits in the delayed set per bounce
+        self.bounce_delay = bounce_delay
+        #: how long no live worker may register a task before its jobs are dead-lettered
+        self.unknown_task_wait = unknown_task_wait
 
     async def failed(
         self, d: Delivery, env: Envelope, task: Task[Any, Any], job_id: str, outcome: Outcome
     ) -> None:
         error = outcome.error or "unknown error"
-        history = [*env.history, outcomes.attempt_entry(env, error, self.consumer)]
-        if env.attempt <= task.options.retries:
+        history = outcomes.next_history(env, error, self.consumer)
+        if env.attempt <= task.options.retries and not outcome.final:
             delay = task.options.backoff.delay(env.attempt)
             fields = envelope_fields(
-                env, self.signer, attempt=env.attempt + 1, id=job_id, history=history
+                env,
+                self.signer,
+                queue=d.queue,
+                level=d.level,
+                attempt=env.attempt + 1,
+                id=job_id,
+                history=history,
             )
             ok = await self.call(
                 operations.retry(
@@ -83,7 +99,7 @@ class Transitions:
             d,
             job_id,
             env,
-            "failed",
+            outcome.reason or "failed",
             error,
             traceback=outcome.traceback,
             history=history,
@@ -126,8 +142,64 @@ class Transitions:
         log.warning("job %s moved to the dead-letter stream (%s): %s", job_id, reason, error)
         self.count("dead" if dead_id else "lost", job_id)
 
+    async def reject(self, d: Delivery, job_id: str, reason: str, error: str) -> None:
+        """Dead-letter an entry that must not touch a record (its id may name another job)."""
+        fields = outcomes.dead_fields(
+            d,
+            job_id=job_id,
+            reason=reason,
+            error=error,
+            traceback=None,
+            history=None,
+            worker=self.consumer,
+        )
+        dead_id = await self.call(operations.reject(self.keys[d.queue], self.consumer, d, fields))
+        log.warning("entry %s/%s rejected (%s): %s", d.queue, d.entry_id, reason, error)
+        self.count("dead" if dead_id else "lost", job_id)
+
+    async def bounce(
+        self, d: Delivery, env: Envelope, job_id: str, *, registered: bool, known: str
+    ) -> None:
+        """Hand a job of a task this worker lacks back for another worker (retry.lua).
+
+        It waits a short delay in the delayed set (no busy loop) and comes back as a new
+        entry with the same attempt, so neither an attempt nor a delivery is counted. While
+        no live worker registers the task, each bounce is counted in the ``bounces`` field;
+        after ``unknown_task_wait`` worth of them the job is dead-lettered.
+        """
+        bounces = _int_field(d.fields, b"bounces") + 1 if not registered else 0
+        if bounces > max(1, round(self.unknown_task_wait / self.bounce_delay)):
+            error = (
+                f"unknown task {env.task!r}: no live worker of this namespace registers it "
+                f"(this one knows: {known}); deploy a worker that does, then replay this job"
+            )
+            await self.dead(d, job_id, env, "unknown_task", error)
+            return
+        fields = envelope_fields(env, None, id=job_id)
+        if bounces:
+            fields["bounces"] = bounces
+        fields = resign(fields, self.signer, d.queue, d.level)
+        ok = await self.call(
+            operations.retry(
+                self.keys[d.queue],
+                self.consumer,
+                d,
+                job_id,
+                delayed_payload(fields, d.level),
+                int(self.bounce_delay * 1000),
+                outcomes.scheduled_record(env),
+            )
+        )
+        log.info(
+            "job %s is for task %r, which this worker does not register; handed back %s",
+            job_id,
+            env.task,
+            "for a worker that does" if registered else "in case a worker that does starts",
+        )
+        self.count("bounced" if ok else "lost", job_id)
+
     def count(self, what: str, job_id: str) -> None:
-        self.counts[what] += 1
+        self.counts[what] = self.counts.get(what, 0) + 1
         if what == "lost":
             log.warning("job %s: lease lost before it ended here; another worker has it", job_id)
 
@@ -142,3 +214,10 @@ class Transitions:
                 delay = RECONNECT.delay(failures)
                 log.warning("Redis unreachable, retrying in %.2fs: %s", delay, exc)
                 await asyncio.sleep(delay)
+
+
+def _int_field(fields: Mapping[bytes, bytes], name: bytes) -> int:
+    try:
+        return max(0, int(fields.get(name, b"0")))
+    except ValueError:
+        return 0

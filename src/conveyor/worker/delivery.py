@@ -1,0 +1,150 @@
+"""Runs one delivery to its end: checks, the task itself, and the transition that ends it.
+
+Every path ends the delivery with exactly one script: the batched ack (completer.py), a
+retry, dead letters, a bounce back for another worker, or a rejection that touches no
+record. A job keeps its id through every move, so its record is the one that ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ..broker import command
+from ..broker.operations import Completion, Delivery
+from ..context import JobContext
+from ..errors import ConfigurationError, PayloadError
+from ..keys import job_id_for, parse_job_id
+from ..wire import decode_fields, decode_record
+from . import outcomes
+from .executor import Outcome
+from .transitions import DEFAULTS
+
+if TYPE_CHECKING:
+    from .runtime import Worker
+
+log = logging.getLogger("conveyor.worker")
+
+#: A job id longer than this in an entry's ``id`` field is not trusted to name a record.
+MAX_JOB_ID = 200
+#: Record states after which a job never runs again.
+ENDED = frozenset({"done", "dead", "cancelled"})
+
+
+def entry_job_id(d: Delivery) -> str:
+    """The job's id: the entry's ``id`` field when it is a valid id of this queue, else the
+    id the entry itself gives the job. Used where the envelope could not be decoded."""
+    raw = d.fields.get(b"id")
+    if raw is not None and 0 < len(raw) <= MAX_JOB_ID:
+        try:
+            job_id = raw.decode()
+            if parse_job_id(job_id).queue == d.queue:
+                return job_id
+        except (UnicodeDecodeError, ConfigurationError):
+            pass
+    return job_id_for(d.queue, d.level, d.entry_id)
+
+
+class DeliveryRunner:
+    """What a slot does with one delivery (the Worker holds the shared state)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.w = worker
+
+    async def process(self, d: Delivery) -> None:
+        acking = False
+        try:
+            acking = await self.handle(d)
+        finally:
+            if not acking:
+                self.w.held.discard(d.queue, d.level, d.entry_id)
+
+    async def handle(self, d: Delivery) -> bool:
+        """Run one delivery to its end; True when its ack was handed to the completer.
+
+        A successful job frees its slot as soon as its function returns: the batched ack
+        runs behind it, overlapping the next fetch, and the lease is kept until it lands.
+        """
+        w = self.w
+        transitions = w.transitions
+        signer = w.app.signer
+        if signer is not None and not signer.verify(d.fields, d.queue, d.level):
+            reason = "entry is not signed with any of this app's keys for this queue and level"
+            await transitions.reject(d, entry_job_id(d), "bad_signature", reason)
+            return False
+        try:
+            env = decode_fields(d.fields, max_bytes=w.settings.max_payload_bytes)
+        except PayloadError as exc:
+            await transitions.dead(d, entry_job_id(d), None, "malformed", f"malformed job: {exc}")
+            return False
+        job_id = env.id or job_id_for(d.queue, d.level, d.entry_id)
+        if signer is not None and env.id is not None and await self._ended(d.queue, job_id):
+            await transitions.reject(
+                d,
+                job_id,
+                "replayed_ended_job",
+                f"a signed copy of job {job_id}, which already ended, was read again; "
+                "it was not run (replay it from the dead letters to run it on purpose)",
+            )
+            return False
+        task = w.app.tasks.get(env.task)
+        limit = task.options.max_deliveries if task else DEFAULTS.max_deliveries
+        if d.deliveries > limit:
+            await transitions.dead(
+                d,
+                job_id,
+                env,
+                "max_deliveries",
+                f"delivered {d.deliveries} times without finishing (max_deliveries={limit}); "
+                "its worker probably crashed or was killed while running it",
+            )
+            return False
+        if task is None:
+            registered = await w.live_tasks.registers(env.task, d.queue)
+            known = ", ".join(sorted(w.app.tasks)) or "none"
+            await transitions.bounce(d, env, job_id, registered=registered, known=known)
+            return False
+        try:
+            args, kwargs = task.bind(env.args, env.kwargs)
+        except PayloadError as exc:
+            await transitions.dead(d, job_id, env, "bad_arguments", str(exc))
+            return False
+        log.debug("running %s %s args=%r kwargs=%r", task.name, job_id, args, kwargs)
+        job = JobContext(job_id, task.name, d.queue, env.attempt, d.deliveries, w.consumer)
+        started = time.perf_counter()
+        outcome = await w.executor.run(task, args, kwargs, job)
+        w.job_took(time.perf_counter() - started)
+        if outcome.ok:
+            try:
+                record = outcomes.done_record(env, outcome.value, w.consumer, task.result_type)
+            except PayloadError as exc:
+                # Running it again returns the same kind of value: fail now, without retries.
+                error = f"the task's result cannot be stored as JSON: {exc}"
+                outcome = Outcome(False, error=error, final=True, reason="bad_result")
+            else:
+                ttl = int(task.options.result_ttl * 1000)
+                w.completer.submit(
+                    d.queue,
+                    Completion(d.level, d.entry_id, job_id, record, ttl),
+                    lambda stored: self._acked(d, job_id, stored),
+                )
+                return True
+        await transitions.failed(d, env, task, job_id, outcome)
+        return False
+
+    async def _ended(self, queue: str, job_id: str) -> bool:
+        """Whether the job's record says it ended (one GET, only for signed moved jobs)."""
+        raw: bytes | None = await self.w.transitions.call(
+            command("GET", self.w.keys[queue].record(job_id))
+        )
+        if not raw:
+            return False
+        try:
+            return decode_record(raw).state in ENDED
+        except Exception:  # an unreadable record is no proof the job ended
+            return False
+
+    def _acked(self, d: Delivery, job_id: str, stored: bool) -> None:
+        self.w.held.discard(d.queue, d.level, d.entry_id)
+        self.w.transitions.count("done" if stored else "lost", job_id)

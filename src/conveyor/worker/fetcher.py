@@ -1,0 +1,143 @@
+"""The fetch loop: read jobs for free slots and a small prefetch buffer, most urgent first.
+
+Jobs are read with XREADGROUP (COUNT = free slots) through the fetch script, which drains
+higher priority levels first; when nothing is ready the loop blocks on all the worker's
+streams at once, on a connection of its own that stop() can unblock at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import redis
+
+from ..broker import Broker, command, operations
+from ..broker.operations import Delivery
+from ..errors import ConnectionFailed
+from .transitions import RECONNECT
+
+if TYPE_CHECKING:
+    from .runtime import Worker
+
+log = logging.getLogger("conveyor.worker")
+
+#: An adaptive prefetch buffer holds at most about this much work, at the recent mean job
+#: time (see WorkerSettings.prefetch): enough to cover a fetch's round trip behind other
+#: workers' calls, too little to sit on jobs an idle worker could start.
+PREFETCH_SECONDS = 0.05
+
+
+class Fetcher:
+    def __init__(self, worker: Worker) -> None:
+        self.w = worker
+        # Mean run time of recent jobs; starts long, so little or nothing is prefetched
+        # until jobs have shown they are short.
+        self.mean_job_seconds = 1.0
+        options = worker.broker.options
+        self._blocker = Broker(
+            worker.broker.url,
+            replace(options, extra={**options.extra, "single_connection_client": True}),
+        )
+        self._blocker_id: int | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    def job_took(self, seconds: float) -> None:
+        self.mean_job_seconds += 0.1 * (seconds - self.mean_job_seconds)
+
+    def _worth_fetching(self, free: int) -> bool:
+        """Fetch at once for an idle slot; top up the prefetch buffer only in batches.
+
+        Without this, every finished job would trigger a fetch of one job.
+        """
+        w = self.w
+        idle = len(w.running) < w.settings.concurrency and not w.handoff
+        return idle or free >= max(1, self.prefetch_limit() // 4)
+
+    def prefetch_limit(self) -> int:
+        fixed = self.w.settings.prefetch
+        if fixed is not None:
+            return fixed
+        slots = self.w.settings.concurrency
+        worth = int(PREFETCH_SECONDS * slots / self.mean_job_seconds)
+        return min(worth, max(16 * slots, 256))
+
+    def free_slots(self) -> int:
+        """How many more jobs to fetch: free slots plus room in the prefetch buffer."""
+        w = self.w
+        capacity = w.settings.concurrency + self.prefetch_limit()
+        return capacity - len(w.running) - len(w.handoff)
+
+    async def loop(self) -> None:
+        w = self.w
+        turn = 0
+        queues = list(w.keys)
+        failures = 0
+        while not w.stopping.is_set():
+            free = self.free_slots()
+            if free <= 0 or not self._worth_fetching(free):
+                w.slot_free.clear()
+                await w.slot_free.wait()
+                continue
+            try:
+                got: list[Delivery] = []
+                for i in range(len(queues)):
+                    keys = w.keys[queues[(turn + i) % len(queues)]]
+                    batch = await w.broker.acall(
+                        operations.fetch(keys, w.consumer, free - len(got))
+                    )
+                    got.extend(batch)
+                    if len(got) >= free:
+                        break
+                turn += 1
+                if not got:
+                    if self._blocker_id is None:
+                        self._blocker_id = await self._blocker.acall(
+                            command("CLIENT", "ID", parse=int)
+                        )
+                    if w.stopping.is_set():
+                        break
+                    got = await self._blocker.acall(
+                        operations.block_read(w.streams, w.consumer, 1, w.settings.block_ms)
+                    )
+                failures = 0
+            except ConnectionFailed as exc:
+                self._blocker_id = None
+                failures += 1
+                delay = RECONNECT.delay(failures)
+                log.warning("Redis unreachable, retrying in %.2fs: %s", delay, exc)
+                await self._pause(delay)
+                continue
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("consumer group missing (stream deleted?); creating it again")
+                await w.ensure_groups()
+                continue
+            for d in got:
+                w.dispatch(d)
+            await asyncio.sleep(0)  # let the slots start on these before the next fetch
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.w.stopping.wait(), seconds)
+
+    def unblock(self) -> None:
+        """End a blocking read now (CLIENT UNBLOCK from the main connection)."""
+        if self._blocker_id is not None:
+            blocker, self._blocker_id = self._blocker_id, None
+            task = asyncio.get_running_loop().create_task(self._unblock(blocker))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _unblock(self, client_id: int) -> None:
+        try:
+            await self.w.broker.acall(command("CLIENT", "UNBLOCK", client_id))
+        except Exception as exc:
+            log.debug("could not unblock the fetch connection: %s", exc)
+
+    async def close(self) -> None:
+        await self._blocker.aclose()

@@ -1,0 +1,76 @@
+"""Stopping a worker: hand back what it holds, so no job waits for a lease timeout.
+
+Jobs not started yet and jobs still running after the grace period go back to their stream
+at once (requeue.lua), never to the dead letters: being interrupted is not a failure. A job
+whose slot died under it stays in the PEL instead (it may be what killed the slot): another
+worker reclaims it after one lease timeout, and max_deliveries bounds how often that repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..broker import operations, text
+from ..broker.operations import Delivery
+from ..keys import job_id_for
+from ..signing import resign
+from .cancellation import cancel_and_wait
+
+if TYPE_CHECKING:
+    from .runtime import Worker
+
+log = logging.getLogger("conveyor.worker")
+
+
+async def shut_down(w: Worker) -> None:
+    grace = w.settings.shutdown_grace
+    w.handoff.close()
+    await w.maintenance.stop()  # no reclaim may hand out more work from here on
+    for d in w.handoff.leftovers():
+        await requeue(w, d)
+    if w.running:
+        log.info("waiting up to %.1fs for %d running job(s)", grace, len(w.running))
+    pending: set[asyncio.Task[None]] = set()
+    live = [t for t in w.slots if not t.done()]
+    if live:
+        _, pending = await asyncio.wait(live, timeout=grace)
+    busy = [n for n, t in enumerate(w.slots) if t in pending and n in w.running]
+    unfinished = [w.running[n] for n in busy]
+    w.executor.stopping = True
+    await cancel_and_wait(pending)
+    await w.completer.close(timeout=max(grace, 5.0))
+    for d in unfinished:
+        await requeue(w, d)
+    if w.lease is not None:
+        w.lease.stop()
+        w.lease.join(timeout=5)
+    retired = True
+    for keys in w.keys.values():
+        retired &= await w.transitions.call(operations.retire(keys, w.consumer))
+    if w.lease is not None:
+        w.lease.unregister()
+    w.executor.shutdown()
+    await w.fetcher.close()
+    log.info(
+        "worker %s stopped (%s)%s",
+        w.consumer,
+        ", ".join(f"{k} {v}" for k, v in w.counts.items()),
+        "" if retired else "; it still holds pending jobs, which will be reclaimed",
+    )
+
+
+async def requeue(w: Worker, d: Delivery) -> None:
+    """Give an unfinished job back to its stream now, so any worker can run it at once."""
+    job_id = job_id_for(d.queue, d.level, d.entry_id)
+    fields: dict[str, Any] = {k.decode(errors="replace"): v for k, v in d.fields.items()}
+    if "id" not in fields:
+        # A changed entry needs a fresh signature (it goes back to the same queue and level).
+        fields = resign({**fields, "id": job_id}, w.app.signer, d.queue, d.level)
+    new_id = await w.transitions.call(
+        operations.requeue(w.keys[d.queue], w.consumer, d, text(fields["id"]), fields)
+    )
+    w.held.discard(d.queue, d.level, d.entry_id)
+    if new_id:
+        log.info("requeued unfinished job %s", text(fields["id"]))
