@@ -444,3 +444,88 @@ def test_connection_failed_message_hides_the_password() -> None:
     assert "s3cret" not in str(info.value)
     assert "127.0.0.1:1" in str(info.value)
     dead.close()
+
+
+def test_a_payload_exactly_at_the_limit_is_enqueued_and_runs_one_byte_over_is_refused(
+    app: Conveyor, r: redis.Redis, namespace: str
+) -> None:
+    # Issue 8, item 2: the producer counted args + kwargs and the worker the whole entry,
+    # so a payload at the producer's limit was accepted and then dead-lettered as malformed.
+    # Both now count the same bytes: task name + JSON args + JSON kwargs <= max_bytes.
+    from tests.conftest import worker_thread
+
+    @app.task(name="fit")
+    def fit(blob: str) -> int:
+        return len(blob)
+
+    limit = app.max_payload_bytes
+    filler = limit - len("fit") - len('[""]') - len("{}")
+    job = fit.enqueue("x" * filler)
+    with worker_thread(app):
+        assert job.result(timeout=30) == filler
+    assert r.xlen(app.keys("default").dead) == 0
+    with pytest.raises(PayloadError, match=f"{limit + 1} bytes of task name and arguments"):
+        fit.enqueue("x" * (filler + 1))
+
+
+@pytest.mark.parametrize(
+    "delay",
+    [float("nan"), float("inf"), float("-inf"), 1e300, timedelta.max],
+)
+def test_enqueue_in_with_a_delay_that_is_not_a_finite_time_is_a_clear_error(
+    app: Conveyor, r: redis.Redis, namespace: str, delay: float | timedelta
+) -> None:
+    # nan raised ValueError and inf OverflowError from int(); now both say what to pass.
+    @app.task
+    def work() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="delay must be a finite number of seconds"):
+        work.enqueue_in(delay)
+    assert key_count(r, namespace) == 0
+
+
+@pytest.mark.parametrize("when", [float("nan"), float("inf"), -5.0, "soon"])
+def test_enqueue_at_with_a_time_that_is_not_a_finite_timestamp_is_a_clear_error(
+    app: Conveyor, when: float
+) -> None:
+    @app.task
+    def work() -> None: ...
+
+    with pytest.raises(ConfigurationError, match=r"finite UNIX timestamp|datetime"):
+        work.enqueue_at(when)
+
+
+def test_a_negative_delay_means_due_now(app: Conveyor, r: redis.Redis) -> None:
+    # Computed delays (deadline - now) may come out negative: like enqueue_at with a past
+    # time, the job is due at once rather than refused.
+    @app.task
+    def work() -> None: ...
+
+    before = redis_ms(r)
+    job = work.enqueue_in(-30)
+    due = r.zscore(app.keys("default").delayed, job.id)
+    assert due is not None and before <= due <= redis_ms(r)
+
+
+def test_a_10000_deep_argument_is_a_payload_error_not_a_recursion_error(
+    app: Conveyor, r: redis.Redis, namespace: str
+) -> None:
+    @app.task
+    def work(x: object) -> None: ...
+
+    deep: list[object] = []
+    for _ in range(10_000):
+        deep = [deep]
+    shallow: list[object] = []
+    for _ in range(70):
+        shallow = [shallow]
+    for value in (deep, shallow):
+        with pytest.raises(PayloadError, match="nested"):
+            work.enqueue(value)
+        with pytest.raises(PayloadError, match="nested"):
+            work.enqueue_many([(value,)])
+    assert key_count(r, namespace) == 0
+    ok: list[object] = []
+    for _ in range(62):
+        ok = [ok]
+    work.enqueue(ok)  # args array + 63 levels = 64: the worker's limit, accepted by both

@@ -13,8 +13,9 @@ import pytest
 import redis
 
 from conveyor import ConfigurationError, Conveyor, JobFailed, JobState
-from conveyor.devserver import RedisServer, free_port
 from conveyor.testing import delete_namespace, worker_thread
+from tests.conftest import wait_until
+from tests.redis_servers import RedisServer, free_port
 
 K_OLD = b"old-key-0123456789abcdef"
 K_NEW = b"new-key-0123456789abcdef"
@@ -39,17 +40,23 @@ def test_signed_jobs_run_and_unsigned_or_tampered_entries_are_dead_lettered(
     client = app.broker.client
     raw = {"version": 1, "task": "double", "args": "[1]", "kwargs": "{}"}
     unsigned = client.xadd(stream, raw)
-    _, fields = client.xrange(stream, good.id.split(":")[2], good.id.split(":")[2])[0]
+    [(_, fields)] = [e for e in client.xrange(stream) if e[1].get(b"id") == good.id.encode()]
     tampered = dict(fields)
     tampered[b"args"] = b"[1000]"  # the signature of [21] no longer matches
     forged = client.xadd(stream, tampered)
+    dead = app.keys("default").dead
     with worker_thread(app):
         assert good.result(timeout=10) == 42
-        for entry in (unsigned, forged):
-            job = app.job(f"default:n:{entry.decode()}")
-            with pytest.raises(JobFailed, match="not signed"):
-                job.result(timeout=10)
-    assert _dead_reasons(app) == [b"bad_signature", b"bad_signature"]
+        wait_until(lambda: client.xlen(dead) >= 2, 10, "both bad entries dead-lettered")
+    # A rejected entry's id cannot be trusted, so no job record is written for it: the dead
+    # stream says what happened, naming the entries.
+    entries = client.xrange(dead)
+    assert [f[b"dead_reason"] for _, f in entries] == [b"bad_signature", b"bad_signature"]
+    assert all(b"not signed" in f[b"dead_error"] for _, f in entries)
+    assert [f[b"dead_from"] for _, f in entries] == [
+        b"normal:" + unsigned,
+        b"normal:" + forged,
+    ]
 
 
 def test_key_rotation_verifies_old_keys_and_retries_are_resigned(
@@ -78,9 +85,102 @@ def test_key_rotation_verifies_old_keys_and_retries_are_resigned(
     def flaky_strict(n: int) -> int:
         return n
 
-    late = old_producer.get_task("flaky").enqueue(8)
-    with worker_thread(strict), pytest.raises(JobFailed):
-        late.result(timeout=10)
+    old_producer.get_task("flaky").enqueue(8)
+    dead = strict.keys("default").dead
+    with worker_thread(strict):
+        wait_until(lambda: strict.broker.client.xlen(dead) >= 1, 10, "old-key job refused")
+    assert _dead_reasons(strict) == [b"bad_signature"]
+    assert tries == [7, 7]
+
+
+def _entry_of(app: Conveyor, job_id: str, level: str = "normal") -> dict[bytes, bytes]:
+    stream = app.keys("default").stream(level)
+    [(_, fields)] = [
+        e for e in app.broker.client.xrange(stream) if e[1].get(b"id") == job_id.encode()
+    ]
+    return dict(fields)
+
+
+def test_a_signed_copy_retargeted_at_another_job_attempt_or_level_is_refused(
+    redis_url: str, namespace: str
+) -> None:
+    # The attack of issue 8 (item 4): copies of a signed entry with `id` set to another job's
+    # id, a later attempt, or moved to the high stream. The old signature covered only the
+    # task and arguments, so they all ran and the victim's record was overwritten.
+    app = Conveyor(redis_url, namespace=namespace, signing_keys=[K_NEW])
+    runs: list[int] = []
+
+    @app.task
+    def double(n: int) -> int:
+        runs.append(n)
+        return 2 * n
+
+    victim = double.enqueue(1)
+    with worker_thread(app):
+        assert victim.result(timeout=10) == 2
+    record_key = app.keys("default").record(victim.id)
+    victim_record = app.broker.client.get(record_key)
+    client = app.broker.client
+    keys = app.keys("default")
+    source = double.enqueue(5)
+    original = _entry_of(app, source.id)
+    retargeted = {**original, b"id": victim.id.encode()}
+    later = {**original, b"attempt": b"3"}
+    combined = {**original, b"id": victim.id.encode(), b"attempt": b"3"}
+    client.delete(keys.stream("normal"))  # only the forgeries remain to be read
+    for forged, level in ((retargeted, "normal"), (later, "normal"), (combined, "high")):
+        client.xadd(keys.stream(level), forged)  # type: ignore[arg-type]
+    client.xadd(keys.stream("high"), original)  # type: ignore[arg-type]  # same, but high
+    with worker_thread(app):
+        wait_until(lambda: client.xlen(keys.dead) >= 4, 10, "four forgeries dead-lettered")
+    assert _dead_reasons(app) == [b"bad_signature"] * 4
+    assert runs == [1]
+    assert client.get(record_key) == victim_record
+
+
+def test_signed_jobs_carry_a_signed_minted_id_and_their_status_is_found(
+    redis_url: str, namespace: str
+) -> None:
+    app = Conveyor(redis_url, namespace=namespace, signing_keys=[K_NEW])
+
+    @app.task
+    def echo(x: str) -> str:
+        return x
+
+    one = echo.enqueue("a")
+    many = echo.enqueue_many([("b",), ("c",)])
+    unique = echo.using(unique_key="k").enqueue("d")
+    again = echo.using(unique_key="k").enqueue("e")
+    high = echo.using(priority="high").enqueue("f")
+    jobs = [one, *many, unique, high]
+    assert all(j.id.startswith("default:d:") for j in jobs)
+    assert len({j.id for j in jobs}) == 5
+    assert (again.id, again.created) == (unique.id, False)
+    assert [j.status() for j in jobs] == [JobState.QUEUED] * 5
+    assert app.broker.client.xlen(app.keys("default").stream("normal")) == 4
+    signer = app.signer
+    assert signer is not None
+    entry = _entry_of(app, high.id, "high")
+    assert signer.verify(entry, "default", "high")
+    assert not signer.verify(entry, "default", "normal")
+    assert not signer.verify(entry, "other", "high")
+    with worker_thread(app):
+        assert [j.result(timeout=10) for j in jobs] == ["a", "b", "c", "d", "f"]
+    assert [j.status() for j in jobs] == [JobState.DONE] * 5
+
+
+def test_a_delayed_signed_job_is_signed_for_the_stream_it_is_promoted_to(
+    redis_url: str, namespace: str
+) -> None:
+    app = Conveyor(redis_url, namespace=namespace, signing_keys=[K_NEW])
+
+    @app.task(priority="low")
+    def later(x: int) -> int:
+        return x + 1
+
+    job = later.enqueue_in(0.05, 41)
+    with worker_thread(app):
+        assert job.result(timeout=10) == 42
 
 
 def test_short_signing_keys_are_refused() -> None:
