@@ -6,6 +6,9 @@ Its tasks leave markers in a Redis list (``<namespace>:markers``), one line per 
     START <tag> <pid> <redis_ms>     the task function began running in process <pid>
     DONE <tag> <pid> <redis_ms>      the task function returned in process <pid>
 
+``--app MODULE:APP`` runs that app (rebound to the URL and namespace) instead of this
+module's, as ``conveyor worker`` would: two versions of an app make a rolling deploy.
+
 ``redis_ms`` is Redis' clock, so tests can time events without trusting any process' clock.
 Once the worker is fetching it prints ``READY <consumer> <pid>`` on stdout.
 
@@ -30,6 +33,7 @@ import redis
 
 from conveyor import Conveyor, Leases, Retention, WorkerSettings
 from conveyor.worker import Worker
+from conveyor.worker.loader import load_app
 from conveyor.worker.runtime import exit_if_task_threads_linger
 
 _clients: dict[str, redis.Redis] = {}
@@ -88,6 +92,40 @@ def register_tasks(app: Conveyor) -> None:
         mark("DONE", tag)
         return {"tag": tag, "pid": os.getpid(), "spins": spins}
 
+    @app.task(retries=0)
+    def quits(tag: str) -> None:
+        """A sync task that calls sys.exit: its job's failure, never the worker's end."""
+        mark("START", tag)
+        sys.exit(3)
+
+    @app.task(retries=0)
+    async def interrupts(tag: str) -> None:
+        """An async task raising KeyboardInterrupt (asyncio re-raises it out of the loop)."""
+        mark("START", tag)
+        raise KeyboardInterrupt
+
+    @app.task(retries=0)
+    async def cancels_its_slot(tag: str) -> None:
+        """Cancel the asyncio task running this job (the worker's slot), then return."""
+        mark("START", tag)
+        current = asyncio.current_task()
+        assert current is not None
+        current.cancel()
+        mark("DONE", tag)
+
+    @app.task(retries=0, timeout=0.5)
+    def stuck_sync(tag: str, seconds: float) -> None:
+        """Blocks its thread far past its timeout, as a hung call would."""
+        mark("START", tag)
+        time.sleep(seconds)
+        mark("DONE", tag)
+
+    @app.task(retries=0, timeout=1.0)
+    def quick_sync(tag: str) -> dict[str, Any]:
+        mark("START", tag)
+        mark("DONE", tag)
+        return {"tag": tag, "pid": os.getpid()}
+
     @app.task(retries=0, max_deliveries=2)
     def suicide(tag: str) -> None:
         """Kill the worker process running it, every time it runs."""
@@ -107,6 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grace", type=float, default=float(env("TEST_GRACE", "10")))
     p.add_argument("--block-ms", type=int, default=int(env("TEST_BLOCK_MS", "500")))
     p.add_argument("--clock-skew", type=float, default=float(env("TEST_CLOCK_SKEW", "0")))
+    p.add_argument("--app", default=None, help="MODULE:APP to run instead of this module's")
     return p.parse_args(argv)
 
 
@@ -125,8 +164,12 @@ def dump_tasks() -> None:
 
 
 async def amain(args: argparse.Namespace) -> None:
-    app = Conveyor(args.url, namespace=args.namespace)
-    register_tasks(app)
+    if args.app:
+        app = load_app(args.app)
+        app.rebind(url=args.url, namespace=args.namespace)
+    else:
+        app = Conveyor(args.url, namespace=args.namespace)
+        register_tasks(app)
     settings = WorkerSettings(
         queues=tuple(q for q in args.queues.split(",") if q),
         concurrency=args.concurrency,
