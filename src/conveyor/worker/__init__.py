@@ -1,5 +1,5 @@
 """The worker: a supervisor of processes, each a runtime of slots around an executor."""
 
-from .runtime import Worker, run_worker, serve
+from .runtime import Worker, WorkerCrashed, app_queues, consumer_name, run_worker, serve
 
-__all__ = ["Worker", "run_worker", "serve"]
+__all__ = ["Worker", "WorkerCrashed", "app_queues", "consumer_name", "run_worker", "serve"]
