@@ -20,9 +20,10 @@ from .broker import Call, operations, run_script, text
 from .broker.calls import Arg
 from .broker.operations import Unique
 from .errors import ConfigurationError
+from .exact import HintFor
 from .keys import QueueKeys, delayed_job_id, job_id_for
 from .signing import Signer, resign
-from .wire import HintFor, encode_fields, encode_json
+from .wire import encode_fields, encode_json
 
 #: One job for ``immediate_many``: task name, args, kwargs, and the argument types (or None).
 BulkJob = tuple[str, Sequence[Any], Mapping[str, Any], HintFor | None]

@@ -11,14 +11,21 @@ A job is readable with ``redis-cli XRANGE`` and can be written by any language::
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import msgspec
 
 from .errors import ConfigurationError, PayloadError
+from .exact import (
+    MAX_DEPTH,
+    PLAIN_TYPES,
+    HintFor,
+    check_depth_encoded,
+    check_exact,
+    check_result,
+    plain,
+)
 from .keys import MAX_JOB_ID, parse_job_id
 from .signing import Signer
 
@@ -30,7 +37,6 @@ DEFAULT_MAX_BYTES: Final = 1024 * 1024
 #: What an entry may hold beyond its task and arguments (the limit the producer applies):
 #: field names, timestamps, the signature, and a bounded attempt history.
 ENTRY_OVERHEAD: Final = 64 * 1024
-MAX_DEPTH: Final = 64
 #: Fewer bytes of JSON cannot hold MAX_DEPTH + 1 nested bracket pairs.
 _DEPTH_BYTES: Final = 2 * MAX_DEPTH + 2
 
@@ -39,10 +45,6 @@ _json_decode = msgspec.json.Decoder().decode
 _args_decode = msgspec.json.Decoder(list[Any]).decode
 _kwargs_decode = msgspec.json.Decoder(dict[str, Any]).decode
 _history_decode = msgspec.json.Decoder(list[dict[str, Any]]).decode
-
-#: The conversion back to an argument's annotated type, given its JSON value and its
-#: position (int) or keyword (str): ``(label, type or None)``. Task supplies it.
-HintFor = Callable[[int | str], tuple[str, Any]]
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,14 +125,15 @@ def encode_fields(
     if size > max_bytes:
         _check_size(task, size, max_bytes)
     if size > _DEPTH_BYTES:
-        _check_depth_encoded(args_json, kwargs_json)
-    # The cheap proof of exactness, inline for speed (see _plain); the rest gets check_exact.
+        check_depth_encoded(args_json, kwargs_json)
+    # The cheap proof of exactness, inline for speed (see exact.plain); else check_exact.
     for value in arg_list:
-        if type(value) not in _PLAIN and (type(value) is not float or value - value != 0.0):
-            check_exact(arg_list, kwarg_dict, args_json, kwargs_json, hints)
+        if type(value) not in PLAIN_TYPES and (type(value) is not float or value - value != 0.0):
+            if hints is not _decoded:
+                check_exact(arg_list, kwarg_dict, args_json, kwargs_json, hints)
             break
     else:
-        if kwarg_dict and not _plain(kwarg_dict.values()):
+        if kwarg_dict and not plain(kwarg_dict.values()) and hints is not _decoded:
             check_exact(arg_list, kwarg_dict, args_json, kwargs_json, hints)
     fields: dict[str, bytes | str | int] = {
         "version": VERSION,
@@ -182,141 +185,8 @@ def envelope_fields(
 
 
 def _decoded(key: int | str) -> tuple[str, Any]:
-    # Values decoded from JSON are exact by construction; no hint needed.
+    """Hints for values decoded from JSON: exact by construction, never checked."""
     return str(key), None
-
-
-# -- exactness: what the function receives must equal what the caller passed ---------------------
-def _plain(values: Iterable[Any]) -> bool:
-    """The cheap proof of exactness: only str, int, bool, None and finite floats at the top.
-    Anything else (a container that may hold a set) gets check_exact."""
-    for value in values:
-        t = type(value)
-        if t not in _PLAIN and (t is not float or value - value != 0.0):
-            return False
-    return True
-
-
-def check_exact(
-    args: list[Any],
-    kwargs: dict[str, Any],
-    args_json: bytes,
-    kwargs_json: bytes,
-    hints: HintFor | None,
-) -> None:
-    """Refuse arguments JSON would change silently, naming the first one.
-
-    Cheap for ordinary payloads: one decode and one C-level comparison each. Only when they
-    differ is each argument looked at: tuples are accepted (they arrive as lists, as JSON
-    has it), and a value whose annotated type converts the JSON back to an equal value is
-    accepted (``data: bytes``, ``tags: set[str]``).
-    """
-    if hints is _decoded:
-        return
-    decoded_args = _json_decode(args_json)
-    if decoded_args != args:
-        for i, (value, back) in enumerate(zip(args, decoded_args, strict=True)):
-            _check_value(value, back, *(hints(i) if hints else (f"#{i + 1}", None)))
-    decoded_kwargs = _json_decode(kwargs_json)
-    if decoded_kwargs != kwargs:
-        for name, value in kwargs.items():
-            back = decoded_kwargs.get(name) if type(name) is str else _MISSING
-            _check_value(value, back, *(hints(name) if hints else (repr(name), None)))
-
-
-_MISSING: Final = object()
-
-
-def check_result(value: Any, result_type: Any = None) -> bytes:
-    """The JSON of a task's result, refused when JSON cannot carry it exactly and the
-    return annotation (``result_type``) does not convert it back."""
-    encoded = encode_json(value)
-    if type(value) not in _SCALARS or (type(value) is float and not math.isfinite(value)):
-        if not _depth_ok(encoded):
-            raise PayloadError(f"task result is nested more than {MAX_DEPTH} levels deep")
-        back = _json_decode(encoded)
-        if back != value:
-            _check_value(value, back, "result", result_type, what="task result")
-    return encoded
-
-
-_SCALARS: Final = frozenset({str, int, bool, type(None), float})
-#: Types JSON carries exactly, whatever their value.
-_PLAIN: Final = frozenset({str, int, bool, type(None)})
-
-
-def _check_value(value: Any, back: Any, label: str, hint: Any, *, what: str = "argument") -> None:
-    if back is not _MISSING and _same(value, back):
-        return
-    if hint is not None and back is not _MISSING:
-        try:
-            if msgspec.convert(back, hint, strict=False) == value:
-                return
-        except (msgspec.ValidationError, TypeError, ValueError):
-            pass
-    name = what if what != "argument" else f"argument {label}"
-    raise PayloadError(
-        f"{name} is {_describe(value)}, which JSON cannot carry exactly (it would arrive as "
-        f"{_describe(back) if back is not _MISSING else 'something else'}); pass a JSON value "
-        "(str, int, finite float, bool, None, list, dict with str keys), or annotate the "
-        "type (e.g. `data: bytes`, `tags: set[str]`, `-> bytes`) so it is converted back"
-    )
-
-
-def _same(value: Any, back: Any) -> bool:
-    """Equal after a JSON round trip, counting a tuple equal to the list it becomes."""
-    if isinstance(value, tuple | list):
-        return (
-            type(back) is list
-            and len(back) == len(value)
-            and all(_same(v, b) for v, b in zip(value, back, strict=True))
-        )
-    if isinstance(value, dict):
-        return (
-            type(back) is dict
-            and all(type(k) is str or isinstance(k, str) for k in value)
-            and value.keys() == back.keys()
-            and all(_same(v, back[k]) for k, v in value.items())
-        )
-    return bool(type(back) is not list and type(back) is not dict and value == back)
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, dict):
-        odd = [k for k in value if not isinstance(k, str)]
-        if odd:
-            return f"a dict with a {type(odd[0]).__name__} key ({odd[0]!r})"
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
-
-
-_JSON_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_INNERMOST_PAIR: Final = re.compile(rb"[\[{][\]}]")
-_NOT_BRACKET: Final = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def _depth_ok(raw: bytes) -> bool:
-    """True unless the JSON nests more than MAX_DEPTH arrays/objects.
-
-    Free for ordinary payloads (few brackets); otherwise strings are cut out and each round
-    removes every innermost bracket pair, so MAX_DEPTH rounds of C-speed scans decide.
-    """
-    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
-        return True
-    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
-    for _ in range(MAX_DEPTH):
-        brackets = _INNERMOST_PAIR.sub(b"", brackets)
-        if not brackets:
-            return True
-    return False
-
-
-def _check_depth_encoded(args_json: bytes, kwargs_json: bytes) -> None:
-    # args is itself an array: its items may nest MAX_DEPTH - 1 levels, as decode_fields has it.
-    if not _depth_ok(args_json) or not _depth_ok(kwargs_json):
-        raise PayloadError(f"arguments are nested more than {MAX_DEPTH} levels deep")
 
 
 # -- decoding ------------------------------------------------------------------------------------
@@ -451,9 +321,10 @@ def encode_record(record: JobRecord, result_type: Any = None) -> bytes:
     ``result_type`` (the task's return annotation) converts it back (``-> bytes``)."""
     if record.result is not None:
         try:
-            raw = check_result(record.result, result_type)
+            raw = encode_json(record.result)
         except PayloadError as exc:
             raise PayloadError(str(exc).replace("value is not", "task result is not")) from exc
+        check_result(record.result, raw, result_type)
         record = msgspec.structs.replace(record, result=msgspec.Raw(raw))
     return _record_encode(record)
 
