@@ -17,6 +17,7 @@ NAMES: Final = (
     "complete",
     "retry",
     "dead",
+    "reject",
     "requeue",
     "renew",
     "reclaim",
