@@ -25,6 +25,8 @@ NAMES: Final = (
     "schedule",
     "enqueue_unique",
     "enqueue_many",
+    "enqueue_signed",
+    "enqueue_many_signed",
     "due",
     "promote",
     "status",
