@@ -9,29 +9,85 @@ class ConveyorError(Exception):
     """Base class of every error Conveyor raises on purpose."""
 
 
-class ConnectionFailed(ConveyorError):
-    """Redis did not answer at the configured URL."""
+START_REDIS = (
+    "Start one with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 "
+    '--save "" --appendonly no`, or point CONVEYOR_REDIS_URL (or REDIS_URL) at yours.'
+)
+CREDENTIALS = (
+    "Put the credentials in the URL: redis://:PASSWORD@host:port/0, or "
+    "redis://USER:PASSWORD@host:port/0 for an ACL user (percent-encode special characters)."
+)
 
-    def __init__(self, url: str, cause: BaseException | None = None) -> None:
-        detail = f": {str(cause).rstrip('.')}" if cause else ""
+
+class ConnectionFailed(ConveyorError):
+    """Redis did not answer at the configured URL (or something else answered).
+
+    ``fix`` replaces the default advice (start a Redis) when the cause is known to be
+    something else, such as a URL that points at an HTTP server.
+    """
+
+    def __init__(
+        self, url: str, cause: BaseException | None = None, *, fix: str | None = None
+    ) -> None:
         super().__init__(
-            f"cannot connect to Redis at {redact_url(url)}{detail}. "
-            "Start one with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 "
-            '--save "" --appendonly no`, or point CONVEYOR_REDIS_URL (or REDIS_URL) at yours.'
+            f"cannot connect to Redis at {redact_url(url)}{_detail(cause)}. {fix or START_REDIS}"
         )
         self.url = url
 
 
 class AuthenticationFailed(ConnectionFailed):
-    """Redis refused the credentials (none given where a password is required, or wrong)."""
+    """Redis refused the credentials (none given where a password is required, or wrong).
+
+    Never retried: the same credentials fail the same way every time.
+    """
+
+    def __init__(self, url: str, cause: BaseException | None = None) -> None:
+        text = str(cause or "")
+        if "NOAUTH" in text or "authenticated" in text or "required" in text.lower():
+            why = "authentication is required and no password was given"
+        elif "without any password configured" in text or "no password is set" in text:
+            why = "a password was given but this server has none; drop it from the URL"
+        else:
+            why = "the username or password was refused"
+        ConveyorError.__init__(
+            self, f"Redis at {redact_url(url)} refused the connection: {why}. {CREDENTIALS}"
+        )
+        self.url = url
 
 
 class EnqueueUncertain(ConveyorError):
     """An enqueue was sent but its reply never came: the job may or may not have been added.
 
-    It is not resent, since that could add the job twice. Retry with a ``unique_key``
-    (``task.using(unique_key=...)``) to make the retry safe, or check with ``conveyor stats``.
+    It is not resent, since that could add the job twice. ``added`` holds what a bulk
+    enqueue added for certain before the uncertain batch (Job handles), when known.
     """
+
+    def __init__(
+        self,
+        url: str,
+        cause: BaseException | None = None,
+        *,
+        batch: bool = False,
+        added: list[Any] | None = None,
+    ) -> None:
+        what = "the jobs of this batch" if batch else "the job"
+        super().__init__(
+            f"an enqueue sent to Redis at {redact_url(url)} got no reply{_detail(cause)}; "
+            f"{what} may or may not have been added, and nothing was resent because that "
+            "could add a job twice. To retry safely, enqueue with a unique key "
+            "(task.using(unique_key=...)), which adds at most one job per key; or check "
+            "whether it arrived (`conveyor stats`, XRANGE on the queue's stream) first."
+        )
+        self.url = url
+        self.added: list[Any] = added or []
+
+
+def _detail(cause: BaseException | None) -> str:
+    """A cause as a short suffix on one line (Redis and socket errors can span lines)."""
+    if cause is None:
+        return ""
+    text = " ".join(str(cause).split()).rstrip(".")
+    return f" ({text})" if text else ""
 
 
 class UnsupportedServer(ConveyorError):

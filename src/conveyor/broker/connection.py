@@ -7,8 +7,10 @@ Schemes: ``redis://``, ``rediss://`` (TLS), ``unix://`` and
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
@@ -17,12 +19,66 @@ import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import AuthenticationError, AuthorizationError
 from redis.retry import Retry
 
 from ..errors import ConfigurationError
 from .packing import client_kwargs, fits, packing_with_hiredis
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
+T = TypeVar("T")
+
+
+def retryable(error: Exception) -> bool:
+    """Whether a reconnect can help: wrong or missing credentials fail the same way every
+    time, so retrying them only delays the error by a minute of backoff."""
+    return not isinstance(error, (AuthenticationError, AuthorizationError))
+
+
+#: set while a retry loop runs: redis-py nests them (a connect's handshake runs a health-check
+#: PING with a retry of its own), which multiplied 7 attempts into 49 and a minute of backoff.
+_retrying: ContextVar[bool] = ContextVar("conveyor_retrying", default=False)
+
+
+class _Retry(Retry):
+    """redis-py's Retry that reports refused credentials at once and does not nest: inside
+    another retry it runs once and lets the outer loop reconnect and try again."""
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        if _retrying.get():
+            return do()
+        token = _retrying.set(True)
+        try:
+            return super().call_with_retry(do, fail, is_retryable or retryable, with_failure_count)
+        finally:
+            _retrying.reset(token)
+
+
+class _AsyncRetry(redis.asyncio.retry.Retry):
+    """The asyncio twin of :class:`_Retry`."""
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        if _retrying.get():
+            return await do()
+        token = _retrying.set(True)
+        try:
+            return await super().call_with_retry(
+                do, fail, is_retryable or retryable, with_failure_count
+            )
+        finally:
+            _retrying.reset(token)
 
 
 def configured_url(url: str | None = None) -> str:
@@ -36,7 +92,9 @@ class ClientOptions:
 
     ``socket_timeout`` must exceed the longest blocking read (a worker's XREADGROUP BLOCK),
     and reconnects back off exponentially with full jitter so a fleet does not stampede a
-    Redis that just came back.
+    Redis that just came back. Refused credentials are never retried. Calls that must not
+    be sent twice (``Call.retry_safe=False``) bypass this retry once connected: see
+    ``Broker``.
     """
 
     socket_timeout: float = 30.0
@@ -50,9 +108,7 @@ class ClientOptions:
     def kwargs(self, *, for_asyncio: bool = False) -> dict[str, Any]:
         backoff = ExponentialWithJitterBackoff(base=self.backoff_base, cap=self.backoff_cap)
         retry: Any = (
-            redis.asyncio.retry.Retry(backoff, self.retries)
-            if for_asyncio
-            else Retry(backoff, self.retries)
+            _AsyncRetry(backoff, self.retries) if for_asyncio else _Retry(backoff, self.retries)
         )
         return {
             "socket_timeout": self.socket_timeout,

@@ -2,6 +2,12 @@
 
 Scripts are called by SHA and loaded on NOSCRIPT (a restarted or failed-over Redis has an
 empty script cache). Redis errors become Conveyor errors that name the URL and the fix.
+
+A call that must not run twice (``Call.retry_safe`` False: a plain enqueue) is sent exactly
+once, on a connection that is already up. redis-py's own retry would resend a command whose
+reply was only late, and Redis would add the job twice; so a timeout or a dropped connection
+after sending raises EnqueueUncertain instead. Failing to connect is retried as usual: nothing
+was sent yet.
 """
 
 from __future__ import annotations
@@ -14,9 +20,23 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
-from redis.exceptions import NoScriptError, OutOfMemoryError
+from redis.exceptions import (
+    AuthenticationError,
+    InvalidResponse,
+    NoScriptError,
+    OutOfMemoryError,
+    ResponseError,
+)
 
-from ..errors import ConnectionFailed, EnqueueRejected
+from ..errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    ConnectionFailed,
+    ConveyorError,
+    EnqueueRejected,
+    EnqueueUncertain,
+    redact_url,
+)
 from .calls import Call
 from .connection import ClientOptions, configured_url, connect_async, connect_sync
 from .server import ServerInfo, check, parse_info
@@ -26,6 +46,10 @@ T = TypeVar("T")
 OOM_MESSAGE = (
     "Redis at {url} is at its maxmemory limit and refused the write; workers keep draining "
     "the backlog. Raise maxmemory, add workers, or retry later."
+)
+NOT_REDIS = (
+    "Something other than Redis answered there (an HTTP server?): check the host and port "
+    "of the URL."
 )
 
 
@@ -54,31 +78,51 @@ class Broker:
         """Redis errors as Conveyor's: the URL and the fix, not a socket error."""
         try:
             yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise ConnectionFailed(self.url, exc) from exc
-        except OutOfMemoryError as exc:
-            raise EnqueueRejected(OOM_MESSAGE.format(url=self.url)) from exc
+        except redis.RedisError as exc:
+            error = translate(self.url, exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def call(self, c: Call[T]) -> T:
         with self._translated():
             flagged = self._flagged() if c.script else False
             command = _command(c, flagged)
+            send = self.client.execute_command if c.retry_safe else self._send_once
             try:
-                reply = self.client.execute_command(*command)
-            except NoScriptError:
+                reply = send(*command)
+            except NoScriptError:  # a reply: nothing ran, so sending again is safe
                 assert c.script is not None
                 self.client.execute_command("SCRIPT", "LOAD", c.script.variant(flagged)[1])
-                reply = self.client.execute_command(*command)
-            except OutOfMemoryError:
-                raise
-            except redis.ResponseError as exc:
-                if not c.accepts_errors:
-                    raise
-                reply = exc
+                reply = send(*command)
+            except ResponseError as exc:
+                reply = _accepted(c, exc)
         return c.parse(reply)
 
+    def _send_once(self, *command: Any) -> Any:
+        """Send on a connection that is up, read the reply, never resend."""
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            _ready(conn)
+            try:
+                conn.send_command(*command, check_health=False)
+                return self.client.parse_response(conn, command[0])
+            except ResponseError:
+                raise  # a whole reply was read: the connection is in step
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                conn.disconnect()  # a late reply must not be read as the next command's
+                raise EnqueueUncertain(self.url, exc) from exc
+            except BaseException:  # cancelled or interrupted while waiting: same socket state
+                conn.disconnect()
+                raise
+        finally:
+            pool.release(conn)
+
     def call_many(self, calls: Sequence[Call[Any]]) -> list[Any]:
-        """Run calls in one pipeline (no MULTI): one round trip, each call atomic on its own."""
+        """Run calls in one pipeline (no MULTI): one round trip, each call atomic on its own.
+
+        If any call is not retry-safe, the whole pipeline is sent once (see ``call``)."""
         with self._translated():
             flagged = self._flagged() if any(c.script for c in calls) else False
             replies = self._pipeline(calls, flagged)
@@ -93,10 +137,36 @@ class Broker:
         return _parse_all(calls, replies, self.url)
 
     def _pipeline(self, calls: Sequence[Call[Any]], flagged: bool) -> list[Any]:
+        commands = [_command(c, flagged) for c in calls]
+        if not all(c.retry_safe for c in calls):
+            return self._pipeline_once(commands)
         pipe = self.client.pipeline(transaction=False)
-        for c in calls:
-            pipe.execute_command(*_command(c, flagged))
+        for command in commands:
+            pipe.execute_command(*command)
         return list(pipe.execute(raise_on_error=False))
+
+    def _pipeline_once(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            _ready(conn)
+            try:
+                conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                replies: list[Any] = []
+                for command in commands:
+                    try:
+                        replies.append(self.client.parse_response(conn, command[0]))
+                    except ResponseError as exc:
+                        replies.append(exc)
+                return replies
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                conn.disconnect()
+                raise EnqueueUncertain(self.url, exc, batch=True) from exc
+            except BaseException:  # cancelled or interrupted while waiting: same socket state
+                conn.disconnect()
+                raise
+        finally:
+            pool.release(conn)
 
     def server_info(self) -> ServerInfo:
         """Connect, read INFO, refuse unsupported servers and warn about risky settings."""
@@ -131,19 +201,36 @@ class Broker:
         with self._translated():
             flagged = await self._aflagged() if c.script else False
             command = _command(c, flagged)
+            send = client.execute_command if c.retry_safe else self._asend_once
             try:
-                reply = await client.execute_command(*command)
+                reply = await send(*command)
             except NoScriptError:
                 assert c.script is not None
                 await client.execute_command("SCRIPT", "LOAD", c.script.variant(flagged)[1])
-                reply = await client.execute_command(*command)
-            except OutOfMemoryError:
-                raise
-            except redis.ResponseError as exc:
-                if not c.accepts_errors:
-                    raise
-                reply = exc
+                reply = await send(*command)
+            except ResponseError as exc:
+                reply = _accepted(c, exc)
         return c.parse(reply)
+
+    async def _asend_once(self, *command: Any) -> Any:
+        client = self.aclient
+        pool = client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await _aready(conn)
+            try:
+                await conn.send_command(*command, check_health=False)
+                return await client.parse_response(conn, command[0])
+            except ResponseError:
+                raise
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                await conn.disconnect(nowait=True)
+                raise EnqueueUncertain(self.url, exc) from exc
+            except BaseException:  # cancelled or interrupted while waiting: same socket state
+                await conn.disconnect(nowait=True)
+                raise
+        finally:
+            await pool.release(conn)
 
     async def acall_many(self, calls: Sequence[Call[Any]]) -> list[Any]:
         client = self.aclient
@@ -160,14 +247,41 @@ class Broker:
                     replies[i] = r
         return _parse_all(calls, replies, self.url)
 
-    @staticmethod
     async def _apipeline(
-        client: redis.asyncio.Redis, calls: Sequence[Call[Any]], flagged: bool
+        self, client: redis.asyncio.Redis, calls: Sequence[Call[Any]], flagged: bool
     ) -> list[Any]:
+        commands = [_command(c, flagged) for c in calls]
+        if not all(c.retry_safe for c in calls):
+            return await self._apipeline_once(client, commands)
         pipe = client.pipeline(transaction=False)
-        for c in calls:
-            pipe.execute_command(*_command(c, flagged))
+        for command in commands:
+            pipe.execute_command(*command)
         return list(await pipe.execute(raise_on_error=False))
+
+    async def _apipeline_once(
+        self, client: redis.asyncio.Redis, commands: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        pool = client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await _aready(conn)
+            try:
+                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                replies: list[Any] = []
+                for command in commands:
+                    try:
+                        replies.append(await client.parse_response(conn, command[0]))
+                    except ResponseError as exc:
+                        replies.append(exc)
+                return replies
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                await conn.disconnect(nowait=True)
+                raise EnqueueUncertain(self.url, exc, batch=True) from exc
+            except BaseException:  # cancelled or interrupted while waiting: same socket state
+                await conn.disconnect(nowait=True)
+                raise
+        finally:
+            await pool.release(conn)
 
     async def aserver_info(self) -> ServerInfo:
         if self._info is None:
@@ -185,6 +299,59 @@ class Broker:
         client = self._aclients.pop(loop, None)
         if client is not None:
             await client.aclose()
+
+
+def translate(url: str, exc: redis.RedisError) -> ConveyorError | None:
+    """The Conveyor error for a Redis error, or None for an error a caller handles itself."""
+    text = str(exc)
+    if isinstance(exc, AuthenticationError) or text.startswith(("NOAUTH", "WRONGPASS")):
+        return AuthenticationFailed(url, exc)
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return ConnectionFailed(url, exc)
+    if isinstance(exc, InvalidResponse):
+        return ConnectionFailed(url, exc, fix=NOT_REDIS)
+    if isinstance(exc, OutOfMemoryError):
+        return EnqueueRejected(OOM_MESSAGE.format(url=url))
+    if "DB index is out of range" in text:
+        return ConfigurationError(
+            f"Redis at {redact_url(url)} has no database of that number (DB index is out of "
+            "range): use a number below its `databases` setting (16 unless configured), "
+            "e.g. redis://host:6379/0."
+        )
+    return None
+
+
+def _ready(conn: Any) -> None:
+    """Make a pooled connection fit to send on: one the server closed while it sat idle
+    (timeout, restart, CLIENT KILL) would fail only after sending, making an enqueue look
+    uncertain. redis-py's pool skips this check when maintenance notifications are on."""
+    try:
+        stale = conn.can_read()  # pending bytes or EOF on an idle connection
+    except (redis.ConnectionError, OSError):
+        stale = True
+    if stale:
+        conn.disconnect()
+        conn.connect()  # retried: nothing was sent yet
+    conn.check_health()
+
+
+async def _aready(conn: Any) -> None:
+    """The asyncio twin of :func:`_ready`."""
+    try:
+        stale = await conn.can_read()
+    except (redis.ConnectionError, OSError):
+        stale = True
+    if stale:
+        await conn.disconnect()
+        await conn.connect()
+    await conn.check_health()
+
+
+def _accepted(c: Call[Any], exc: ResponseError) -> ResponseError:
+    """An error reply the call parses itself; others (and the memory limit) are raised."""
+    if isinstance(exc, OutOfMemoryError) or not c.accepts_errors:
+        raise exc
+    return exc
 
 
 def _command(c: Call[Any], flagged: bool) -> tuple[Any, ...]:
