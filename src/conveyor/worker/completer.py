@@ -1,36 +1,71 @@
-"""Batches successful completions: one script call acks many jobs and stores their records.
+"""Batches successful completions: one pipeline acks every finished job and stores its record.
 
-While one batch is in flight the next one fills up, so batching costs no added latency on an
-idle worker and saves round trips on a busy one.
+The completer sends everything that finished since its last flush, split into scripts of at
+most MAX_BATCH jobs each, in one round trip; while that flush is in flight the next one
+fills up. So batching costs no latency on an idle worker, saves round trips on a busy one,
+and acks keep up with any number of slots: how many jobs one flush carries grows with the
+rate they finish at, not the number of round trips.
+
+Fairness with fetching is kept by the fetcher (fetcher.py): jobs finished but not yet acked
+count against its capacity past one MAX_BATCH, so a worker never holds more pending entries
+than its slots + its prefetch + MAX_BATCH, however the event loop's time is shared.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import NamedTuple
 
 from ..backoff import Backoff
-from ..broker import Broker, operations
+from ..broker import Broker, Call, operations
 from ..keys import QueueKeys
+from .acklag import AckLag
 from .cancellation import cancel_and_wait
 
 log = logging.getLogger("conveyor.worker")
 
+#: Most jobs one complete script acks: bounds how long one script holds Redis, and the
+#: finished jobs a worker may hold unacked before it stops fetching (see Fetcher.free_slots).
 MAX_BATCH = 256
 RECONNECT = Backoff(base=0.25, cap=2.0)
 
 
+class _Finished(NamedTuple):
+    queue: str
+    completion: operations.Completion
+    on_done: Callable[[bool], None]
+    ended_at: float  # time.perf_counter() when the job's function returned
+
+
 class Completer:
-    def __init__(self, broker: Broker, keys: dict[str, QueueKeys], consumer: str) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        keys: dict[str, QueueKeys],
+        consumer: str,
+        on_flushed: Callable[[], None] | None = None,
+    ) -> None:
         self.broker = broker
         self.keys = keys
         self.consumer = consumer
-        self._items: list[tuple[str, operations.Completion, Callable[[bool], None]]] = []
+        #: called after each flush, so a fetcher waiting on unacked jobs reads again
+        self.on_flushed = on_flushed
+        #: end-of-function to ack-stored, for every job acked (or refused) by this worker
+        self.lag = AckLag()
+        self._items: list[_Finished] = []
+        self._in_flight = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+
+    @property
+    def unacked(self) -> int:
+        """Finished jobs whose acks are not stored yet (queued or in flight)."""
+        return len(self._items) + self._in_flight
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="conveyor-completer")
@@ -41,10 +76,19 @@ class Completer:
             self._task.add_done_callback(callback)
 
     def submit(
-        self, queue: str, completion: operations.Completion, on_done: Callable[[bool], None]
+        self,
+        queue: str,
+        completion: operations.Completion,
+        on_done: Callable[[bool], None],
+        ended_at: float | None = None,
     ) -> None:
-        """Queue an ack; ``on_done`` gets True once stored, False if the lease was lost."""
-        self._items.append((queue, completion, on_done))
+        """Queue an ack; ``on_done`` gets True once stored, False if the lease was lost.
+
+        ``ended_at`` (time.perf_counter()) is when the job's function returned: the ack lag
+        is measured from it.
+        """
+        at = time.perf_counter() if ended_at is None else ended_at
+        self._items.append(_Finished(queue, completion, on_done, at))
         self._wake.set()
 
     async def _loop(self) -> None:
@@ -52,23 +96,30 @@ class Completer:
             await self._wake.wait()
             self._wake.clear()
             while self._items:
-                batch, self._items = self._items[:MAX_BATCH], self._items[MAX_BATCH:]
-                await self._flush(batch)
+                batch, self._items = self._items, []
+                self._in_flight = len(batch)
+                try:
+                    await self._flush(batch)
+                finally:
+                    self._in_flight = 0
+                if self.on_flushed is not None:
+                    self.on_flushed()
             if self._closing:
                 return
 
-    async def _flush(
-        self, batch: list[tuple[str, operations.Completion, Callable[[bool], None]]]
-    ) -> None:
-        by_queue: dict[str, list[tuple[operations.Completion, Callable[[bool], None]]]]
-        by_queue = defaultdict(list)
-        for queue, completion, fut in batch:
-            by_queue[queue].append((completion, fut))
-        queues = list(by_queue)
-        calls = [
-            operations.complete(self.keys[q], self.consumer, [c for c, _ in by_queue[q]])
-            for q in queues
-        ]
+    async def _flush(self, batch: list[_Finished]) -> None:
+        by_queue: dict[str, list[_Finished]] = defaultdict(list)
+        for item in batch:
+            by_queue[item.queue].append(item)
+        calls: list[Call[list[int]]] = []
+        parts: list[list[_Finished]] = []
+        for q, items in by_queue.items():
+            for start in range(0, len(items), MAX_BATCH):
+                part = items[start : start + MAX_BATCH]
+                calls.append(
+                    operations.complete(self.keys[q], self.consumer, [i.completion for i in part])
+                )
+                parts.append(part)
         delay = 0.05
         while True:
             try:
@@ -78,10 +129,12 @@ class Completer:
                 log.warning("ack batch failed, retrying in %.2fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        for q, rejected in zip(queues, replies, strict=True):
+        stored_at = time.perf_counter()
+        self.lag.add([stored_at - item.ended_at for item in batch])
+        for part, rejected in zip(parts, replies, strict=True):
             refused = set(rejected)
-            for i, (_, on_done) in enumerate(by_queue[q]):
-                on_done(i not in refused)
+            for i, item in enumerate(part):
+                item.on_done(i not in refused)
 
     async def close(self, timeout: float) -> None:
         """Flush what is queued; give up after ``timeout`` if Redis stays unreachable.
@@ -99,6 +152,6 @@ class Completer:
             log.error(
                 "gave up on %d ack(s) after %.0fs without Redis; those jobs will be reclaimed "
                 "and may run again",
-                len(self._items),
+                self.unacked,
                 timeout,
             )

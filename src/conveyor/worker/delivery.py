@@ -114,7 +114,8 @@ class DeliveryRunner:
         job = JobContext(job_id, task.name, d.queue, env.attempt, d.deliveries, w.consumer)
         started = time.perf_counter()
         outcome = await w.executor.run(task, args, kwargs, job)
-        w.job_took(time.perf_counter() - started)
+        ended = time.perf_counter()
+        w.job_took(ended - started)
         if outcome.ok:
             try:
                 record = outcomes.done_record(env, outcome.value, w.consumer, task.result_type)
@@ -128,6 +129,7 @@ class DeliveryRunner:
                     d.queue,
                     Completion(d.level, d.entry_id, job_id, record, ttl),
                     lambda stored: self._acked(d, job_id, stored),
+                    ended,
                 )
                 return True
         await transitions.failed(d, env, task, job_id, outcome)

@@ -18,6 +18,7 @@ import redis
 from ..broker import Broker, command, operations
 from ..broker.operations import Delivery
 from ..errors import ConnectionFailed
+from .completer import MAX_BATCH
 from .transitions import RECONNECT
 
 if TYPE_CHECKING:
@@ -29,6 +30,13 @@ log = logging.getLogger("conveyor.worker")
 #: time (see WorkerSettings.prefetch): enough to cover a fetch's round trip behind other
 #: workers' calls, too little to sit on jobs an idle worker could start.
 PREFETCH_SECONDS = 0.05
+#: The adaptive buffer's floor cap (2 x slots above it): enough for one fetch to cover the
+#: next one's round trip at tens of thousands of jobs a second, small enough that a crash
+#: re-runs few jobs and one fetch's reply is parsed in well under a millisecond.
+PREFETCH_CAP = 256
+#: Most jobs one fetch script returns: a large reply parsed in one go would stall the
+#: event loop, and with it the acks, for longer than the fetch saves.
+MAX_FETCH = 256
 
 
 class Fetcher:
@@ -63,13 +71,21 @@ class Fetcher:
             return fixed
         slots = self.w.settings.concurrency
         worth = int(PREFETCH_SECONDS * slots / self.mean_job_seconds)
-        return min(worth, max(16 * slots, 256))
+        return min(worth, max(2 * slots, PREFETCH_CAP))
 
     def free_slots(self) -> int:
-        """How many more jobs to fetch: free slots plus room in the prefetch buffer."""
+        """How many more jobs to fetch: free slots plus room in the prefetch buffer, less the
+        finished jobs waiting for their acks beyond one ack batch.
+
+        Every job this worker holds is running, waiting in the buffer or waiting for its
+        ack, so its pending list stays within slots + prefetch + MAX_BATCH: when acks fall
+        behind (a busy event loop, a slow Redis) fetching waits for them, and a crash can
+        only run again what a worker could have had in flight.
+        """
         w = self.w
         capacity = w.settings.concurrency + self.prefetch_limit()
-        return capacity - len(w.running) - len(w.handoff)
+        behind = max(0, w.completer.unacked - MAX_BATCH)
+        return min(MAX_FETCH, capacity - len(w.running) - len(w.handoff) - behind)
 
     async def loop(self) -> None:
         w = self.w

@@ -28,6 +28,7 @@ from ..broker.operations import Delivery
 from ..errors import ConveyorError
 from ..keys import LEVELS, QueueKeys
 from ..settings import WorkerSettings
+from .acklag import AckLag
 from .completer import Completer
 from .delivery import DeliveryRunner
 from .executor import Executor, Outcome
@@ -45,7 +46,7 @@ T = TypeVar("T")
 
 #: Jobs all slots together run back to back before the event loop polls for I/O again:
 #: each slot yields after its share, so a fetch's reply is read while work remains.
-YIELD_BUDGET = 160
+YIELD_BUDGET = 32
 #: A job for a task no live worker registers is dead-lettered after this many lease
 #: timeouts (a registry entry outlives its worker by at most two).
 UNKNOWN_TASK_LEASES = 3
@@ -87,7 +88,7 @@ class Worker:
         concurrency = self.settings.concurrency
         threads: TaskThreads[Outcome] = TaskThreads(max(4, concurrency), self._threads_stuck)
         self.executor = Executor(threads)
-        self.completer = Completer(self.broker, self.keys, self.consumer)
+        self.completer = Completer(self.broker, self.keys, self.consumer, self._acks_stored)
         self.maintenance = Maintenance(self)
         self.counts = {"done": 0, "retried": 0, "dead": 0, "lost": 0}
         leases = self.settings.leases
@@ -227,6 +228,15 @@ class Worker:
 
     def free_slots(self) -> int:
         return self.fetcher.free_slots()
+
+    def _acks_stored(self) -> None:
+        """A flush landed: the fetcher may have waited for room that acks just made."""
+        self.slot_free.set()
+
+    @property
+    def ack_lag(self) -> AckLag:
+        """How long finished jobs waited for their acks (see acklag.py), kept in memory."""
+        return self.completer.lag
 
     def job_took(self, seconds: float) -> None:
         self.fetcher.job_took(seconds)
