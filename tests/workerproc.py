@@ -9,6 +9,10 @@ Its tasks leave markers in a Redis list (``<namespace>:markers``), one line per 
 ``--app MODULE:APP`` runs that app (rebound to the URL and namespace) instead of this
 module's, as ``conveyor worker`` would: two versions of an app make a rolling deploy.
 
+``ledger`` appends its number to a file (runs counted outside Redis); ``noop`` and ``naps``
+(a 1 ms await) are fast jobs for the ack tests; on exit the worker prints
+``EXIT <consumer> counts=... ack_lag=<json>``.
+
 ``redis_ms`` is Redis' clock, so tests can time events without trusting any process' clock.
 Once the worker is fetching it prints ``READY <consumer> <pid>`` on stdout.
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
+import json
 import logging
 import os
 import signal
@@ -126,6 +131,24 @@ def register_tasks(app: Conveyor) -> None:
         mark("DONE", tag)
         return {"tag": tag, "pid": os.getpid()}
 
+    @app.task(retries=0)
+    async def noop() -> None:
+        """Nothing at all: the worker's own cost per job."""
+
+    @app.task(retries=0)
+    async def naps() -> None:
+        """A 1 ms await, like a fast I/O call."""
+        await asyncio.sleep(0.001)
+
+    @app.task(retries=0)
+    async def ledger(path: str, i: int) -> None:
+        """Append ``i`` to the file at ``path``: a count of runs kept outside Redis."""
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, b"%d\n" % i)
+        finally:
+            os.close(fd)
+
     @app.task(retries=0, max_deliveries=2)
     def suicide(tag: str) -> None:
         """Kill the worker process running it, every time it runs."""
@@ -191,7 +214,8 @@ async def amain(args: argparse.Namespace) -> None:
     try:
         await run
     finally:
-        print(f"EXIT {worker.consumer} counts={worker.counts}", flush=True)
+        lag = json.dumps(worker.ack_lag.summary())
+        print(f"EXIT {worker.consumer} counts={worker.counts} ack_lag={lag}", flush=True)
         await app.aclose()
 
 

@@ -133,6 +133,8 @@ class Fetcher:
                 log.warning("consumer group missing (stream deleted?); creating it again")
                 await w.ensure_groups()
                 continue
+            if got:
+                await w.runner.check_ended(got)
             for d in got:
                 w.dispatch(d)
             await asyncio.sleep(0)  # let the slots start on these before the next fetch
