@@ -43,3 +43,11 @@ def register_tasks(app: Conveyor) -> dict[str, Any]:
 
 app = Conveyor(namespace=os.environ.get("TEST_NAMESPACE", "cliapp"))
 register_tasks(app)
+
+#: An app whose URL is written in its code (read here from CLIAPP_URL, so a test can point it
+#: at its Redis): the CLI must keep it over CONVEYOR_REDIS_URL, and `--url` must beat it.
+explicit = Conveyor(
+    os.environ.get("CLIAPP_URL", "redis://127.0.0.1:1/0"),
+    namespace=os.environ.get("TEST_NAMESPACE", "cliapp"),
+)
+register_tasks(explicit)

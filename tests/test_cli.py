@@ -338,15 +338,28 @@ def test_stats_reports_ready_running_delayed_and_dead_counts(
 
     p = run_cli(env, "--namespace", namespace, "stats", "--json")
     assert p.returncode == 0, describe(p)
-    assert json.loads(p.stdout) == [
-        {"queue": "default", "ready": 3, "running": 1, "delayed": 1, "dead": 1, "consumers": 1}
+    out = json.loads(p.stdout)
+    assert out["namespace"] == namespace and out["workers"] == []  # the worker has stopped
+    assert out["queues"] == [
+        {
+            "queue": "default",
+            "ready": 3,
+            "running": 1,
+            "delayed": 1,
+            "dead": 1,
+            "consumers": 1,
+            "length": 5,
+            "workers": 0,
+        }
     ]
 
     table = run_cli(env, "--namespace", namespace, "stats")
     assert table.returncode == 0, describe(table)
     row = next((line for line in table.stdout.splitlines() if "default" in line), "")
-    # queue, ready, running, delayed, dead, consumers, stream length (5 entries + the dead job's)
-    assert re.findall(r"\w+", row) == ["default", "3", "1", "1", "1", "1", "5"], describe(table)
+    # queue, ready, running, delayed, dead, consumers, live workers, stream length
+    assert re.findall(r"\w+", row) == ["default", "3", "1", "1", "1", "1", "0", "5"], describe(
+        table
+    )
 
 
 def test_stats_of_an_empty_namespace_prints_an_empty_list(
@@ -354,7 +367,7 @@ def test_stats_of_an_empty_namespace_prints_an_empty_list(
 ) -> None:
     p = run_cli(env, "--namespace", namespace, "stats", "--json")
     assert p.returncode == 0, describe(p)
-    assert json.loads(p.stdout) == []
+    assert json.loads(p.stdout) == {"namespace": namespace, "queues": [], "workers": []}
 
 
 # ------------------------------------------------------------------------------ dead letters
@@ -429,3 +442,310 @@ def test_dead_replay_without_ids_or_all_is_a_usage_error(env: dict[str, str]) ->
     p = run_cli(env, "dead", "replay", "--app", APP)
     assert_clean_error(p, "--all")
     assert p.returncode == 2, describe(p)
+
+
+# ------------------------------------------------------------------------------ URL precedence
+UNREACHABLE = "redis://127.0.0.1:1/0"
+EXPLICIT = "tests.cliapp:explicit"
+
+
+def test_app_url_in_code_beats_conveyor_redis_url_and_the_flag_beats_both(
+    env: dict[str, str], redis_url: str, app: Conveyor
+) -> None:
+    code_wins = {**env, "CONVEYOR_REDIS_URL": UNREACHABLE, "CLIAPP_URL": redis_url}
+    p = run_cli(code_wins, "enqueue", EXPLICIT, "add", "--args", "[1, 2]")
+    assert p.returncode == 0, describe(p)
+    assert app.job(p.stdout.strip()).status() is JobState.QUEUED
+
+    flag_wins = {**env, "CONVEYOR_REDIS_URL": UNREACHABLE, "CLIAPP_URL": UNREACHABLE}
+    p = run_cli(flag_wins, "--url", redis_url, "enqueue", EXPLICIT, "add", "--args", "[3, 4]")
+    assert p.returncode == 0, describe(p)
+    assert app.job(p.stdout.strip()).status() is JobState.QUEUED
+
+
+def test_without_an_app_conveyor_redis_url_beats_redis_url(
+    env: dict[str, str], redis_url: str, namespace: str, app: Conveyor, tasks: dict[str, Any]
+) -> None:
+    job = tasks["add"].enqueue(1, 1)
+    base = {k: v for k, v in env.items() if k not in ("CONVEYOR_REDIS_URL", "REDIS_URL")}
+    for extra in (
+        {"CONVEYOR_REDIS_URL": redis_url, "REDIS_URL": UNREACHABLE},
+        {"REDIS_URL": redis_url},
+    ):
+        p = run_cli({**base, **extra}, "--namespace", namespace, "status", job.id)
+        assert p.returncode == 0, f"{extra}: {describe(p)}"
+        assert json.loads(p.stdout)["state"] == "queued"
+    p = run_cli(
+        {**base, "CONVEYOR_REDIS_URL": UNREACHABLE, "REDIS_URL": redis_url},
+        "--namespace",
+        namespace,
+        "status",
+        job.id,
+        timeout=40,
+    )
+    assert_clean_error(p, UNREACHABLE)
+
+
+def test_worker_children_serve_the_url_in_the_apps_code(
+    env: dict[str, str], redis_url: str, tmp_path: Path, tasks: dict[str, Any]
+) -> None:
+    code_wins = {**env, "CONVEYOR_REDIS_URL": UNREACHABLE, "CLIAPP_URL": redis_url}
+    job = tasks["add"].enqueue(20, 22)
+    args = (EXPLICIT, "-c", "2", "-p", "2", "--lease", "2", "--grace", "5")
+    with cli_worker(code_wins, tmp_path / "worker.log", *args, processes=2) as worker:
+        assert job.result(timeout=15) == 42, worker.log()
+        assert UNREACHABLE not in worker.log()
+
+
+# ------------------------------------------------------------------------------ namespaces
+def test_status_of_a_job_in_another_namespace_says_where_it_looked_and_how_to_choose(
+    env: dict[str, str], namespace: str, tasks: dict[str, Any]
+) -> None:
+    job = tasks["add"].enqueue(1, 2)
+    no_ns = {k: v for k, v in env.items() if k != "CONVEYOR_NAMESPACE"}
+    p = run_cli(no_ns, "status", job.id)
+    assert p.returncode == 2, describe(p)
+    assert json.loads(p.stdout) == {"id": job.id, "state": "unknown"}
+    for needle in ("namespace 'conveyor'", "--namespace", "--app", "CONVEYOR_NAMESPACE"):
+        assert needle in p.stderr, describe(p)
+
+    honoured = run_cli({**no_ns, "CONVEYOR_NAMESPACE": namespace}, "status", job.id)
+    assert honoured.returncode == 0, describe(honoured)
+    assert json.loads(honoured.stdout)["state"] == "queued"
+    stats_out = run_cli({**no_ns, "CONVEYOR_NAMESPACE": namespace}, "stats", "--json")
+    assert stats_out.returncode == 0, describe(stats_out)
+    assert json.loads(stats_out.stdout)["namespace"] == namespace
+
+
+# ------------------------------------------------------------------------------ one-line errors
+def invoke(env: dict[str, str], *args: str) -> Any:
+    """The `conveyor` command in-process (click's CliRunner): output, exit code, exception."""
+    from click.testing import CliRunner
+
+    from conveyor.cli import main
+
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def assert_one_line(result: Any, code: int, *needles: str) -> None:
+    shown = f"exit {result.exit_code}\n{result.output}"
+    assert result.exit_code == code, shown
+    assert isinstance(result.exception, SystemExit), f"{result.exception!r}\n{shown}"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, shown
+    assert "Traceback" not in result.output, shown
+    for needle in needles:
+        assert needle in errors[0], f"{needle!r} not in {errors[0]!r}"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (("dead", "show", "nope"), 2, "not a stream entry id: 'nope'"),
+        (("dead", "replay", "garbage"), 2, "not a stream entry id: 'garbage'"),
+        (("history", "replay", "x-1"), 2, "not a stream entry id: 'x-1'"),
+        (("dead", "show", "99999999999999999999-0"), 2, "not a stream entry id"),
+        (("status", "default:n:99999999999999999999-0"), 1, "99999999999999999999"),
+        (("--log-level", "loud", "stats"), 2, "'loud' is not one of"),
+        (("--url", "redis://127.0.0.1:6379/99", "stats"), 1, "DB index"),
+    ],
+    ids=[
+        "dead-show",
+        "dead-replay",
+        "history-replay",
+        "entry-beyond-64-bits",
+        "status-20-digits",
+        "log-level",
+        "db-index",
+    ],
+)
+def test_bad_input_is_one_line_not_a_traceback(
+    env: dict[str, str], namespace: str, args: tuple[str, ...], code: int, needle: str
+) -> None:
+    assert_one_line(invoke(env, "--namespace", namespace, *args), code, needle)
+
+
+def test_a_deeply_nested_args_document_is_a_usage_error(env: dict[str, str]) -> None:
+    # In a subprocess: a RecursionError inside the test process can upset the interpreter.
+    deep = "[" * 10_000 + "]" * 10_000
+    p = run_cli(env, "enqueue", APP, "add", "--args", deep)
+    assert_clean_error(p, "--args", "nested too deeply")
+    errors = [line for line in p.stderr.splitlines() if line.startswith("Error:")]
+    assert p.returncode == 2 and len(errors) == 1, describe(p)
+
+
+def test_a_redis_error_reply_is_one_line(
+    env: dict[str, str], namespace: str, app: Conveyor, r: redis.Redis
+) -> None:
+    r.set(app.keys("default").dead, "not a stream")
+    result = invoke(env, "--namespace", namespace, "dead", "ls")
+    assert_one_line(result, 1, "refused the command", "WRONGTYPE")
+
+
+def test_a_url_that_is_not_redis_is_one_line(env: dict[str, str]) -> None:
+    import http.server
+    import threading
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"redis://127.0.0.1:{server.server_address[1]}/0"
+        assert_one_line(invoke(env, "--url", url, "stats"), 1, url, "is that address a Redis")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_enqueue_with_arguments_that_do_not_match_the_signature_is_refused(
+    env: dict[str, str], namespace: str, r: redis.Redis
+) -> None:
+    for args in (("--args", "[1]"), ("--args", '["x", 2]'), ("--kwargs", '{"a": 1, "c": 2}')):
+        p = run_cli(env, "enqueue", APP, "add", *args)
+        assert_clean_error(p, "add")
+        assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, describe(p)
+    assert list(r.scan_iter(match=f"{namespace}:*")) == [], "nothing may be enqueued"
+
+
+# ------------------------------------------------------------------------------ tables, stats
+def narrow(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "COLUMNS": "80"}
+
+
+def add_dead(r: redis.Redis, app: Conveyor, task: str, reason: str, n: int) -> tuple[str, str]:
+    """A dead-letter entry as the worker writes it; returns (entry id, job id)."""
+    job_id = f"default:n:{1_700_000_000_000 + n}-{n}"
+    entry = r.xadd(
+        app.keys("default").dead,
+        {
+            "version": "1",
+            "id": job_id,
+            "task": task,
+            "args": "[]",
+            "kwargs": "{}",
+            "enqueued_at": "1700000000000",
+            "attempt": "3",
+            "dead_reason": reason,
+            "dead_error": f"RuntimeError: {task} went wrong in a long and winding way " * 2,
+            "dead_from": f"normal:{1_700_000_000_000 + n}-{n}",
+        },
+    )
+    return entry.decode(), job_id
+
+
+def test_ids_are_never_cut_in_a_narrow_terminal(
+    env: dict[str, str], namespace: str, app: Conveyor, r: redis.Redis, tasks: dict[str, Any]
+) -> None:
+    entry, job_id = add_dead(r, app, "a_task_with_a_rather_long_name", "bad_arguments", 1)
+    dead = run_cli(narrow(env), "--namespace", namespace, "dead", "ls")
+    assert dead.returncode == 0, describe(dead)
+    assert any(entry in line and job_id in line for line in dead.stdout.splitlines()), describe(
+        dead
+    )
+
+    job = tasks["add"].enqueue(123456789, 987654321)
+    stream_entry = job.id.split(":")[-1]
+    hist = run_cli(narrow(env), "--namespace", namespace, "history")
+    assert hist.returncode == 0, describe(hist)
+    lines = hist.stdout.splitlines()
+    assert any(stream_entry in line and job.id in line for line in lines), describe(hist)
+
+    long_queue = "a-queue-with-a-name-of-forty-characters-"
+    tasks["add"].using(queue=long_queue).enqueue(1, 2)
+    stats_out = run_cli(narrow(env), "--namespace", namespace, "stats")
+    assert stats_out.returncode == 0, describe(stats_out)
+    assert any(long_queue in line for line in stats_out.stdout.splitlines()), describe(stats_out)
+
+
+def test_stats_json_has_stream_length_and_live_workers(
+    env: dict[str, str], namespace: str, app: Conveyor, r: redis.Redis, tasks: dict[str, Any]
+) -> None:
+    from conveyor.broker import run_script
+    from conveyor.keys import worker_key, workers_key
+
+    tasks["add"].enqueue(1, 2)
+    tasks["add"].using(queue="other").enqueue(1, 2)
+    info = {"host": "h", "pid": 1, "queues": ["default"], "held": 0}
+    app.broker.call(
+        run_script(
+            "heartbeat",
+            [workers_key(namespace), worker_key(namespace, "w1")],
+            ["w1", json.dumps(info), 60_000],
+        )
+    )
+    r.zadd(workers_key(namespace), {"gone": int(time.time() * 1000)})  # its info key expired
+    p = run_cli(env, "--namespace", namespace, "stats", "--json")
+    assert p.returncode == 0, describe(p)
+    out = json.loads(p.stdout)
+    assert out["workers"] == [{"id": "w1", **info}]
+    by_queue = {q["queue"]: q for q in out["queues"]}
+    assert by_queue["default"]["length"] == 1 and by_queue["default"]["workers"] == 1
+    assert by_queue["other"]["length"] == 1 and by_queue["other"]["workers"] == 0
+
+
+def test_stats_json_watch_prints_one_document_per_line_until_interrupted(
+    env: dict[str, str], namespace: str, tasks: dict[str, Any]
+) -> None:
+    tasks["add"].enqueue(1, 2)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "--namespace",
+            namespace,
+            "stats",
+            "--json",
+            "--watch",
+            "0.2",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        docs = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        assert [d["queues"][0]["ready"] for d in docs] == [1, 1], docs
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0 and "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------------------ dead filters
+def test_dead_ls_and_replay_filter_by_task_and_reason(
+    env: dict[str, str], namespace: str, app: Conveyor, r: redis.Redis
+) -> None:
+    keys = app.keys("default")
+    _, j1 = add_dead(r, app, "alpha", "failed", 1)
+    _, j2 = add_dead(r, app, "alpha", "bad_arguments", 2)
+    e3, j3 = add_dead(r, app, "beta", "failed", 3)
+    ns = ("--namespace", namespace)
+
+    ls = run_cli(env, *ns, "dead", "ls", "--task", "alpha", "--reason", "failed")
+    assert ls.returncode == 0, describe(ls)
+    assert j1 in ls.stdout and j2 not in ls.stdout and j3 not in ls.stdout, describe(ls)
+    ls = run_cli(env, *ns, "dead", "ls", "--reason", "failed")
+    assert j1 in ls.stdout and j3 in ls.stdout and j2 not in ls.stdout, describe(ls)
+
+    none = run_cli(env, *ns, "dead", "replay", "--task", "gamma")
+    assert_clean_error(none, "no dead job", "'gamma'")
+    assert none.returncode == 1 and r.xlen(keys.dead) == 3
+
+    skipped = run_cli(env, *ns, "dead", "replay", e3, "--task", "alpha")
+    assert skipped.returncode == 0 and "does not match" in skipped.stderr, describe(skipped)
+    assert r.xlen(keys.dead) == 3
+
+    replay = run_cli(env, *ns, "dead", "replay", "--reason", "failed")
+    assert replay.returncode == 0, describe(replay)
+    assert "2 job(s) replayed" in replay.stdout, describe(replay)
+    assert [f[b"dead_reason"] for _, f in r.xrange(keys.dead)] == [b"bad_arguments"]
+    ready = [f for _, f in r.xrange(keys.stream("normal"))]
+    assert sorted(f[b"id"].decode() for f in ready) == sorted([j1, j3])
+    assert all(f[b"attempt"] == b"1" and b"dead_reason" not in f for f in ready), ready

@@ -57,3 +57,51 @@ def test_history_cli_prints_the_table(app: Conveyor, redis_url: str) -> None:
         check=True,
     ).stdout
     assert job.id.split(":")[-1] in out and "hello" in out and "queued" in out
+
+
+def test_replay_of_a_queued_or_running_job_is_refused_unless_forced(
+    app: Conveyor, redis_url: str
+) -> None:
+    import pytest
+    import redis
+
+    from conveyor.history import ReplayRefused
+    from conveyor.keys import GROUP
+
+    @app.task
+    def work(n: int) -> int:
+        return n
+
+    queued = work.enqueue(1)
+    entry = queued.id.split(":")[-1]
+    with pytest.raises(ReplayRefused, match=r"is queued, not ended.*--force"):
+        replay(app, "default", "normal", entry)
+    stream = app.keys("default").stream("normal")
+    assert app.broker.client.xlen(stream) == 1, "a refused replay adds nothing"
+
+    cli = [sys.executable, "-m", "conveyor", "--url", redis_url, "--namespace", app.namespace]
+    p = subprocess.run(
+        [*cli, "history", "replay", entry], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip().splitlines() == [
+        f"Error: job {queued.id} is queued, not ended; a replay now would run it twice. "
+        "Wait until it is done or dead, or pass --force"
+    ]
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.xgroup_create(stream, GROUP, id="0")
+        client.xreadgroup(GROUP, "ghost", {stream: ">"}, count=1)  # a worker now runs it
+    finally:
+        client.close()
+    assert queued.status() is JobState.RUNNING
+    with pytest.raises(ReplayRefused, match="is running"):
+        replay(app, "default", "normal", entry)
+
+    forced = subprocess.run(
+        [*cli, "history", "replay", entry, "--force"], capture_output=True, text=True, timeout=60
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert app.job(forced.stdout.strip()).status() is JobState.QUEUED
+    assert app.broker.client.xlen(stream) == 2

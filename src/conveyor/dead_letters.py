@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .app import Conveyor
 from .broker import command, operations, text
+from .errors import ConveyorError
 from .keys import LEVELS
+from .signing import FIELD as SIGNATURE_FIELD
+from .signing import resign
 
-#: Fields a replayed job keeps; everything the dead-letter step added is dropped.
-WIRE_FIELDS = ("version", "id", "task", "args", "kwargs", "sig", "enqueued_at")
+#: Fields the dead-letter step adds start with this; a replay drops them.
+DEAD_PREFIX = "dead_"
+#: Fields a replay starts afresh: a new first attempt, with no history (and a new signature).
+RESET_FIELDS = ("attempt", "history", SIGNATURE_FIELD)
 
 
 @dataclass(frozen=True)
 class DeadJob:
     entry_id: str
     fields: dict[str, str]
+    raw: dict[bytes, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def job_id(self) -> str:
@@ -41,16 +47,50 @@ class DeadJob:
         level = origin.split(":", 1)[0]
         return level if level in LEVELS else "normal"
 
+    def matches(self, task: str | None = None, reason: str | None = None) -> bool:
+        return (task is None or self.task == task) and (reason is None or self.reason == reason)
+
+    def original(self) -> dict[bytes, bytes]:
+        """The fields the job had when it died, without what the dead-letter step added."""
+        return {k: v for k, v in self.raw.items() if not k.startswith(DEAD_PREFIX.encode())}
+
 
 def _entry(raw: Any) -> DeadJob:
     entry_id, fields = raw
-    return DeadJob(text(entry_id), {text(k): text(v) for k, v in fields.items()})
+    as_bytes = {_raw(k): _raw(v) for k, v in (fields or {}).items()}
+    return DeadJob(text(entry_id), {text(k): text(v) for k, v in as_bytes.items()}, as_bytes)
 
 
-def list_dead(app: Conveyor, queue: str, limit: int = 20) -> list[DeadJob]:
-    """Newest first."""
-    raw = app.broker.client.xrevrange(app.keys(queue).dead, "+", "-", count=limit) or []
-    return [_entry(e) for e in raw]
+def _raw(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def find(
+    app: Conveyor, queue: str, task: str | None = None, reason: str | None = None, batch: int = 500
+) -> Iterator[DeadJob]:
+    """Dead jobs of the queue matching ``task`` and ``reason`` (exact), newest first."""
+    end = "+"
+    while True:
+        raw = app.broker.client.xrevrange(app.keys(queue).dead, end, "-", count=batch) or []
+        for e in raw:
+            job = _entry(e)
+            if job.matches(task, reason):
+                yield job
+        if len(raw) < batch:
+            return
+        end = "(" + text(raw[-1][0])
+
+
+def list_dead(
+    app: Conveyor, queue: str, limit: int = 20, task: str | None = None, reason: str | None = None
+) -> list[DeadJob]:
+    """Newest first, at most ``limit``, matching the filters."""
+    out: list[DeadJob] = []
+    for job in find(app, queue, task, reason, batch=max(limit, 100)):
+        if len(out) >= limit:
+            break
+        out.append(job)
+    return out
 
 
 def iter_dead(app: Conveyor, queue: str, batch: int = 500) -> Iterator[DeadJob]:
@@ -70,19 +110,39 @@ def get_dead(app: Conveyor, queue: str, entry_id: str) -> DeadJob | None:
     return _entry(raw[0]) if raw else None
 
 
-def replay(app: Conveyor, queue: str, entry_id: str) -> str | None:
-    """Put a dead job back on its ready stream with a fresh attempt count.
+class ReplayRefused(ConveyorError):
+    """This dead job cannot be replayed as it is; the message says why."""
 
-    Returns the job id, or None when the entry is gone (already replayed or purged).
+
+def replay(app: Conveyor, queue: str, entry_id: str) -> str | None:
+    """Put a dead job back on its ready stream with a fresh attempt count, same job id.
+
+    Returns the job id, or None when the entry is gone (already replayed or purged). With
+    signing on, the entry is re-signed for its new attempt only if its original fields carry
+    a valid signature of this app: a forged entry written into the dead stream must not get
+    a good signature from the operator's replay.
     """
     job = get_dead(app, queue, entry_id)
     if job is None:
         return None
-    fields = {k: job.fields[k] for k in WIRE_FIELDS if k in job.fields}
-    fields["attempt"] = "1"
-    job_id = job.job_id
-    new = app.broker.call(operations.replay(app.keys(queue), entry_id, job.level, job_id, fields))
-    return job_id if new else None
+    if app.signer is not None and not app.signer.verify(job.original(), queue, job.level):
+        raise ReplayRefused(
+            f"dead job {entry_id} does not carry a valid signature of this app's keys "
+            "(altered, or written by something else); it was not replayed"
+        )
+    if not job.job_id:
+        raise ReplayRefused(f"dead job {entry_id} has no job id; it was not replayed")
+    fields: dict[str, bytes | str | int] = {}
+    for name, value in job.original().items():
+        key = name.decode(errors="replace")
+        if key not in RESET_FIELDS:
+            fields[key] = value
+    fields["attempt"] = 1
+    fields = resign(fields, app.signer, queue, job.level)
+    new = app.broker.call(
+        operations.replay(app.keys(queue), entry_id, job.level, job.job_id, fields)
+    )
+    return job.job_id if new else None
 
 
 def purge(app: Conveyor, queue: str) -> int:

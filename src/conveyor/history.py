@@ -11,11 +11,13 @@ from typing import Any
 
 from .app import Conveyor
 from .broker import Call, operations, text
+from .errors import ConveyorError
 from .job import JobInfo, interpret
 from .keys import LEVELS, job_id_for
+from .signing import resign
 
-#: Fields a replay copies; id, attempt and history start afresh.
-REPLAYED_FIELDS = ("version", "task", "args", "kwargs", "sig")
+#: Fields a replay copies; id, attempt, history and the signature start afresh.
+REPLAYED_FIELDS = ("version", "task", "args", "kwargs")
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,45 @@ def recent(
     ]
 
 
-def replay(app: Conveyor, queue: str, level: str, entry_id: str) -> str | None:
-    """Run a past job again as a new job with the same task and arguments; None if gone."""
+class ReplayRefused(ConveyorError):
+    """A past job cannot be replayed as asked; the message says why and what to do."""
+
+
+def replay(
+    app: Conveyor, queue: str, level: str, entry_id: str, *, force: bool = False
+) -> str | None:
+    """Run a past job again as a new job with the same task and arguments; None if gone.
+
+    Refused while the job has not ended (queued, running, retrying): replaying it then runs
+    it twice, which ``force`` accepts. With signing on, the copy is signed afresh only if
+    the entry carries a valid signature of this app.
+    """
     keys = app.keys(queue)
     raw = app.broker.client.xrange(keys.stream(level), entry_id, entry_id) or []
     if not raw:
         return None
-    fields = {text(k): v for k, v in (raw[0][1] or {}).items()}
-    copy: dict[str, Any] = {k: fields[k] for k in REPLAYED_FIELDS if k in fields}
+    fields = {_raw(k): _raw(v) for k, v in (raw[0][1] or {}).items()}
+    if not force:
+        job_id = text(fields.get(b"id") or b"") or job_id_for(queue, level, entry_id)
+        state = interpret(job_id, app.broker.call(operations.status(keys, job_id, level, entry_id)))
+        if not state.state.finished:
+            raise ReplayRefused(
+                f"job {job_id} is {state.state.value}, not ended; a replay now would run it "
+                "twice. Wait until it is done or dead, or pass --force"
+            )
+    if app.signer is not None and not app.signer.verify(fields, queue, level):
+        raise ReplayRefused(
+            f"entry {entry_id} does not carry a valid signature of this app's keys; not replayed"
+        )
+    copy: dict[str, bytes | str | int] = {
+        k: fields[k.encode()] for k in REPLAYED_FIELDS if k.encode() in fields
+    }
     copy["attempt"] = 1
-    new_entry: str = app.broker.call(operations.enqueue(keys, level, copy))
+    new_entry: str = app.broker.call(
+        operations.enqueue(keys, level, resign(copy, app.signer, queue, level))
+    )
     return job_id_for(queue, level, new_entry)
+
+
+def _raw(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +10,7 @@ import redis
 
 from .app import Conveyor
 from .broker import Call, command, text
-from .keys import GROUP, LEVELS, NAME_PATTERN, workers_key
+from .keys import GROUP, LEVELS, NAME_PATTERN, worker_key, workers_key
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,62 @@ def _undelivered(app: Conveyor, stream: str, group: dict[str, Any]) -> int:
         return 0
 
 
-def live_workers(app: Conveyor, within_ms: int = 120_000) -> list[str]:
-    now_s, now_us = app.broker.client.time()
-    now_ms = int(now_s) * 1000 + int(now_us) // 1000
-    members = app.broker.client.zrangebyscore(
-        workers_key(app.namespace), now_ms - within_ms, "+inf"
+@dataclass(frozen=True)
+class LiveWorker:
+    """A worker whose heartbeat is current, with what it said about itself."""
+
+    id: str
+    info: dict[str, Any]
+
+    @property
+    def queues(self) -> list[str]:
+        queues = self.info.get("queues")
+        return [str(q) for q in queues] if isinstance(queues, list) else []
+
+
+def live_workers(app: Conveyor) -> list[LiveWorker]:
+    """Workers of the namespace whose info key has not expired, from the ``{~workers}``
+    registry. The key's TTL (twice the lease) is what says a worker is alive, so a member
+    the heartbeat script has not pruned yet is not counted once its key is gone."""
+    members = [text(m) for m in app.broker.client.zrange(workers_key(app.namespace), 0, -1)]
+    if not members:
+        return []
+    infos = app.broker.call_many(
+        [command("GET", worker_key(app.namespace, m), accepts_errors=True) for m in members]
     )
-    return [text(m) for m in members]
+    live = []
+    for member, raw in zip(members, infos, strict=True):
+        if raw is None or isinstance(raw, Exception):
+            continue
+        try:
+            info = json.loads(raw)
+        except ValueError:
+            info = {}
+        live.append(LiveWorker(member, info if isinstance(info, dict) else {}))
+    return live
+
+
+def snapshot(app: Conveyor, queues: list[str]) -> dict[str, Any]:
+    """Everything ``conveyor stats --json`` prints: per queue counts, stream length and live
+    workers serving it, and the namespace's live workers."""
+    workers = live_workers(app)
+    rows = []
+    for q in queues:
+        s = queue_stats(app, q)
+        rows.append(
+            {
+                "queue": q,
+                "ready": s.ready,
+                "running": s.running,
+                "delayed": s.delayed,
+                "dead": s.dead,
+                "consumers": s.consumers,
+                "length": sum(lv.length for lv in s.levels),
+                "workers": sum(1 for w in workers if q in w.queues),
+            }
+        )
+    return {
+        "namespace": app.namespace,
+        "queues": rows,
+        "workers": [{"id": w.id, **w.info} for w in workers],
+    }
