@@ -749,3 +749,29 @@ def test_dead_ls_and_replay_filter_by_task_and_reason(
     ready = [f for _, f in r.xrange(keys.stream("normal"))]
     assert sorted(f[b"id"].decode() for f in ready) == sorted([j1, j3])
     assert all(f[b"attempt"] == b"1" and b"dead_reason" not in f for f in ready), ready
+
+
+def test_dead_replay_re_signs_a_signed_job_and_refuses_a_forged_one(
+    redis_url: str, namespace: str, r: redis.Redis
+) -> None:
+    from conveyor import dead_letters
+
+    signed = Conveyor(redis_url, namespace=namespace, signing_keys=["k" * 32])
+    assert signed.signer is not None
+    keys = signed.keys("default")
+    try:
+        job = register_tasks(signed)["add"].enqueue(1, 2)
+        [(entry, fields)] = r.xrange(keys.stream("normal"))
+        dead_from = f"normal:{entry.decode()}"
+        good = r.xadd(keys.dead, {**fields, "dead_reason": "failed", "dead_from": dead_from})
+        forged_fields = {**fields, b"args": b"[666, 0]"}
+        forged = r.xadd(keys.dead, {**forged_fields, "dead_reason": "failed"})
+
+        with pytest.raises(dead_letters.ReplayRefused, match="valid signature"):
+            dead_letters.replay(signed, "default", forged.decode())
+        assert dead_letters.replay(signed, "default", good.decode()) == job.id
+        [(_, replayed)] = r.xrange(keys.stream("normal"), f"({entry.decode()}", "+")
+        assert replayed[b"attempt"] == b"1" and replayed[b"args"] == fields[b"args"]
+        assert signed.signer.verify(replayed, "default", "normal"), "the worker must accept it"
+    finally:
+        signed.close()
