@@ -196,7 +196,7 @@ async def test_async_a_late_reply_raises_uncertain_and_the_call_is_not_resent(
         proxy.slow()
         with pytest.raises(EnqueueUncertain):
             await broker.acall_many([xadd(stream), xadd(stream)])
-        time.sleep(DELAY)
+        await asyncio.sleep(DELAY)
         assert r.xlen(stream) == 3
         assert await broker.acall(xadd(stream)) and r.xlen(stream) == 4
     finally:
@@ -232,10 +232,10 @@ async def test_a_connection_closed_while_idle_is_replaced_not_reported_uncertain
     broker = Broker(redis_url, options())
     try:
         killed = broker.call(command("CLIENT", "ID", parse=int))
-        r.client_kill_filter(_id=killed)
+        r.client_kill_filter(_id=str(killed))
         assert broker.call(xadd(stream))
         akilled = await broker.acall(command("CLIENT", "ID", parse=int))
-        r.client_kill_filter(_id=akilled)
+        r.client_kill_filter(_id=str(akilled))
         await asyncio.sleep(0.1)  # idle: the loop has seen the close, as it would have
         await broker.acall(xadd(stream))
         assert r.xlen(stream) == 2
@@ -293,6 +293,6 @@ async def test_enqueue_async_through_a_late_reply_adds_one_job(
     proxy.slow()
     with pytest.raises(EnqueueUncertain):
         await slow_app.enqueue_many_async([echo.s(i) for i in range(3)])
-    time.sleep(DELAY)
+    await asyncio.sleep(DELAY)
     assert r.xlen(stream) == 1 + 1 + 3
     await slow_app.aclose()

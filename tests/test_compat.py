@@ -187,16 +187,23 @@ def test_redis_6_0_is_refused_naming_6_2() -> None:
     check(parse_info(info(redis_version="6.2.0")), "redis://example:6379/0")  # the minimum
 
 
-def test_eviction_policy_other_than_noeviction_logs_a_warning(
+def test_eviction_policy_other_than_noeviction_logs_a_warning_once_per_url(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    url = f"redis://:s3cret@eviction-{time.monotonic_ns()}:6379/0"  # not warned about before
     with caplog.at_level(logging.WARNING, logger="conveyor.server"):
-        check(parse_info(info(maxmemory_policy="allkeys-lru")), "redis://example:6379/0")
+        check(parse_info(info(maxmemory_policy="allkeys-lru")), url)
     [record] = [r for r in caplog.records if r.name == "conveyor.server"]
     assert record.levelno == logging.WARNING
-    assert "allkeys-lru" in record.getMessage() and "noeviction" in record.getMessage()
+    message = record.getMessage()
+    assert "allkeys-lru" in message and "noeviction" in message
+    assert "eviction-" in message and "s3cret" not in message
 
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="conveyor.server"):
-        check(parse_info(info(maxmemory_policy="noeviction")), "redis://example:6379/0")
+        check(parse_info(info(maxmemory_policy="noeviction")), url)
+        check(parse_info(info(maxmemory_policy="allkeys-lru")), url)  # said already
     assert [r for r in caplog.records if r.name == "conveyor.server"] == []
+    with caplog.at_level(logging.WARNING, logger="conveyor.server"):
+        check(parse_info(info(maxmemory_policy="volatile-lru")), url)  # a new policy is news
+    assert len([r for r in caplog.records if r.name == "conveyor.server"]) == 1

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..errors import UnsupportedServer
+from ..errors import UnsupportedServer, redact_url
 
 MIN_VERSION: Final = (6, 2, 0)
 log = logging.getLogger("conveyor.server")
+
+# A worker opens several clients on one URL (fetch, leases, transitions), and each reads
+# INFO: the eviction warning is said once per process and URL, not once per client.
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -64,17 +70,28 @@ def parse_info(info: dict[str, Any]) -> ServerInfo:
 
 
 def check(info: ServerInfo, url: str) -> None:
-    """Refuse servers that cannot run Conveyor; warn loudly about settings that lose jobs."""
+    """Refuse servers that cannot run Conveyor; warn loudly (once per process and URL)
+    about settings that lose jobs."""
     if info.version < MIN_VERSION:
         have = ".".join(map(str, info.version))
         raise UnsupportedServer(
             f"Redis at {url} is {have}; Conveyor needs 6.2 or newer "
             "(XAUTOCLAIM, XPENDING IDLE, XTRIM MINID). Upgrade Redis or use Valkey."
         )
-    if info.eviction_risk:
+    if info.eviction_risk and _first_time(url, info.maxmemory_policy):
         log.warning(
-            "Redis maxmemory-policy is %r: at its memory limit Redis may evict queue keys and "
-            "silently lose jobs. Set `maxmemory-policy noeviction` for any Redis that holds "
-            "queues.",
+            "Redis at %s has maxmemory-policy %r: at its memory limit Redis may evict queue "
+            "keys and silently lose jobs. Set `maxmemory-policy noeviction` for any Redis that "
+            "holds queues.",
+            redact_url(url),
             info.maxmemory_policy,
         )
+
+
+def _first_time(url: str, policy: str) -> bool:
+    """True once per process for each URL and policy (a changed policy is worth saying)."""
+    with _warned_lock:
+        if (url, policy) in _warned:
+            return False
+        _warned.add((url, policy))
+        return True
