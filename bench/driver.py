@@ -136,15 +136,22 @@ def describe(check: dict[str, Any]) -> str:
 
 
 def drain_rate(
-    rows: list[tuple[int, int, int, int, int]], gate_ns: int, worker_id: str
+    rows: list[tuple[int, int, int, int, int]],
+    gate_ns: int,
+    worker_id: str,
+    acked_ns: int | None = None,
 ) -> dict[str, Any]:
     """Jobs/s from the moment the start gate opened (every worker process had booted and was
-    holding its first job) to the last task's end, by the tasks' own clocks."""
-    last = max(r[2] for r in rows)
+    holding its first job) to the last ack when ``acked_ns`` is known (``timed_to``:
+    "last ack"), else to the last task's end by the tasks' own clocks ("last task end")."""
+    last_end = max(r[2] for r in rows)
+    last = last_end if acked_ns is None else max(acked_ns, last_end)
     column = 4 if worker_id == "ppid" else 3
     return {
         "rate": len(rows) / max(last - gate_ns, 1) * 1e9,
         "seconds": (last - gate_ns) / 1e9,
+        "timed_to": "last task end" if acked_ns is None else "last ack",
+        "ack_tail_ms": None if acked_ns is None else round((last - last_end) / 1e6, 3),
         "worker_processes_seen": len({r[column] for r in rows}),
     }
 
@@ -434,6 +441,7 @@ def drain(
         want = getattr(ctx.mod, "IO_PROCESSES", 1) if io else processes
         start = open_gate(ctx, gate, want, workers)
         records.wait(n, ctx.deadline, workers, f"drain with {processes} process(es)")
+        acked_ns = wait_acked(ctx)
         cpu_s = ctx.redis_cpu() - start.pop("redis_cpu_at_gate")
         (busy0, total0), workers0 = start.pop("cpu_at_gate")
         busy1, total1 = machine_cpu()
@@ -448,8 +456,38 @@ def drain(
     rows = records.read()
     out["verify"] = verify(rows, expected)
     gate_ns = start.pop("gate_ns")
-    out["drain"] = {**drain_rate(rows, gate_ns, getattr(ctx.mod, "WORKER_ID", "pid")), **start}
+    out["drain"] = {
+        **drain_rate(rows, gate_ns, getattr(ctx.mod, "WORKER_ID", "pid"), acked_ns),
+        **start,
+    }
     return out
+
+
+def wait_acked(ctx: Context, timeout: float = 30.0) -> int | None:
+    """For a peer on Redis Streams (``ACK_STREAMS``/``ACK_GROUP``: Conveyor and the floors),
+    wait until its group has no lag and an empty pending list, and return that moment
+    (time.time_ns): its drain is timed to the last ack, what a crash could no longer rerun.
+    Peers without them return None and are timed to their last task's end, as before."""
+    streams = getattr(ctx.mod, "ACK_STREAMS", None)
+    if not streams:
+        return None
+    group = ctx.mod.ACK_GROUP
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        settled = True
+        for stream in streams:
+            try:
+                groups = ctx.admin.xinfo_groups(stream)
+            except redis.ResponseError:
+                continue  # a level no job used: no stream, nothing to ack
+            for g in groups:
+                name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+                if name == group and (g["pending"] or g.get("lag")):
+                    settled = False
+        if settled:
+            return time.time_ns()
+        time.sleep(0.0005)
+    raise BenchError(f"acks still pending {timeout:.0f}s after the last task ended")
 
 
 def w_single(ctx: Context) -> dict[str, Any]:

@@ -291,8 +291,10 @@ def markdown(doc: dict[str, Any]) -> str:
         "(sync or asyncio, whichever it has; Conveyor and the floor have both); bulk is the "
         "library's bulk API where it has one. Drains start workers on a queue already holding "
         "the jobs and are timed by the tasks' own clocks, from the moment every worker process "
-        "has booted and holds its first job (a start gate: see bench/README.md) to the last "
-        "job's end."
+        "has booted and holds its first job (a start gate: see bench/README.md). Conveyor's "
+        "and the floors' drains end at the last ack (their consumer group has no lag and an "
+        "empty pending list: nothing a crash could run again); the other peers' drains end "
+        "at the last job's end, as their queues keep no pending list to read."
     )
     lines.append("")
 

@@ -15,6 +15,9 @@ CONCURRENCY = 10
 IO_SLOTS = 100
 
 app = Conveyor(url(), namespace="bench")
+#: Drains are timed to the last ack: the moment this group has no lag and nothing pending.
+ACK_GROUP = "conveyor"
+ACK_STREAMS = list(app.keys(app.default_queue).streams)
 
 
 @app.task

@@ -29,6 +29,9 @@ RESULTS = "yes (SET per job, EX 86400)" if NOTES_RESULTS else "no"
 STREAM = b"floor:stream"
 GROUP = b"floor"
 FETCH = 500
+#: Drains are timed to the last ack (bench/driver.py wait_acked), as Conveyor's are.
+ACK_GROUP = GROUP.decode()
+ACK_STREAMS = [STREAM]
 BULK_BATCH = 1000
 IO_SLOTS = 100
 
