@@ -105,3 +105,30 @@ def test_replay_of_a_queued_or_running_job_is_refused_unless_forced(
     assert forced.returncode == 0, forced.stderr
     assert app.job(forced.stdout.strip()).status() is JobState.QUEUED
     assert app.broker.client.xlen(stream) == 2
+
+
+def test_a_signed_replay_gets_an_id_of_its_own_and_runs_once(
+    redis_url: str, namespace: str
+) -> None:
+    signed = Conveyor(redis_url, namespace=namespace, signing_keys=["k" * 32])
+    runs: list[int] = []
+
+    @signed.task
+    def double(n: int) -> int:
+        runs.append(n)
+        return 2 * n
+
+    try:
+        first = double.enqueue(21)
+        with worker_thread(signed):
+            assert first.result(timeout=10) == 42
+            row = next(r for r in recent(signed, "default", limit=5) if r.job_id == first.id)
+            again = replay(signed, "default", row.level, row.entry_id)
+            assert again is not None and again != first.id
+            assert signed.job(again).result(timeout=10) == 42
+            entries = signed.broker.client.xrange(signed.keys("default").stream("normal"))
+            replayed = [f for _, f in entries if f.get(b"id") == again.encode()]
+            assert len(replayed) == 1, "the replay carries its own signed id"
+        assert runs == [21, 21]
+    finally:
+        signed.close()

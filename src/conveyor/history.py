@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from . import producer
 from .app import Conveyor
 from .broker import Call, operations, text
 from .errors import ConveyorError
 from .job import JobInfo, interpret
 from .keys import LEVELS, job_id_for
-from .signing import resign
 
 #: Fields a replay copies; id, attempt, history and the signature start afresh.
 REPLAYED_FIELDS = ("version", "task", "args", "kwargs")
@@ -97,10 +97,9 @@ def replay(
         k: fields[k.encode()] for k in REPLAYED_FIELDS if k.encode() in fields
     }
     copy["attempt"] = 1
-    new_entry: str = app.broker.call(
-        operations.enqueue(keys, level, resign(copy, app.signer, queue, level))
-    )
-    return job_id_for(queue, level, new_entry)
+    # A signed copy gets an id of its own, so a copy of *it* is known once it has ended.
+    new_id: str = app.broker.call(producer.readd(keys, level, copy, app.signer))
+    return new_id
 
 
 def _raw(value: Any) -> bytes:
