@@ -107,7 +107,7 @@ class WorkerSettings:
     queues: tuple[str, ...] | None = None
     concurrency: int = 10
     #: jobs fetched ahead of a free slot. None adapts: a worker buffers about 50 ms of work
-    #: at its recent mean job time (at most max(16 x concurrency, 256) jobs), so fast jobs
+    #: at its recent mean job time (at most max(2 x concurrency, 256) jobs), so fast jobs
     #: come in big batches that hide the fetch round trip, and a worker never sits on long
     #: jobs another worker could start. An int fixes it (0: never).
     prefetch: int | None = None
