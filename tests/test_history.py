@@ -65,7 +65,7 @@ def test_replay_of_a_queued_or_running_job_is_refused_unless_forced(
     import pytest
     import redis
 
-    from conveyor.history import ReplayRefused
+    from conveyor import ReplayRefused
     from conveyor.keys import GROUP
 
     @app.task

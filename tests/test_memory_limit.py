@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from conveyor import Conveyor, EnqueueRejected, WorkerSettings
-from conveyor.devserver import RedisServer
 from tests.conftest import worker_thread
+from tests.redis_servers import RedisServer
 
 
 @pytest.fixture

@@ -4,29 +4,35 @@ from .app import Conveyor
 from .backoff import Backoff
 from .context import JobContext, current_job
 from .errors import (
+    AuthenticationFailed,
     ConfigurationError,
     ConnectionFailed,
     ConveyorError,
     EnqueueRejected,
+    EnqueueUncertain,
     JobFailed,
     JobNotFound,
     JobTimeout,
     PayloadError,
+    ReplayRefused,
     TaskNotFound,
     TaskTimeout,
     UnsupportedServer,
+    WorkerCrashed,
 )
 from .job import Job, JobInfo, JobState
 from .settings import Leases, Retention, TaskOptions, WorkerSettings
 from .task import Signature, Task
 
 __all__ = [
+    "AuthenticationFailed",
     "Backoff",
     "ConfigurationError",
     "ConnectionFailed",
     "Conveyor",
     "ConveyorError",
     "EnqueueRejected",
+    "EnqueueUncertain",
     "Job",
     "JobContext",
     "JobFailed",
@@ -36,6 +42,7 @@ __all__ = [
     "JobTimeout",
     "Leases",
     "PayloadError",
+    "ReplayRefused",
     "Retention",
     "Signature",
     "Task",
@@ -43,6 +50,7 @@ __all__ = [
     "TaskOptions",
     "TaskTimeout",
     "UnsupportedServer",
+    "WorkerCrashed",
     "WorkerSettings",
     "current_job",
 ]

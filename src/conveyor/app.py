@@ -10,7 +10,7 @@ from . import producer
 from .backoff import Backoff
 from .broker import Broker, Call, ClientOptions
 from .cron import CronSchedule
-from .errors import ConfigurationError, EnqueueRejected, TaskNotFound
+from .errors import ConfigurationError, EnqueueRejected, EnqueueUncertain, TaskNotFound
 from .job import Job
 from .keys import QueueKeys, parse_job_id, validate_name
 from .settings import TaskOptions
@@ -197,6 +197,9 @@ class Conveyor:
                 replies = self.broker.call_many([call for _, call in plan])
             except EnqueueRejected as exc:
                 raise _partial(exc, jobs, batch, plan, len(sigs)) from exc
+            except EnqueueUncertain as exc:
+                # Earlier batches are known to be in; only this one's fate is unknown.
+                raise EnqueueUncertain(self.url, exc.__cause__, batch=True, added=jobs) from exc
             jobs += [job for job in _jobs(batch, plan, replies) if job is not None]
         return jobs
 
@@ -210,6 +213,9 @@ class Conveyor:
                 replies = await self.broker.acall_many([call for _, call in plan])
             except EnqueueRejected as exc:
                 raise _partial(exc, jobs, batch, plan, len(sigs)) from exc
+            except EnqueueUncertain as exc:
+                # Earlier batches are known to be in; only this one's fate is unknown.
+                raise EnqueueUncertain(self.url, exc.__cause__, batch=True, added=jobs) from exc
             jobs += [job for job in _jobs(batch, plan, replies) if job is not None]
         return jobs
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from .app import Conveyor
 from .broker import command, operations, text
-from .errors import ConveyorError
+from .errors import ReplayRefused
 from .keys import LEVELS
 from .signing import FIELD as SIGNATURE_FIELD
 from .signing import resign
@@ -108,10 +108,6 @@ def iter_dead(app: Conveyor, queue: str, batch: int = 500) -> Iterator[DeadJob]:
 def get_dead(app: Conveyor, queue: str, entry_id: str) -> DeadJob | None:
     raw = app.broker.client.xrange(app.keys(queue).dead, entry_id, entry_id) or []
     return _entry(raw[0]) if raw else None
-
-
-class ReplayRefused(ConveyorError):
-    """This dead job cannot be replayed as it is; the message says why."""
 
 
 def replay(app: Conveyor, queue: str, entry_id: str) -> str | None:

@@ -88,6 +88,18 @@ def _detail(cause: BaseException | None, form: str = " ({})") -> str:
     return form.format(text) if text else ""
 
 
+class WorkerCrashed(ConveyorError):
+    """A part of the worker that must run while it works ended; the process should restart.
+
+    Raised by Worker.run after the worker handed back its jobs; ``conveyor worker`` exits
+    non-zero on it and its supervisor starts a fresh process.
+    """
+
+
+class ReplayRefused(ConveyorError):
+    """A replay was refused (the job has not ended, or the entry is not validly signed)."""
+
+
 class UnsupportedServer(ConveyorError):
     """The Redis server is too old or lacks a command Conveyor needs."""
 

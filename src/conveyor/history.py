@@ -12,7 +12,7 @@ from typing import Any
 from . import producer
 from .app import Conveyor
 from .broker import Call, operations, text
-from .errors import ConveyorError
+from .errors import ReplayRefused
 from .job import JobInfo, interpret
 from .keys import LEVELS, job_id_for
 
@@ -61,10 +61,6 @@ def recent(
         )
         for (level, entry_id, f), w in zip(rows, states, strict=True)
     ]
-
-
-class ReplayRefused(ConveyorError):
-    """A past job cannot be replayed as asked; the message says why and what to do."""
 
 
 def replay(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import dead_letters
+from ..errors import ReplayRefused
 from .base import ENTRY_ID, Context, app_option, errors, main, one_line, pass_context, queue_option
 from .output import console, table
 
@@ -112,7 +113,7 @@ def dead_replay(
                 continue
         try:
             job_id = dead_letters.replay(app, queue, entry_id)
-        except dead_letters.ReplayRefused as exc:
+        except ReplayRefused as exc:
             click.echo(f"skipped {entry_id}: {one_line(str(exc))}", err=True)
             continue
         if job_id:

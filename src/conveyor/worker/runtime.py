@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from ..app import Conveyor
 from ..broker import Broker, operations
 from ..broker.operations import Delivery
-from ..errors import ConveyorError
+from ..errors import WorkerCrashed
 from ..keys import LEVELS, QueueKeys
 from ..settings import WorkerSettings
 from .acklag import AckLag
@@ -50,14 +50,6 @@ YIELD_BUDGET = 32
 #: A job for a task no live worker registers is dead-lettered after this many lease
 #: timeouts (a registry entry outlives its worker by at most two).
 UNKNOWN_TASK_LEASES = 3
-
-
-class WorkerCrashed(ConveyorError):
-    """A part of the worker that must run while it works ended; the process should restart.
-
-    Raised by Worker.run after the worker handed back its jobs; ``conveyor worker`` exits
-    non-zero on it and its supervisor starts a fresh process.
-    """
 
 
 def app_queues(app: Conveyor) -> tuple[str, ...]:
