@@ -241,7 +241,7 @@ def test_failing_task_retries_through_delayed_set_then_lands_in_dead_stream(
     assert msgspec.json.decode(fields[b"args"]) == [7]
     assert fields[b"id"].decode() == job.id
     assert fields[b"attempt"] == b"3"
-    history = msgspec.json.decode(fields[b"history"])
+    history = msgspec.json.decode(fields[b"dead_history"])
     assert len(history) == 3
     assert [h["attempt"] for h in history] == [1, 2, 3]
     assert [h["error"] for h in history] == [f"ValueError: boom {i}" for i in (1, 2, 3)]
@@ -285,7 +285,7 @@ def test_zero_retries_goes_straight_to_dead(app: Conveyor, r: redis.Redis, names
     assert calls == [1]
     assert failed.value.error is not None and "KeyError" in failed.value.error
     [(_, fields)] = r.xrange(dead_stream(namespace))
-    assert len(msgspec.json.decode(fields[b"history"])) == 1
+    assert len(msgspec.json.decode(fields[b"dead_history"])) == 1
 
 
 # -- malformed entries -------------------------------------------------------------------------
@@ -523,7 +523,7 @@ def test_async_task_over_its_timeout_fails_with_task_timeout_and_is_retried(
     [(_, fields)] = r.xrange(dead_stream(namespace))
     assert fields[b"dead_reason"] == b"failed"
     assert b"TaskTimeout" in fields[b"dead_error"]
-    history = msgspec.json.decode(fields[b"history"])
+    history = msgspec.json.decode(fields[b"dead_history"])
     assert len(history) == 2 and all("TaskTimeout" in h["error"] for h in history)
 
 

@@ -66,7 +66,7 @@ def test_a_near_limit_job_whose_retries_grow_its_history_runs_every_attempt_and_
     [dead] = dead_fields(app)
     assert dead[b"dead_reason"] == b"failed"
     assert dead[b"id"].decode() == job.id
-    history = app.broker.client.xrange(app.keys("default").dead)[0][1][b"history"]
+    history = app.broker.client.xrange(app.keys("default").dead)[0][1][b"dead_history"]
     attempts = json.loads(history)
     assert [a["attempt"] for a in attempts] == [1, 2, 3, 4]
     assert all(len(a["error"]) <= HISTORY_ERROR_CHARS for a in attempts)
@@ -82,7 +82,7 @@ def test_history_keeps_the_last_attempts_only(app: Conveyor) -> None:
     with worker_thread(app, fast()):
         wait_until(lambda: job.status() is JobState.DEAD, 30, "the job to end dead")
     [dead] = dead_fields(app)
-    attempts = json.loads(dead[b"history"])
+    attempts = json.loads(dead[b"dead_history"])
     assert [a["attempt"] for a in attempts] == list(range(4, HISTORY_KEEP + 4))
 
 

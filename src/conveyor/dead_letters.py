@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,19 @@ class DeadJob:
         origin = self.fields.get("dead_from", "normal:")
         level = origin.split(":", 1)[0]
         return level if level in LEVELS else "normal"
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Every attempt the job made, newest last (the entry's own ``history`` field is the
+        signed history it carried into its last attempt, kept unchanged for replays)."""
+        raw = self.fields.get("dead_history")
+        if not raw:
+            return []
+        try:
+            attempts = json.loads(raw)
+        except ValueError:
+            return []
+        return [a for a in attempts if isinstance(a, dict)] if isinstance(attempts, list) else []
 
     def matches(self, task: str | None = None, reason: str | None = None) -> bool:
         return (task is None or self.task == task) and (reason is None or self.reason == reason)

@@ -111,9 +111,14 @@ def dead_fields(
     history: Sequence[Mapping[str, Any]] | None,
     worker: str,
 ) -> list[tuple[str, bytes | str]]:
-    """The dead-letter entry: the original fields untouched, then why and where it died."""
+    """The dead-letter entry: the original fields untouched, then why and where it died.
+
+    The entry's own fields (its ``history`` too) are kept byte for byte, because a signed
+    job's replay verifies them; the job's whole history, this attempt included, goes under
+    ``dead_history`` like everything else the dead-letter step adds.
+    """
     fields: list[tuple[str, bytes | str]] = [
-        (k.decode(errors="replace"), v) for k, v in d.fields.items() if k not in (b"history",)
+        (k.decode(errors="replace"), v) for k, v in d.fields.items()
     ]
     if b"id" not in d.fields:
         fields.append(("id", job_id))
@@ -127,7 +132,7 @@ def dead_fields(
         ("dead_deliveries", str(d.deliveries)),
     ]
     if history:
-        fields.append(("history", encode_json(list(history)).decode()))
+        fields.append(("dead_history", encode_json(list(history)).decode()))
     return fields
 
 

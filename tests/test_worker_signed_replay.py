@@ -1,0 +1,48 @@
+"""Signed jobs end once: dead-letter replays of them verify, copies of them never run twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from conveyor import Backoff, Conveyor, JobFailed, JobState, dead_letters
+from conveyor.testing import worker_thread
+
+KEY = b"replay-key-0123456789abcdef"
+
+
+def _signed(redis_url: str, namespace: str) -> Conveyor:
+    return Conveyor(redis_url, namespace=namespace, signing_keys=[KEY])
+
+
+def test_a_job_the_worker_dead_lettered_replays_under_signing_and_runs(
+    redis_url: str, namespace: str
+) -> None:
+    app = _signed(redis_url, namespace)
+    runs: list[int] = []
+
+    @app.task(retries=1, backoff=Backoff(base=0.01, cap=0.02))
+    def flaky(n: int) -> int:
+        runs.append(n)
+        if len(runs) <= 2:
+            raise RuntimeError(f"failure {len(runs)}")
+        return n * 10
+
+    try:
+        job = flaky.enqueue(4)
+        with worker_thread(app):
+            with pytest.raises(JobFailed):
+                job.result(timeout=10)
+            [dead] = dead_letters.list_dead(app, "default")
+            # The dead entry keeps the signed fields of the copy that died, byte for byte,
+            # and the whole history of the job under its own name.
+            history = dead.history
+            assert [h["attempt"] for h in history] == [1, 2]
+            assert "failure 1" in history[0]["error"] and "failure 2" in history[1]["error"]
+            assert app.signer is not None
+            assert app.signer.verify(dead.original(), "default", dead.level)
+            assert dead_letters.replay(app, "default", dead.entry_id) == job.id
+            assert job.result(timeout=10) == 40
+        assert runs == [4, 4, 4]
+        assert job.status() is JobState.DONE
+    finally:
+        app.close()
