@@ -134,6 +134,9 @@ class Maintenance:
                         level,
                         ", ".join(deleted[:5]),
                     )
+                # A claimed entry is a fetch like any other: a signed copy of an ended job,
+                # read by a made-up consumer, must not run again because it came this way.
+                await w.runner.check_ended(claimed)
                 for d in claimed:
                     log.info(
                         "reclaimed job %s/%s %s (delivery %d) after its lease expired",
