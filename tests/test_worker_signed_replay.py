@@ -96,3 +96,34 @@ def test_a_signed_copy_of_an_ended_job_reclaimed_from_a_made_up_consumer_is_not_
         assert job.status() is JobState.DONE
     finally:
         app.close()
+
+
+def test_a_signed_copy_read_while_its_job_is_still_queued_does_not_run_it_twice(
+    redis_url: str, namespace: str
+) -> None:
+    app = _signed(redis_url, namespace)
+    runs: list[int] = []
+
+    @app.task
+    def once(n: int) -> int:
+        runs.append(n)
+        return n
+
+    client = app.broker.client
+    keys = app.keys("default")
+    stream = keys.stream("normal")
+    try:
+        job = once.enqueue(5)
+        [(original, fields)] = client.xrange(stream)
+        copy = client.xadd(stream, fields)
+        with worker_thread(app, _fast()):
+            assert job.result(timeout=10) == 5
+            wait_until(lambda: client.xlen(keys.dead) == 1, 10, "the copy dead-lettered")
+        [(_, dead)] = client.xrange(keys.dead)
+        assert dead[b"dead_reason"] == b"duplicate_of_queued_job"
+        assert dead[b"dead_from"] == b"normal:" + copy
+        assert runs == [5], "the copy ran the job a second time"
+        assert job.status() is JobState.DONE
+        assert original != copy
+    finally:
+        app.close()

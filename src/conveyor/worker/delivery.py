@@ -30,6 +30,9 @@ log = logging.getLogger("conveyor.worker")
 MAX_JOB_ID = 200
 #: Record states after which a job never runs again.
 ENDED = frozenset({"done", "dead", "cancelled"})
+#: Dead reasons of signed copies refused before they ran (the job ran, or runs, elsewhere).
+ENDED_COPY = "replayed_ended_job"
+QUEUED_COPY = "duplicate_of_queued_job"
 
 
 def entry_job_id(d: Delivery) -> str:
@@ -51,15 +54,20 @@ class DeliveryRunner:
 
     def __init__(self, worker: Worker) -> None:
         self.w = worker
-        #: (queue, level, entry_id) of fetched signed copies whose job's record had ended
-        self._ended: set[tuple[str, str, str]] = set()
+        #: (queue, level, entry_id) of fetched signed copies that must not run, with why:
+        #: ENDED_COPY (the job's record had ended) or QUEUED_COPY (the job is queued or
+        #: running from another entry)
+        self._refused: dict[tuple[str, str, str], str] = {}
 
     async def check_ended(self, got: list[Delivery]) -> None:
         """Before a fetched batch runs, find the signed copies of jobs that already ended.
 
         A signed entry that carries an id may be a replay of a job that ended (its
-        signature still holds); this reads every such job's record in one MGET per queue
-        and fetched batch, so signing adds no round trip per job. Unsigned apps skip it.
+        signature still holds), or a copy of one still queued or running from another entry
+        (a signed job's record names the entry it sits in: every script that adds one, from
+        enqueue to promote, requeue and replay, writes it in the same step). This reads
+        every such job's record in one MGET per queue and fetched batch, so signing adds no
+        round trip per job. Unsigned apps skip it.
         """
         if self.w.app.signer is None:
             return
@@ -77,14 +85,17 @@ class DeliveryRunner:
                 command("MGET", *[keys.record(job_id) for _, job_id in items])
             )
             for (d, _), record in zip(items, raws, strict=True):
-                if _ended(record):
-                    self._ended.add((d.queue, d.level, d.entry_id))
+                why = _refusal(record, d.entry_id)
+                if why is not None:
+                    self._refused[(d.queue, d.level, d.entry_id)] = why
 
     async def process(self, d: Delivery) -> None:
         acking = False
         try:
             acking = await self.handle(d)
         finally:
+            # Rejected before handle() looked (a bad signature, a malformed entry): forget it.
+            self._refused.pop((d.queue, d.level, d.entry_id), None)
             if not acking:
                 self.w.held.discard(d.queue, d.level, d.entry_id)
 
@@ -107,13 +118,23 @@ class DeliveryRunner:
             await transitions.dead(d, entry_job_id(d), None, "malformed", f"malformed job: {exc}")
             return False
         job_id = env.id or job_id_for(d.queue, d.level, d.entry_id)
-        if signer is not None and env.id is not None and self._was_ended(d):
+        why = self._refused.pop((d.queue, d.level, d.entry_id), None)
+        if signer is not None and env.id is not None and why == ENDED_COPY:
             await transitions.reject(
                 d,
                 job_id,
-                "replayed_ended_job",
+                ENDED_COPY,
                 f"a signed copy of job {job_id}, which already ended, was read again; "
-                "it was not run (replay it from the dead letters to run it on purpose)",
+                "it was not run (enqueue the task again to run it once more)",
+            )
+            return False
+        if signer is not None and env.id is not None and why == QUEUED_COPY:
+            await transitions.reject(
+                d,
+                job_id,
+                QUEUED_COPY,
+                f"a signed copy of job {job_id} was read while the job is still queued or "
+                f"running from another entry; it was not run (the job runs once, from there)",
             )
             return False
         task = w.app.tasks.get(env.task)
@@ -163,24 +184,22 @@ class DeliveryRunner:
         await transitions.failed(d, env, task, job_id, outcome)
         return False
 
-    def _was_ended(self, d: Delivery) -> bool:
-        """Whether check_ended() found this delivery's job ended when it was fetched."""
-        key = (d.queue, d.level, d.entry_id)
-        if key in self._ended:
-            self._ended.discard(key)
-            return True
-        return False
-
     def _acked(self, d: Delivery, job_id: str, stored: bool) -> None:
         self.w.held.discard(d.queue, d.level, d.entry_id)
         self.w.transitions.count("done" if stored else "lost", job_id)
 
 
-def _ended(raw: bytes | None) -> bool:
-    """Whether a job record says the job ended."""
+def _refusal(raw: bytes | None, entry_id: str) -> str | None:
+    """Why a signed copy read from ``entry_id`` must not run, from its job's record: None
+    when it may (no record, or one that names no other entry, is no proof of a copy)."""
     if not raw:
-        return False
+        return None
     try:
-        return decode_record(raw).state in ENDED
+        record = decode_record(raw)
     except Exception:  # an unreadable record is no proof the job ended
-        return False
+        return None
+    if record.state in ENDED:
+        return ENDED_COPY
+    if record.state == "queued" and record.entry and record.entry != entry_id:
+        return QUEUED_COPY
+    return None
