@@ -67,7 +67,8 @@ class DeliveryRunner:
         (a signed job's record names the entry it sits in: every script that adds one, from
         enqueue to promote, requeue and replay, writes it in the same step). This reads
         every such job's record in one MGET per queue and fetched batch, so signing adds no
-        round trip per job. Unsigned apps skip it.
+        round trip per job. Unsigned apps skip it. Raises ConnectionFailed when Redis is
+        unreachable, so the fetch loop keeps its batch and still hears a stop.
         """
         if self.w.app.signer is None:
             return
@@ -81,7 +82,8 @@ class DeliveryRunner:
                 by_queue.setdefault(d.queue, []).append((d, job_id))
         for queue, items in by_queue.items():
             keys = self.w.keys[queue]
-            raws: list[bytes | None] = await self.w.transitions.call(
+            # Not retried here: the caller holds the batch through an outage and can stop.
+            raws: list[bytes | None] = await self.w.broker.acall(
                 command("MGET", *[keys.record(job_id) for _, job_id in items])
             )
             for (d, _), record in zip(items, raws, strict=True):

@@ -92,7 +92,25 @@ class Fetcher:
         turn = 0
         queues = list(w.keys)
         failures = 0
+        #: a fetched batch whose check (check_ended) has not got through yet: it is held
+        #: here, never fetched over, until Redis answers or the worker stops
+        unchecked: list[Delivery] = []
         while not w.stopping.is_set():
+            if unchecked:
+                try:
+                    await w.runner.check_ended(unchecked)
+                except ConnectionFailed as exc:
+                    failures += 1
+                    delay = RECONNECT.delay(failures)
+                    log.warning("Redis unreachable, retrying in %.2fs: %s", delay, exc)
+                    await self._pause(delay)
+                    continue
+                failures = 0
+                for d in unchecked:
+                    w.dispatch(d)
+                unchecked = []
+                await asyncio.sleep(0)
+                continue
             free = self.free_slots()
             if free <= 0 or not self._worth_fetching(free):
                 w.slot_free.clear()
@@ -120,6 +138,10 @@ class Fetcher:
                         operations.block_read(w.streams, w.consumer, 1, w.settings.block_ms)
                     )
                 failures = 0
+                if got:
+                    unchecked = got
+                    await w.runner.check_ended(got)
+                    unchecked = []
             except ConnectionFailed as exc:
                 self._blocker_id = None
                 failures += 1
@@ -133,11 +155,13 @@ class Fetcher:
                 log.warning("consumer group missing (stream deleted?); creating it again")
                 await w.ensure_groups()
                 continue
-            if got:
-                await w.runner.check_ended(got)
             for d in got:
                 w.dispatch(d)
             await asyncio.sleep(0)  # let the slots start on these before the next fetch
+        # Stopping with a batch still unchecked: the handoff is closed, so it is not run;
+        # shutdown requeues it with the rest of the handoff (its leases are still ours).
+        for d in unchecked:
+            w.dispatch(d)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
