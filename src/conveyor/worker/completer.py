@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from ..backoff import Backoff
 from ..broker import Broker, Call, operations
+from ..errors import ConnectionFailed
 from ..keys import QueueKeys
 from .acklag import AckLag
 from .cancellation import cancel_and_wait
@@ -125,7 +126,9 @@ class Completer:
             try:
                 replies = await self.broker.acall_many(calls)
                 break
-            except Exception as exc:
+            except ConnectionFailed as exc:
+                # Only an outage is worth waiting out; any other error would repeat forever,
+                # so it ends the completer and the worker crashes (WorkerCrashed) instead.
                 log.warning("ack batch failed, retrying in %.2fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
