@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from conveyor import Conveyor, JobFailed, dead_letters
+from conveyor import Conveyor, JobFailed, Leases, WorkerSettings, dead_letters
 from conveyor.testing import delete_namespace, worker_task
 
 NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE") or f"example-interop-{secrets.token_hex(3)}"
@@ -77,7 +77,10 @@ async def main() -> int:
             xadd("version", "1", "task", "resize", "args", "[]", "kwargs", "{}"),
             xadd("version", "1", "task", "add", "args", '["two", 3]', "kwargs", "{}"),
         ]
-        async with worker_task(app):
+        # A task no live worker registers is handed back for three lease timeouts (another
+        # worker of a rolling deploy may know it) before it is dead-lettered: short leases
+        # here, so that takes three seconds.
+        async with worker_task(app, WorkerSettings(leases=Leases(timeout=1))):
             result = await app.job(job_id).result_async(timeout=10)
             print(f"job {job_id} -> {result}")
             ok = result == 50

@@ -71,7 +71,7 @@ async def report() -> bool:
     cli = [sys.executable, "-m", "conveyor", "--namespace", NAMESPACE, "stats", "--json"]
     out = await asyncio.to_thread(subprocess.check_output, cli)
     print("$ conveyor --namespace", NAMESPACE, "stats --json\n" + out.decode().strip())
-    return ok and json.loads(out)[0]["ready"] == 5
+    return ok and json.loads(out)["queues"][0]["ready"] == 5
 
 
 async def main() -> int:

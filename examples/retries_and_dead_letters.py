@@ -18,7 +18,6 @@ The same from a shell:  conveyor dead ls|show|replay --app examples.retries_and_
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import sys
@@ -81,7 +80,7 @@ async def inspect_and_replay(invoice: Job[str]) -> bool:
     dead = dead_letters.list_dead(app, "payments")
     ok = len(dead) == 1 and dead[0].job_id == invoice.id and dead[0].reason == "failed"
     entry = dead[0]
-    history = json.loads(entry.fields["history"])
+    history = entry.history  # every attempt, from the entry's dead_history field
     print(f"dead-letter entry {entry.entry_id}: reason={entry.reason} error={entry.error!r}")
     for h in history:
         print(f"  attempt {h['attempt']}: {h['error']}")

@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 import redis
 
-from conveyor import Backoff, Conveyor, JobFailed, JobState, Leases, WorkerSettings
+from conveyor import (
+    Backoff,
+    Conveyor,
+    JobFailed,
+    JobState,
+    Leases,
+    ReplayRefused,
+    WorkerSettings,
+    dead_letters,
+)
 from conveyor.worker.outcomes import HISTORY_ERROR_CHARS, HISTORY_KEEP
 from tests.conftest import wait_until, worker_thread
 
@@ -157,5 +166,10 @@ def test_a_signed_copy_of_a_job_that_ended_is_not_run_again(
         assert dead[b"id"].decode() == job.id
         assert r.get(app.keys("default").record(job.id)) == record  # untouched
         assert job.result(timeout=1) == 42
+        # Replaying the copy would put it back under the ended job's id: refused.
+        [(dead_entry, _)] = r.xrange(app.keys("default").dead)
+        with pytest.raises(ReplayRefused, match="is a copy of job"):
+            dead_letters.replay(app, "default", dead_entry.decode())
+        assert r.get(app.keys("default").record(job.id)) == record
     finally:
         app.close()

@@ -124,6 +124,10 @@ def get_dead(app: Conveyor, queue: str, entry_id: str) -> DeadJob | None:
     return _entry(raw[0]) if raw else None
 
 
+#: Dead-letter reasons of signed copies of another job's entry: never replayed.
+COPY_REASONS = frozenset({"replayed_ended_job", "duplicate_of_queued_job"})
+
+
 def replay(app: Conveyor, queue: str, entry_id: str) -> str | None:
     """Put a dead job back on its ready stream with a fresh attempt count, same job id.
 
@@ -142,6 +146,12 @@ def replay(app: Conveyor, queue: str, entry_id: str) -> str | None:
         )
     if not job.job_id:
         raise ReplayRefused(f"dead job {entry_id} has no job id; it was not replayed")
+    if job.reason in COPY_REASONS:
+        # Replaying the copy under its job's id would overwrite that job's own record.
+        raise ReplayRefused(
+            f"dead job {entry_id} is a copy of job {job.job_id}, which already ran or runs "
+            "from another entry; it was not replayed (enqueue the task again to run it once more)"
+        )
     fields: dict[str, bytes | str | int] = {}
     for name, value in job.original().items():
         key = name.decode(errors="replace")

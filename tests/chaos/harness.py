@@ -403,9 +403,9 @@ def parse_dead(entry_id: bytes | str, fields: dict[bytes, bytes]) -> DeadEntry:
             with contextlib.suppress(ValueError, TypeError, IndexError):
                 seq = int(json.loads(raw)[0])
     history = 0
-    if b"history" in fields:
+    if b"dead_history" in fields:  # every attempt; the entry's own history is one short
         with contextlib.suppress(ValueError):
-            history = len(json.loads(fields[b"history"]))
+            history = len(json.loads(fields[b"dead_history"]))
     attempt = None
     with contextlib.suppress(KeyError, ValueError):
         attempt = int(fields[b"attempt"])
