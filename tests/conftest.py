@@ -10,15 +10,16 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 
-from conveyor import Conveyor
+from conveyor import Conveyor, Leases, WorkerSettings
 from conveyor.testing import delete_namespace, worker_task, worker_thread
 from tests.redis_servers import configured_url, redis_for
 
-__all__ = ["wait_until", "worker_task", "worker_thread"]
+__all__ = ["fast", "wait_until", "worker_task", "worker_thread"]
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -28,6 +29,19 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
+
+
+def fast(**changes: Any) -> WorkerSettings:
+    """Worker settings for tests: short leases, short blocking reads, quick promotion."""
+    values: dict[str, Any] = {
+        "concurrency": 4,
+        "leases": Leases(timeout=1.0),
+        "block_ms": 100,
+        "promote_every": 0.05,
+        "shutdown_grace": 3.0,
+    }
+    values.update(changes)
+    return WorkerSettings(**values)
 
 
 @pytest.fixture(scope="session")

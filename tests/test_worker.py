@@ -23,24 +23,9 @@ from conveyor import (
     JobFailed,
     JobState,
     JobTimeout,
-    Leases,
-    WorkerSettings,
 )
 from conveyor.scripts import script
-from tests.conftest import wait_until, worker_task, worker_thread
-
-
-def fast(**changes: Any) -> WorkerSettings:
-    """Settings for tests: short leases, short blocking reads, quick promotion."""
-    values: dict[str, Any] = {
-        "concurrency": 4,
-        "leases": Leases(timeout=1.0),
-        "block_ms": 100,
-        "promote_every": 0.05,
-        "shutdown_grace": 3.0,
-    }
-    values.update(changes)
-    return WorkerSettings(**values)
+from tests.conftest import fast, wait_until, worker_task, worker_thread
 
 
 def stream(namespace: str, level: str = "normal", queue: str = "default") -> str:

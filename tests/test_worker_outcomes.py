@@ -18,28 +18,14 @@ from conveyor import (
     Conveyor,
     JobFailed,
     JobState,
-    Leases,
     ReplayRefused,
-    WorkerSettings,
     dead_letters,
 )
 from conveyor.worker.outcomes import HISTORY_ERROR_CHARS, HISTORY_KEEP
-from tests.conftest import wait_until, worker_thread
+from tests.conftest import fast, wait_until, worker_thread
 
 KEY = b"test-key-0123456789abcdef"
 ERROR_CHARS = 30_000
-
-
-def fast(**changes: Any) -> WorkerSettings:
-    values: dict[str, Any] = {
-        "concurrency": 2,
-        "leases": Leases(timeout=1.0),
-        "block_ms": 100,
-        "promote_every": 0.05,
-        "shutdown_grace": 3.0,
-    }
-    values.update(changes)
-    return WorkerSettings(**values)
 
 
 def record_keys_without_ttl(r: redis.Redis, namespace: str) -> list[bytes]:
@@ -66,7 +52,7 @@ def test_a_near_limit_job_whose_retries_grow_its_history_runs_every_attempt_and_
         raise ValueError("e" * ERROR_CHARS)
 
     job = big.enqueue("x" * 1_040_000)
-    with worker_thread(app, fast()):
+    with worker_thread(app, fast(concurrency=2)):
         wait_until(lambda: job.status() is JobState.DEAD, 20, "the job to end dead")
         with pytest.raises(JobFailed) as failed:
             job.result(timeout=5)
@@ -88,7 +74,7 @@ def test_history_keeps_the_last_attempts_only(app: Conveyor) -> None:
         raise RuntimeError("again")
 
     job = flaky.enqueue()
-    with worker_thread(app, fast()):
+    with worker_thread(app, fast(concurrency=2)):
         wait_until(lambda: job.status() is JobState.DEAD, 30, "the job to end dead")
     [dead] = dead_fields(app)
     attempts = json.loads(dead[b"dead_history"])
@@ -107,7 +93,7 @@ def test_a_result_json_cannot_carry_fails_at_once_without_retries(
         return value
 
     job = odd.enqueue()
-    with worker_thread(app, fast()):
+    with worker_thread(app, fast(concurrency=2)):
         wait_until(lambda: job.status() is JobState.DEAD, 10, "the job to end dead")
         with pytest.raises(JobFailed, match="cannot be stored as JSON"):
             job.result(timeout=5)
@@ -132,7 +118,7 @@ def test_a_malformed_retry_is_dead_lettered_under_the_job_id_it_carries(
     def t(n: int) -> int:
         return n
 
-    with worker_thread(app, fast()):
+    with worker_thread(app, fast(concurrency=2)):
         wait_until(lambda: app.job(job_id).status() is JobState.DEAD, 10, "the job to end")
     [dead] = dead_fields(app)
     assert dead[b"dead_reason"] == b"malformed"
@@ -154,7 +140,7 @@ def test_a_signed_copy_of_a_job_that_ended_is_not_run_again(
     try:
         job = double.enqueue(21)
         stream = app.keys("default").stream("normal")
-        with worker_thread(app, fast()):
+        with worker_thread(app, fast(concurrency=2)):
             assert job.result(timeout=10) == 42
             record = r.get(app.keys("default").record(job.id))
             [(_, original)] = r.xrange(stream)

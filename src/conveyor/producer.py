@@ -90,19 +90,7 @@ def immediate(
 ) -> Call[tuple[bool, str]]:
     """One XADD (or one script, with a unique key or a signer)."""
     if signer is not None:
-        job_id = mint_id(keys.queue)
-        fields = encode_fields(
-            task,
-            args,
-            kwargs,
-            enqueued_at=now_ms(),
-            job_id=job_id,
-            max_bytes=max_bytes,
-            signer=signer,
-            queue=keys.queue,
-            level=level,
-            hints=hints,
-        )
+        job_id, fields = _with_id(keys, level, task, args, kwargs, max_bytes, signer, hints)
         return signed(keys, level, job_id, fields, unique)
     fields = encode_fields(
         task, args, kwargs, enqueued_at=now_ms(), max_bytes=max_bytes, hints=hints
@@ -221,6 +209,22 @@ def scheduled(
     hints: HintFor | None = None,
 ) -> Call[tuple[bool, str]]:
     """A job for the delayed set; signed for the stream it will be promoted to."""
+    job_id, fields = _with_id(keys, level, task, args, kwargs, max_bytes, signer, hints)
+    payload = delayed_payload(fields, level)
+    return operations.schedule(keys, job_id, payload, delay_ms=delay_ms, at_ms=at_ms, unique=unique)
+
+
+def _with_id(
+    keys: QueueKeys,
+    level: str,
+    task: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    max_bytes: int,
+    signer: Signer | None,
+    hints: HintFor | None,
+) -> tuple[str, dict[str, bytes | str | int]]:
+    """A minted id and the fields that carry it (signed for ``level`` under a signer)."""
     job_id = mint_id(keys.queue)
     fields = encode_fields(
         task,
@@ -234,5 +238,4 @@ def scheduled(
         level=level,
         hints=hints,
     )
-    payload = delayed_payload(fields, level)
-    return operations.schedule(keys, job_id, payload, delay_ms=delay_ms, at_ms=at_ms, unique=unique)
+    return job_id, fields
