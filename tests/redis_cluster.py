@@ -84,8 +84,15 @@ class Cluster:
             node.start()
         hosts = [f"{LOOPBACK}:{n.port}" for n in self.nodes]
         subprocess.run(
-            [_redis_cli(), "--cluster", "create", *hosts, "--cluster-replicas", "1"]
-            + ["--cluster-yes"],
+            [
+                _redis_cli(),
+                "--cluster",
+                "create",
+                *hosts,
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
             check=True,
             capture_output=True,
             timeout=60,
@@ -246,7 +253,7 @@ class SentinelGroup:
 
     def master_port(self) -> int:
         s = next(s for s in self.sentinels if s.pid is not None)
-        host, port = _client(s.port).execute_command(
+        _host, port = _client(s.port).execute_command(
             "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service
         )
         return int(port)
@@ -268,9 +275,14 @@ class SentinelGroup:
         """Wait until the sentinels name a new master that says it is one; seconds waited."""
         t0 = time.monotonic()
 
+        old = next(n for n in self.servers if n.port == old_port)
+
         def promoted() -> bool:
             port = self.master_port()
-            return port != old_port and self.role_of(port) == "master"
+            if port == old_port or self.role_of(port) != "master":
+                return False
+            # a planned failover: the old master takes writes (lost later) until demoted
+            return old.pid is None or self.role_of(old_port) == "slave"
 
         _wait(promoted, timeout, f"the sentinels to promote a replica of port {old_port}")
         return time.monotonic() - t0

@@ -1,7 +1,9 @@
 """Turn a URL into redis-py clients, sync and asyncio, chosen once for the topology.
 
-Schemes: ``redis://``, ``rediss://`` (TLS), ``unix://`` and
-``redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]``.
+Schemes: ``redis://``, ``rediss://`` (TLS), ``unix://``,
+``redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]`` and
+``redis+cluster://[user:password@]host:port[,host:port...]`` (``rediss+cluster://`` for TLS).
+The rest of Conveyor sees one client per face; only this module knows which kind it is.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.retry
 import redis.asyncio.sentinel
+import redis.cluster
 import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError
@@ -103,6 +107,10 @@ class ClientOptions:
     backoff_base: float = 0.25
     backoff_cap: float = 2.0
     health_check_interval: int = 15
+    #: one connection per client, kept for its life: a blocking read and the CLIENT ID that
+    #: CLIENT UNBLOCK needs must be on the same connection (a client option, not a
+    #: connection option: the Sentinel pool passes connection options to the socket class)
+    single_connection: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def kwargs(self, *, for_asyncio: bool = False) -> dict[str, Any]:
@@ -152,42 +160,87 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     return SentinelTarget(hosts, path[0], db, username, password)
 
 
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", *CLUSTER_SCHEMES)
+
+
+@dataclass(frozen=True)
+class ClusterTarget:
+    seeds: list[tuple[str, int]]
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+def parse_cluster_url(url: str) -> ClusterTarget:
+    """Seed nodes of a cluster URL; any one that answers is enough to learn the rest."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    username = password = None
+    if "@" in netloc:
+        creds, netloc = netloc.rsplit("@", 1)
+        user, _, pw = creds.partition(":")
+        username, password = unquote(user) or None, unquote(pw) or None
+    seeds = []
+    for hostport in netloc.split(","):
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(
+                f"cluster URL needs host:port seed nodes, got {hostport!r}: "
+                "redis+cluster://host:6379[,host:6380...]"
+            )
+        seeds.append((host, int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if path and path != ["0"]:
+        raise ConfigurationError(
+            f"Redis Cluster has only database 0, not /{'/'.join(path)}: drop it from the URL"
+        )
+    return ClusterTarget(seeds, username, password, parts.scheme == "rediss+cluster")
+
+
+def node_url(url: str, host: str, port: int) -> str:
+    """A plain URL for one node of the cluster at ``url``, with its credentials and TLS."""
+    target = parse_cluster_url(url)
+    creds = ""
+    if target.username or target.password:
+        creds = f"{quote(target.username or '')}:{quote(target.password or '')}@"
+    return f"{'rediss' if target.tls else 'redis'}://{creds}{host}:{port}/0"
+
+
+def is_cluster(url: str) -> bool:
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
 def _check_scheme(url: str) -> str:
     scheme = urlsplit(url).scheme
-    if scheme in ("redis+cluster", "rediss+cluster"):
-        raise ConfigurationError(
-            "Redis Cluster URLs are not supported yet; use a standalone or Sentinel URL"
-        )
-    if scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
+    if scheme not in SCHEMES:
         raise ConfigurationError(
             f"unsupported Redis URL scheme {scheme!r} in {url!r}: use redis://, rediss://, "
-            "unix:// or redis+sentinel://"
+            "unix://, redis+sentinel:// or redis+cluster://"
         )
     return scheme
 
 
-def connect_sync(url: str, options: ClientOptions | None = None) -> redis.Redis:
-    kwargs = client_kwargs((options or ClientOptions()).kwargs())
-    if _check_scheme(url) == "redis+sentinel":
+def _cluster_kwargs(url: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    target = parse_cluster_url(url)
+    out = {k: v for k, v in kwargs.items() if k != "retry_on_error"}
+    out.update(username=target.username, password=target.password)
+    if target.tls:
+        out["ssl"] = True
+    return out
+
+
+def connect_sync(url: str, options: ClientOptions | None = None) -> Any:
+    """A ``redis.Redis``, or a ``redis.cluster.RedisCluster`` for a cluster URL."""
+    options = options or ClientOptions()
+    kwargs = client_kwargs(options.kwargs())
+    scheme = _check_scheme(url)
+    if scheme in CLUSTER_SCHEMES:
+        seeds = [redis.cluster.ClusterNode(h, p) for h, p in parse_cluster_url(url).seeds]
+        return redis.cluster.RedisCluster(startup_nodes=seeds, **_cluster_kwargs(url, kwargs))
+    if scheme == "redis+sentinel":
         target = parse_sentinel_url(url)
         sentinel = redis.sentinel.Sentinel(
-            target.hosts, sentinel_kwargs={"socket_timeout": kwargs["socket_connect_timeout"]}
-        )
-        return sentinel.master_for(
-            target.service,
-            db=target.db,
-            username=target.username,
-            password=target.password,
-            **kwargs,
-        )
-    return redis.Redis.from_url(url, **kwargs)
-
-
-def connect_async(url: str, options: ClientOptions | None = None) -> redis.asyncio.Redis:
-    kwargs = (options or ClientOptions()).kwargs(for_asyncio=True)
-    if _check_scheme(url) == "redis+sentinel":
-        target = parse_sentinel_url(url)
-        sentinel = redis.asyncio.sentinel.Sentinel(
             target.hosts, sentinel_kwargs={"socket_timeout": kwargs["socket_connect_timeout"]}
         )
         client = sentinel.master_for(
@@ -197,8 +250,44 @@ def connect_async(url: str, options: ClientOptions | None = None) -> redis.async
             password=target.password,
             **kwargs,
         )
+        if options.single_connection:
+            return redis.Redis(
+                connection_pool=client.connection_pool, single_connection_client=True
+            )
+        return client
+    return redis.Redis.from_url(url, single_connection_client=options.single_connection, **kwargs)
+
+
+def connect_async(url: str, options: ClientOptions | None = None) -> Any:
+    """A ``redis.asyncio.Redis``, or its ``RedisCluster`` for a cluster URL."""
+    options = options or ClientOptions()
+    kwargs = options.kwargs(for_asyncio=True)
+    scheme = _check_scheme(url)
+    if scheme in CLUSTER_SCHEMES:
+        seeds = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in parse_cluster_url(url).seeds]
+        return redis.asyncio.cluster.RedisCluster(
+            startup_nodes=seeds, **_cluster_kwargs(url, kwargs)
+        )
+    if scheme == "redis+sentinel":
+        target = parse_sentinel_url(url)
+        sentinel = redis.asyncio.sentinel.Sentinel(
+            target.hosts, sentinel_kwargs={"socket_timeout": kwargs["socket_connect_timeout"]}
+        )
+        client: redis.asyncio.Redis = sentinel.master_for(
+            target.service,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            **kwargs,
+        )
+        if options.single_connection:
+            client = redis.asyncio.Redis(
+                connection_pool=client.connection_pool, single_connection_client=True
+            )
     else:
-        client = redis.asyncio.Redis.from_url(url, **kwargs)
+        client = redis.asyncio.Redis.from_url(
+            url, single_connection_client=options.single_connection, **kwargs
+        )
     pool = client.connection_pool
     if fits(kwargs):
         pool.connection_class = packing_with_hiredis(pool.connection_class)

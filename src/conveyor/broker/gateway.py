@@ -8,12 +8,17 @@ once, on a connection that is already up. redis-py's own retry would resend a co
 reply was only late, and Redis would add the job twice; so a timeout or a dropped connection
 after sending raises EnqueueUncertain instead. Failing to connect is retried as usual: nothing
 was sent yet.
+
+On Redis Cluster the clients are redis-py's cluster clients, which route every call and
+pipeline by slot; a call sent exactly once goes to the owning node's own plain client
+(``cluster.py``), and a reply that says the slot moved (nothing ran) is sent again there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
@@ -23,8 +28,10 @@ import redis.asyncio
 from redis.exceptions import (
     AuthenticationError,
     InvalidResponse,
+    MovedError,
     NoScriptError,
     OutOfMemoryError,
+    RedisClusterException,
     ResponseError,
 )
 
@@ -37,8 +44,16 @@ from ..errors import (
     EnqueueUncertain,
     redact_url,
 )
+from . import cluster
 from .calls import Call
-from .connection import ClientOptions, configured_url, connect_async, connect_sync
+from .connection import (
+    ClientOptions,
+    configured_url,
+    connect_async,
+    connect_sync,
+    is_cluster,
+    node_url,
+)
 from .server import ServerInfo, check, parse_info
 
 T = TypeVar("T")
@@ -61,10 +76,17 @@ class Broker:
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis]
         self._aclients = weakref.WeakKeyDictionary()
         self._info: ServerInfo | None = None
+        self.cluster = is_cluster(self.url)
+        #: plain clients of cluster nodes, for calls sent exactly once (see cluster.py)
+        self._nodes: dict[cluster.Address, redis.Redis] = {}
+        self._anodes: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[cluster.Address, redis.asyncio.Redis]
+        ] = weakref.WeakKeyDictionary()
 
     # -- sync face -------------------------------------------------------------------------
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> Any:
+        """``redis.Redis``, or ``redis.cluster.RedisCluster`` for a cluster URL."""
         if self._client is None:
             self._client = connect_sync(self.url, self.options)
         return self._client
@@ -78,11 +100,16 @@ class Broker:
         """Redis errors as Conveyor's: the URL and the fix, not a socket error."""
         try:
             yield
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             error = translate(self.url, exc)
             if error is None:
                 raise
             raise error from exc
+
+    def _load(self, source: str) -> tuple[Any, ...]:
+        """SCRIPT LOAD, on every primary of a cluster: the node that said NOSCRIPT may be a
+        replica promoted since (a script cache is not replicated)."""
+        return ("SCRIPT LOAD", source) if self.cluster else ("SCRIPT", "LOAD", source)
 
     def call(self, c: Call[T]) -> T:
         with self._translated():
@@ -93,21 +120,50 @@ class Broker:
                 reply = send(*command)
             except NoScriptError:  # a reply: nothing ran, so sending again is safe
                 assert c.script is not None
-                self.client.execute_command("SCRIPT", "LOAD", c.script.variant(flagged)[1])
+                self.client.execute_command(*self._load(c.script.variant(flagged)[1]))
                 reply = send(*command)
             except ResponseError as exc:
                 reply = _accepted(c, exc)
         return c.parse(reply)
 
+    def node_client(self, address: cluster.Address) -> redis.Redis:
+        """A plain client of one cluster node (its own pool, Conveyor's options)."""
+        client = self._nodes.get(address)
+        if client is None:
+            client = connect_sync(node_url(self.url, *address), self.options)
+            self._nodes[address] = client
+        return client
+
+    def _rerouted(self, attempt: int, exc: Exception) -> None:
+        """Before sending again after a moved slot or a node that cannot be reached (nothing
+        was sent): wait a little, then re-read the slot map."""
+        if attempt + 1 >= max(1, self.options.retries):
+            raise exc
+        time.sleep(min(self.options.backoff_cap, self.options.backoff_base * 2**attempt))
+        with contextlib.suppress(redis.RedisError, RedisClusterException):
+            self.client.nodes_manager.initialize()
+
     def _send_once(self, *command: Any) -> Any:
+        if not self.cluster:
+            return self._send_once_on(self.client, command)
+        attempt = 0
+        while True:
+            node = self.node_client(cluster.node_of(self.client, cluster.first_key(command)))
+            try:
+                return self._send_once_on(node, command)
+            except (MovedError, *cluster.REROUTE, redis.ConnectionError, redis.TimeoutError) as exc:
+                self._rerouted(attempt, exc)
+                attempt += 1
+
+    def _send_once_on(self, client: redis.Redis, command: tuple[Any, ...]) -> Any:
         """Send on a connection that is up, read the reply, never resend."""
-        pool = self.client.connection_pool
+        pool = client.connection_pool
         conn = pool.get_connection()
         try:
             _ready(conn)
             try:
                 conn.send_command(*command, check_health=False)
-                return self.client.parse_response(conn, command[0])
+                return client.parse_response(conn, command[0])
             except ResponseError:
                 raise  # a whole reply was read: the connection is in step
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -130,7 +186,7 @@ class Broker:
             if retry:
                 for script in {calls[i].script for i in retry}:
                     assert script is not None
-                    self.client.execute_command("SCRIPT", "LOAD", script.variant(flagged)[1])
+                    self.client.execute_command(*self._load(script.variant(flagged)[1]))
                 again = self._pipeline([calls[i] for i in retry], flagged)
                 for i, r in zip(retry, again, strict=True):
                     replies[i] = r
@@ -146,7 +202,36 @@ class Broker:
         return list(pipe.execute(raise_on_error=False))
 
     def _pipeline_once(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        pool = self.client.connection_pool
+        if not self.cluster:
+            return self._pipeline_once_on(self.client, commands)
+        replies: list[Any] = [None] * len(commands)
+        todo = list(range(len(commands)))
+        attempt = 0
+        while todo:
+            groups = cluster.group_by_node(self.client, [commands[i] for i in todo])
+            again: list[int] = []
+            for address, positions in groups.items():
+                mine = [todo[p] for p in positions]
+                try:
+                    got = self._pipeline_once_on(
+                        self.node_client(address), [commands[i] for i in mine]
+                    )
+                except (redis.ConnectionError, redis.TimeoutError):
+                    again += mine  # not connected: nothing of this node's part was sent
+                    continue
+                for i, reply in zip(mine, got, strict=True):
+                    moved = isinstance(reply, (MovedError, *cluster.REROUTE))
+                    replies[i] = reply
+                    if moved:
+                        again.append(i)
+            if again:
+                self._rerouted(attempt, redis.ConnectionError("slots moved"))
+                attempt += 1
+            todo = sorted(again)
+        return replies
+
+    def _pipeline_once_on(self, client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+        pool = client.connection_pool
         conn = pool.get_connection()
         try:
             _ready(conn)
@@ -155,7 +240,7 @@ class Broker:
                 replies: list[Any] = []
                 for command in commands:
                     try:
-                        replies.append(self.client.parse_response(conn, command[0]))
+                        replies.append(client.parse_response(conn, command[0]))
                     except ResponseError as exc:
                         replies.append(exc)
                 return replies
@@ -175,17 +260,22 @@ class Broker:
                 raw = self.client.info()
             self._info = parse_info(raw)
             check(self._info, self.url)
+            cluster.check_topology(self._info.mode, self.url, self.cluster)
         return self._info
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+        for node in self._nodes.values():
+            node.close()
+        self._nodes.clear()
 
     # -- asyncio face ----------------------------------------------------------------------
     @property
-    def aclient(self) -> redis.asyncio.Redis:
-        """The asyncio client of the running loop (redis-py's are bound to their loop)."""
+    def aclient(self) -> Any:
+        """The asyncio client of the running loop (redis-py's are bound to their loop):
+        ``redis.asyncio.Redis``, or its ``RedisCluster`` for a cluster URL."""
         loop = asyncio.get_running_loop()
         client = self._aclients.get(loop)
         if client is None:
@@ -206,14 +296,44 @@ class Broker:
                 reply = await send(*command)
             except NoScriptError:
                 assert c.script is not None
-                await client.execute_command("SCRIPT", "LOAD", c.script.variant(flagged)[1])
+                await client.execute_command(*self._load(c.script.variant(flagged)[1]))
                 reply = await send(*command)
             except ResponseError as exc:
                 reply = _accepted(c, exc)
         return c.parse(reply)
 
+    def anode_client(self, address: cluster.Address) -> redis.asyncio.Redis:
+        """The asyncio twin of :meth:`node_client`, per event loop."""
+        nodes = self._anodes.setdefault(asyncio.get_running_loop(), {})
+        client = nodes.get(address)
+        if client is None:
+            client = connect_async(node_url(self.url, *address), self.options)
+            nodes[address] = client
+        return client
+
+    async def _arerouted(self, attempt: int, exc: Exception) -> None:
+        if attempt + 1 >= max(1, self.options.retries):
+            raise exc
+        await asyncio.sleep(min(self.options.backoff_cap, self.options.backoff_base * 2**attempt))
+        with contextlib.suppress(redis.RedisError, RedisClusterException):
+            await self.aclient.nodes_manager.initialize()
+
     async def _asend_once(self, *command: Any) -> Any:
+        if not self.cluster:
+            return await self._asend_once_on(self.aclient, command)
         client = self.aclient
+        if not client.nodes_manager.slots_cache:
+            await client.initialize()
+        attempt = 0
+        while True:
+            node = self.anode_client(cluster.node_of(client, cluster.first_key(command)))
+            try:
+                return await self._asend_once_on(node, command)
+            except (MovedError, *cluster.REROUTE, redis.ConnectionError, redis.TimeoutError) as exc:
+                await self._arerouted(attempt, exc)
+                attempt += 1
+
+    async def _asend_once_on(self, client: redis.asyncio.Redis, command: tuple[Any, ...]) -> Any:
         pool = client.connection_pool
         conn = await pool.get_connection()
         try:
@@ -241,15 +361,13 @@ class Broker:
             if retry:
                 for script in {calls[i].script for i in retry}:
                     assert script is not None
-                    await client.execute_command("SCRIPT", "LOAD", script.variant(flagged)[1])
+                    await client.execute_command(*self._load(script.variant(flagged)[1]))
                 again = await self._apipeline(client, [calls[i] for i in retry], flagged)
                 for i, r in zip(retry, again, strict=True):
                     replies[i] = r
         return _parse_all(calls, replies, self.url)
 
-    async def _apipeline(
-        self, client: redis.asyncio.Redis, calls: Sequence[Call[Any]], flagged: bool
-    ) -> list[Any]:
+    async def _apipeline(self, client: Any, calls: Sequence[Call[Any]], flagged: bool) -> list[Any]:
         commands = [_command(c, flagged) for c in calls]
         if not all(c.retry_safe for c in calls):
             return await self._apipeline_once(client, commands)
@@ -258,7 +376,42 @@ class Broker:
             pipe.execute_command(*command)
         return list(await pipe.execute(raise_on_error=False))
 
-    async def _apipeline_once(
+    async def _apipeline_once(self, client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+        if not self.cluster:
+            return await self._apipeline_once_on(client, commands)
+        if not client.nodes_manager.slots_cache:
+            await client.initialize()
+        replies: list[Any] = [None] * len(commands)
+        todo = list(range(len(commands)))
+        attempt = 0
+        while todo:
+            groups = cluster.group_by_node(client, [commands[i] for i in todo])
+            parts = [[todo[p] for p in positions] for positions in groups.values()]
+            results = await asyncio.gather(
+                *(
+                    self._apipeline_once_on(self.anode_client(a), [commands[i] for i in mine])
+                    for a, mine in zip(groups, parts, strict=True)
+                ),
+                return_exceptions=True,
+            )
+            again: list[int] = []
+            for mine, got in zip(parts, results, strict=True):
+                if isinstance(got, (redis.ConnectionError, redis.TimeoutError)):
+                    again += mine  # not connected: nothing of this node's part was sent
+                    continue
+                if isinstance(got, BaseException):
+                    raise got
+                for i, reply in zip(mine, got, strict=True):
+                    replies[i] = reply
+                    if isinstance(reply, (MovedError, *cluster.REROUTE)):
+                        again.append(i)
+            if again:
+                await self._arerouted(attempt, redis.ConnectionError("slots moved"))
+                attempt += 1
+            todo = sorted(again)
+        return replies
+
+    async def _apipeline_once_on(
         self, client: redis.asyncio.Redis, commands: list[tuple[Any, ...]]
     ) -> list[Any]:
         pool = client.connection_pool
@@ -289,6 +442,7 @@ class Broker:
                 raw = await self.aclient.info()
             self._info = parse_info(raw)
             check(self._info, self.url)
+            cluster.check_topology(self._info.mode, self.url, self.cluster)
         return self._info
 
     async def aclose(self) -> None:
@@ -299,11 +453,16 @@ class Broker:
         client = self._aclients.pop(loop, None)
         if client is not None:
             await client.aclose()
+        for node in self._anodes.pop(loop, {}).values():
+            await node.aclose()
 
 
-def translate(url: str, exc: redis.RedisError) -> ConveyorError | None:
+def translate(url: str, exc: redis.RedisError | RedisClusterException) -> ConveyorError | None:
     """The Conveyor error for a Redis error, or None for an error a caller handles itself."""
     text = str(exc)
+    topology = cluster.topology_error(url, exc)
+    if topology is not None:
+        return topology
     if isinstance(exc, AuthenticationError) or text.startswith(("NOAUTH", "WRONGPASS")):
         return AuthenticationFailed(url, exc)
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):

@@ -2,7 +2,8 @@
 
 Jobs are read with XREADGROUP (COUNT = free slots) through the fetch script, which drains
 higher priority levels first; when nothing is ready the loop blocks on all the worker's
-streams at once, on a connection of its own that stop() can unblock at once.
+streams at once, on a connection of its own that stop() can unblock at once (on Redis
+Cluster, one per node holding its streams: see broker/blocking.py).
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import redis
 
-from ..broker import Broker, command, operations
+from ..broker import operations
+from ..broker.blocking import BlockingReader
 from ..broker.operations import Delivery
 from ..errors import ConnectionFailed
 from .completer import MAX_BATCH
@@ -45,13 +46,7 @@ class Fetcher:
         # Mean run time of recent jobs; starts long, so little or nothing is prefetched
         # until jobs have shown they are short.
         self.mean_job_seconds = 1.0
-        options = worker.broker.options
-        self._blocker = Broker(
-            worker.broker.url,
-            replace(options, extra={**options.extra, "single_connection_client": True}),
-        )
-        self._blocker_id: int | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._blocker = BlockingReader(worker.broker)
 
     def job_took(self, seconds: float) -> None:
         self.mean_job_seconds += 0.1 * (seconds - self.mean_job_seconds)
@@ -128,22 +123,15 @@ class Fetcher:
                         break
                 turn += 1
                 if not got:
-                    if self._blocker_id is None:
-                        self._blocker_id = await self._blocker.acall(
-                            command("CLIENT", "ID", parse=int)
-                        )
                     if w.stopping.is_set():
                         break
-                    got = await self._blocker.acall(
-                        operations.block_read(w.streams, w.consumer, 1, w.settings.block_ms)
-                    )
+                    got = await self._blocker.read(w.streams, w.consumer, 1, w.settings.block_ms)
                 failures = 0
                 if got:
                     unchecked = got
                     await w.runner.check_ended(got)
                     unchecked = []
             except ConnectionFailed as exc:
-                self._blocker_id = None
                 failures += 1
                 delay = RECONNECT.delay(failures)
                 log.warning("Redis unreachable, retrying in %.2fs: %s", delay, exc)
@@ -159,7 +147,10 @@ class Fetcher:
                 w.dispatch(d)
             await asyncio.sleep(0)  # let the slots start on these before the next fetch
         # Stopping with a batch still unchecked: the handoff is closed, so it is not run;
-        # shutdown requeues it with the rest of the handoff (its leases are still ours).
+        # shutdown requeues it with the rest of the handoff (its leases are still ours). The
+        # same for what a blocking read still running at stop brought.
+        with contextlib.suppress(ConnectionFailed):
+            unchecked += await self._blocker.drain()
         for d in unchecked:
             w.dispatch(d)
 
@@ -168,18 +159,8 @@ class Fetcher:
             await asyncio.wait_for(self.w.stopping.wait(), seconds)
 
     def unblock(self) -> None:
-        """End a blocking read now (CLIENT UNBLOCK from the main connection)."""
-        if self._blocker_id is not None:
-            blocker, self._blocker_id = self._blocker_id, None
-            task = asyncio.get_running_loop().create_task(self._unblock(blocker))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _unblock(self, client_id: int) -> None:
-        try:
-            await self.w.broker.acall(command("CLIENT", "UNBLOCK", client_id))
-        except Exception as exc:
-            log.debug("could not unblock the fetch connection: %s", exc)
+        """End the blocking reads now (CLIENT UNBLOCK from the main connection)."""
+        self._blocker.unblock()
 
     async def close(self) -> None:
-        await self._blocker.aclose()
+        await self._blocker.close()
