@@ -98,7 +98,19 @@ class Cluster:
             timeout=60,
         )
         self.wait_ok()
+        self.wait_replicas_synced()
         return self
+
+    def wait_replicas_synced(self, timeout: float = 30.0) -> None:
+        """Every live replica has finished its sync (a fresh replica confirms no WAIT)."""
+
+        def synced() -> bool:
+            replicas = [n for n in self.live() if self.role(n) == "slave"]
+            return len(replicas) == len(self.live()) - len(self.nodes) // 2 and all(
+                _client(n.port).info("replication")["master_link_status"] == "up" for n in replicas
+            )
+
+        _wait(synced, timeout, "every replica to finish its sync")
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Every live node says cluster_state:ok and agrees on 3 masters with slots."""

@@ -10,12 +10,18 @@ from . import producer
 from .backoff import Backoff
 from .broker import Broker, Call, ClientOptions
 from .cron import CronSchedule
-from .errors import ConfigurationError, EnqueueRejected, EnqueueUncertain, TaskNotFound
+from .errors import (
+    ConfigurationError,
+    EnqueueRejected,
+    EnqueueUncertain,
+    NotReplicated,
+    TaskNotFound,
+)
 from .job import Job
 from .keys import QueueKeys, parse_job_id, validate_name
-from .settings import TaskOptions
+from .settings import Durability, TaskOptions
 from .signing import Signer
-from .task import Signature, Task, TaskHost
+from .task import Signature, Task, TaskHost, active
 from .wire import DEFAULT_MAX_BYTES
 
 P = ParamSpec("P")
@@ -50,6 +56,7 @@ class Conveyor:
         max_payload_bytes: int = DEFAULT_MAX_BYTES,
         signing_keys: Sequence[bytes | str] | None = None,
         redact: Callable[[str, dict[str, str]], dict[str, str]] | None = None,
+        durability: Durability | None = None,
     ) -> None:
         self.namespace = validate_name("namespace", namespace)
         self.default_queue = validate_name("queue", default_queue)
@@ -58,6 +65,9 @@ class Conveyor:
         #: signs every job this app enqueues; its workers run only jobs signed with a key
         self.signer = Signer(signing_keys) if signing_keys else None
         self._redact = redact
+        #: what every enqueue waits for unless a task's ``using(wait_replicas=...)`` says
+        #: otherwise: replicas (WAIT) and AOF fsyncs (WAITAOF); see Durability
+        self.durability = durability
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: list[CronSchedule] = []
         self._keys: dict[str, QueueKeys] = {}
@@ -185,34 +195,50 @@ class Conveyor:
         """Enqueue a registered task by name."""
         return self.get_task(task_name).enqueue(*args, **kwargs)
 
-    def enqueue_many(self, signatures: Iterable[Signature]) -> list[Job[Any]]:
+    def enqueue_many(
+        self, signatures: Iterable[Signature], *, durability: Durability | None = None
+    ) -> list[Job[Any]]:
         """Enqueue many jobs (any tasks), one round trip per batch of 500: a script per ready
-        stream adds each batch's jobs all at once, or none of them at the memory limit."""
+        stream adds each batch's jobs all at once, or none of them at the memory limit.
+
+        ``durability`` (default: the app's) waits for replicas after each batch."""
+        d = active(self.durability if durability is None else durability)
         sigs = list(signatures)
         jobs: list[Job[Any]] = []
         for start in range(0, len(sigs), BATCH):
             batch = sigs[start : start + BATCH]
             plan = _plan(batch)
             try:
-                replies = self.broker.call_many([call for _, call in plan])
+                replies = self.broker.call_many([call for _, call in plan], d)
             except EnqueueRejected as exc:
                 raise _partial(exc, jobs, batch, plan, len(sigs)) from exc
+            except NotReplicated as exc:
+                # added on the master, not confirmed by replicas: the caller decides
+                exc.added = jobs + [j for j in _jobs(batch, plan, exc.added) if j is not None]
+                raise
             except EnqueueUncertain as exc:
                 # Earlier batches are known to be in; only this one's fate is unknown.
                 raise EnqueueUncertain(self.url, exc.__cause__, batch=True, added=jobs) from exc
             jobs += [job for job in _jobs(batch, plan, replies) if job is not None]
         return jobs
 
-    async def enqueue_many_async(self, signatures: Iterable[Signature]) -> list[Job[Any]]:
+    async def enqueue_many_async(
+        self, signatures: Iterable[Signature], *, durability: Durability | None = None
+    ) -> list[Job[Any]]:
+        d = active(self.durability if durability is None else durability)
         sigs = list(signatures)
         jobs: list[Job[Any]] = []
         for start in range(0, len(sigs), BATCH):
             batch = sigs[start : start + BATCH]
             plan = _plan(batch)
             try:
-                replies = await self.broker.acall_many([call for _, call in plan])
+                replies = await self.broker.acall_many([call for _, call in plan], d)
             except EnqueueRejected as exc:
                 raise _partial(exc, jobs, batch, plan, len(sigs)) from exc
+            except NotReplicated as exc:
+                # added on the master, not confirmed by replicas: the caller decides
+                exc.added = jobs + [j for j in _jobs(batch, plan, exc.added) if j is not None]
+                raise
             except EnqueueUncertain as exc:
                 # Earlier batches are known to be in; only this one's fate is unknown.
                 raise EnqueueUncertain(self.url, exc.__cause__, batch=True, added=jobs) from exc

@@ -82,6 +82,37 @@ class EnqueueUncertain(ConveyorError):
         self.added: list[Any] = added or []
 
 
+class NotReplicated(ConveyorError):
+    """An enqueue asked for durability (``Durability``), and fewer replicas (or AOF fsyncs)
+    confirmed it in time than asked for.
+
+    The jobs *were* added on the master and are not removed: they run unless the master
+    fails before a replica has them. ``added`` holds what the enqueue returned (Job handles
+    where the caller knows them), ``confirmed`` how many replicas confirmed.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        wanted: int,
+        confirmed: int,
+        timeout: float,
+        *,
+        what: str = "replicas",
+        added: list[Any] | None = None,
+    ) -> None:
+        super().__init__(
+            f"only {confirmed} of {wanted} {what} of Redis at {redact_url(url)} confirmed the "
+            f"enqueue within {timeout:g} s; the job was added but a failover now could lose "
+            "it. Check the replicas (INFO replication: connected_slaves, lag), raise "
+            "wait_timeout, or ask for fewer replicas."
+        )
+        self.url = url
+        self.wanted = wanted
+        self.confirmed = confirmed
+        self.added: list[Any] = added or []
+
+
 def _detail(cause: BaseException | None, form: str = " ({})") -> str:
     """A cause as a suffix on one line (Redis and socket errors can span lines)."""
     text = " ".join(str(cause or "").split()).rstrip(".")

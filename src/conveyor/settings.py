@@ -19,6 +19,33 @@ def _positive(owner: str, name: str, value: float, *, allow_zero: bool = False) 
 
 
 @dataclass(frozen=True)
+class Durability:
+    """Wait, after an enqueue, until ``replicas`` replicas have it (``WAIT``), at most
+    ``timeout`` seconds; with ``aof`` also until it is fsynced to the master's and those
+    replicas' AOF (``WAITAOF``, Redis 7.2+, checked at run time).
+
+    Replication is asynchronous: a master that fails before a replica received a job loses
+    it, even though the enqueue returned. Waiting narrows that window to "the master and
+    ``replicas`` replicas failed together" at the cost of one round trip to the replicas.
+    """
+
+    replicas: int = 1
+    timeout: float = 1.0
+    aof: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.replicas, int) or self.replicas < 0:
+            raise ConfigurationError(
+                f"Durability.replicas must be an int >= 0, not {self.replicas!r}"
+            )
+        _positive("Durability", "timeout", self.timeout)
+
+    @property
+    def timeout_ms(self) -> int:
+        return max(1, int(self.timeout * 1000))
+
+
+@dataclass(frozen=True)
 class TaskOptions:
     """How a task's jobs are queued, retried and kept.
 

@@ -13,10 +13,10 @@ import msgspec
 from . import producer
 from .broker import Call
 from .broker.operations import Unique
-from .errors import ConfigurationError, PayloadError
+from .errors import ConfigurationError, NotReplicated, PayloadError
 from .job import Job, JobHost
 from .keys import level_of, validate_name
-from .settings import TaskOptions
+from .settings import Durability, TaskOptions
 from .signing import Signer
 
 P = ParamSpec("P")
@@ -34,9 +34,16 @@ class TaskHost(JobHost, Protocol):
     @property
     def signer(self) -> Signer | None: ...
 
-    def enqueue_many(self, signatures: Iterable[Signature]) -> list[Job[Any]]: ...
+    @property
+    def durability(self) -> Durability | None: ...
 
-    async def enqueue_many_async(self, signatures: Iterable[Signature]) -> list[Job[Any]]: ...
+    def enqueue_many(
+        self, signatures: Iterable[Signature], *, durability: Durability | None = None
+    ) -> list[Job[Any]]: ...
+
+    async def enqueue_many_async(
+        self, signatures: Iterable[Signature], *, durability: Durability | None = None
+    ) -> list[Job[Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class Task(Generic[P, R]):
         self._all_hints: dict[str, Any] | None = None
         self._plan: list[tuple[str, Any]] | None = None
         self._unique: Unique | None = None
+        self._durability: Durability | None = None
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.options.queue}>"
@@ -84,12 +92,20 @@ class Task(Generic[P, R]):
         priority: str | None = None,
         unique_key: str | None = None,
         unique_for: float = 3600.0,
+        wait_replicas: int | None = None,
+        wait_timeout: float = 1.0,
+        wait_aof: bool = False,
     ) -> Task[P, R]:
         """The same task with options for the next enqueues, kept apart from task arguments.
 
         ``unique_key``: at most one job per key is added within ``unique_for`` seconds; an
         enqueue with a taken key returns the first job (``job.created`` is False). Use it to
         retry an enqueue safely after a timeout, or to collapse duplicate requests.
+
+        ``wait_replicas``: after adding, wait up to ``wait_timeout`` seconds until that many
+        replicas have the job (``WAIT``; with ``wait_aof``, fsynced to AOF: ``WAITAOF``,
+        Redis 7.2+), else raise NotReplicated. Overrides the app's ``durability``;
+        ``wait_replicas=0`` turns it off for these enqueues.
         """
         changes: dict[str, Any] = {}
         if queue is not None:
@@ -98,6 +114,9 @@ class Task(Generic[P, R]):
             changes["priority"] = level_of(priority)
         clone: Task[P, R] = Task(self.app, self.fn, self.name, replace(self.options, **changes))
         clone._unique = self._unique
+        clone._durability = self._durability
+        if wait_replicas is not None:
+            clone._durability = Durability(wait_replicas, wait_timeout, wait_aof)
         if unique_key is not None:
             clone._unique = Unique(validate_unique_key(unique_key), int(unique_for * 1000))
         return clone
@@ -213,6 +232,14 @@ class Task(Generic[P, R]):
         return repr(key), types.get(stars.name) if stars is not None else None
 
     # -- enqueueing ---------------------------------------------------------------------------
+    def _wanted(self) -> Durability | None:
+        return self._durability if self._durability is not None else self.app.durability
+
+    @property
+    def durability(self) -> Durability | None:
+        """What enqueues wait for: this task's ``using(wait_replicas=...)``, else the app's."""
+        return active(self._wanted())
+
     def _job(self, added: tuple[bool, str]) -> Job[R]:
         created, job_id = added
         return Job(self.app, job_id, self.convert_result, created=created)
@@ -254,44 +281,63 @@ class Task(Generic[P, R]):
             hints=self.hint_for,
         )
 
+    def _add(self, call: Call[tuple[bool, str]]) -> tuple[bool, str]:
+        try:
+            return self.app.broker.call(call, self.durability)
+        except NotReplicated as exc:
+            exc.added = [self._job(a) for a in exc.added if a is not None]
+            raise
+
+    async def _aadd(self, call: Call[tuple[bool, str]]) -> tuple[bool, str]:
+        try:
+            return await self.app.broker.acall(call, self.durability)
+        except NotReplicated as exc:
+            exc.added = [self._job(a) for a in exc.added if a is not None]
+            raise
+
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Add a job and return its handle at once (one XADD)."""
-        return self._job(self.app.broker.call(self._immediate(args, kwargs)))
+        return self._job(self._add(self._immediate(args, kwargs)))
 
     async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
-        return self._job(await self.app.broker.acall(self._immediate(args, kwargs)))
+        return self._job(await self._aadd(self._immediate(args, kwargs)))
 
     def enqueue_in(self, delay: float | timedelta, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Run after ``delay`` seconds, counted on Redis' clock."""
         call = self._scheduled(args, kwargs, delay_ms=_ms(delay))
-        return self._job(self.app.broker.call(call))
+        return self._job(self._add(call))
 
     async def enqueue_in_async(
         self, delay: float | timedelta, *args: P.args, **kwargs: P.kwargs
     ) -> Job[R]:
         call = self._scheduled(args, kwargs, delay_ms=_ms(delay))
-        return self._job(await self.app.broker.acall(call))
+        return self._job(await self._aadd(call))
 
     def enqueue_at(self, when: datetime | float, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Run at a datetime (naive means UTC) or a UNIX timestamp."""
         call = self._scheduled(args, kwargs, at_ms=producer.epoch_ms(when))
-        return self._job(self.app.broker.call(call))
+        return self._job(self._add(call))
 
     async def enqueue_at_async(
         self, when: datetime | float, *args: P.args, **kwargs: P.kwargs
     ) -> Job[R]:
         call = self._scheduled(args, kwargs, at_ms=producer.epoch_ms(when))
-        return self._job(await self.app.broker.acall(call))
+        return self._job(await self._aadd(call))
 
     def enqueue_many(self, calls: Iterable[Sequence[Any] | Signature]) -> list[Job[R]]:
         """Add many jobs in one pipeline per batch: each item is an args tuple or ``task.s()``."""
-        return self.app.enqueue_many(self._signatures(calls))
+        return self.app.enqueue_many(self._signatures(calls), durability=self._wanted())
 
     async def enqueue_many_async(self, calls: Iterable[Sequence[Any] | Signature]) -> list[Job[R]]:
-        return await self.app.enqueue_many_async(self._signatures(calls))
+        return await self.app.enqueue_many_async(self._signatures(calls), durability=self._wanted())
 
     def _signatures(self, calls: Iterable[Sequence[Any] | Signature]) -> list[Signature]:
         return [c if isinstance(c, Signature) else Signature(self, tuple(c), {}) for c in calls]
+
+
+def active(d: Durability | None) -> Durability | None:
+    """``d`` unless it asks for nothing (``wait_replicas=0`` turns an app default off)."""
+    return d if d is not None and (d.replicas > 0 or d.aof) else None
 
 
 def _ms(delay: float | timedelta) -> int:

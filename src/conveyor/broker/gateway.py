@@ -44,7 +44,8 @@ from ..errors import (
     EnqueueUncertain,
     redact_url,
 )
-from . import cluster
+from ..settings import Durability
+from . import cluster, durable
 from .calls import Call
 from .connection import (
     ClientOptions,
@@ -111,7 +112,10 @@ class Broker:
         replica promoted since (a script cache is not replicated)."""
         return ("SCRIPT LOAD", source) if self.cluster else ("SCRIPT", "LOAD", source)
 
-    def call(self, c: Call[T]) -> T:
+    def call(self, c: Call[T], durability: Durability | None = None) -> T:
+        """Run one call; with ``durability``, then wait for replicas (see durable.py)."""
+        if durability is not None:
+            return self.call_many([c], durability)[0]
         with self._translated():
             flagged = self._flagged() if c.script else False
             command = _command(c, flagged)
@@ -175,10 +179,14 @@ class Broker:
         finally:
             pool.release(conn)
 
-    def call_many(self, calls: Sequence[Call[Any]]) -> list[Any]:
+    def call_many(
+        self, calls: Sequence[Call[Any]], durability: Durability | None = None
+    ) -> list[Any]:
         """Run calls in one pipeline (no MULTI): one round trip, each call atomic on its own.
 
         If any call is not retry-safe, the whole pipeline is sent once (see ``call``)."""
+        if durability is not None:
+            return self._durably(calls, durability)
         with self._translated():
             flagged = self._flagged() if any(c.script for c in calls) else False
             replies = self._pipeline(calls, flagged)
@@ -191,6 +199,44 @@ class Broker:
                 for i, r in zip(retry, again, strict=True):
                     replies[i] = r
         return _parse_all(calls, replies, self.url)
+
+    def _durably(self, calls: Sequence[Call[Any]], d: Durability) -> list[Any]:
+        """Send once, each node's part followed by WAIT on its connection; check the acks."""
+        with self._translated():
+            info = self.server_info()
+            flagged = info.version >= (7, 0, 0)
+            wait = durable.wait_command(d, info, self.url)
+            commands = [_command(c, flagged) for c in calls]
+            replies, acks = self._with_wait(commands, wait)
+            retry = _missing_scripts(replies)
+            if retry:
+                for script in {calls[i].script for i in retry}:
+                    assert script is not None
+                    self.client.execute_command(*self._load(script.variant(flagged)[1]))
+                again, more = self._with_wait([commands[i] for i in retry], wait)
+                for i, r in zip(retry, again, strict=True):
+                    replies[i] = r
+                acks += more
+        parsed = _parse_all(calls, replies, self.url)
+        durable.check(d, acks, self.url, parsed)
+        return parsed
+
+    def _with_wait(
+        self, commands: list[tuple[Any, ...]], wait: tuple[Any, ...]
+    ) -> tuple[list[Any], list[Any]]:
+        """Replies to ``commands`` and the WAIT reply of each connection they went on."""
+        if not self.cluster:
+            *got, ack = self._pipeline_once_on(self.client, [*commands, wait])
+            return got, [ack]
+        replies: list[Any] = [None] * len(commands)
+        acks = []
+        for address, positions in cluster.group_by_node(self.client, commands).items():
+            part = [commands[i] for i in positions]
+            *got, ack = self._pipeline_once_on(self.node_client(address), [*part, wait])
+            for i, r in zip(positions, got, strict=True):
+                replies[i] = r
+            acks.append(ack)
+        return replies, acks
 
     def _pipeline(self, calls: Sequence[Call[Any]], flagged: bool) -> list[Any]:
         commands = [_command(c, flagged) for c in calls]
@@ -286,7 +332,9 @@ class Broker:
     async def _aflagged(self) -> bool:
         return (await self.aserver_info()).version >= (7, 0, 0)
 
-    async def acall(self, c: Call[T]) -> T:
+    async def acall(self, c: Call[T], durability: Durability | None = None) -> T:
+        if durability is not None:
+            return (await self.acall_many([c], durability))[0]
         client = self.aclient
         with self._translated():
             flagged = await self._aflagged() if c.script else False
@@ -352,7 +400,11 @@ class Broker:
         finally:
             await pool.release(conn)
 
-    async def acall_many(self, calls: Sequence[Call[Any]]) -> list[Any]:
+    async def acall_many(
+        self, calls: Sequence[Call[Any]], durability: Durability | None = None
+    ) -> list[Any]:
+        if durability is not None:
+            return await self._adurably(calls, durability)
         client = self.aclient
         with self._translated():
             flagged = await self._aflagged() if any(c.script for c in calls) else False
@@ -366,6 +418,50 @@ class Broker:
                 for i, r in zip(retry, again, strict=True):
                     replies[i] = r
         return _parse_all(calls, replies, self.url)
+
+    async def _adurably(self, calls: Sequence[Call[Any]], d: Durability) -> list[Any]:
+        with self._translated():
+            info = await self.aserver_info()
+            flagged = info.version >= (7, 0, 0)
+            wait = durable.wait_command(d, info, self.url)
+            commands = [_command(c, flagged) for c in calls]
+            replies, acks = await self._awith_wait(commands, wait)
+            retry = _missing_scripts(replies)
+            if retry:
+                for script in {calls[i].script for i in retry}:
+                    assert script is not None
+                    await self.aclient.execute_command(*self._load(script.variant(flagged)[1]))
+                again, more = await self._awith_wait([commands[i] for i in retry], wait)
+                for i, r in zip(retry, again, strict=True):
+                    replies[i] = r
+                acks += more
+        parsed = _parse_all(calls, replies, self.url)
+        durable.check(d, acks, self.url, parsed)
+        return parsed
+
+    async def _awith_wait(
+        self, commands: list[tuple[Any, ...]], wait: tuple[Any, ...]
+    ) -> tuple[list[Any], list[Any]]:
+        client = self.aclient
+        if not self.cluster:
+            *got, ack = await self._apipeline_once_on(client, [*commands, wait])
+            return got, [ack]
+        if not client.nodes_manager.slots_cache:
+            await client.initialize()
+        groups = cluster.group_by_node(client, commands)
+        results = await asyncio.gather(
+            *(
+                self._apipeline_once_on(self.anode_client(a), [*(commands[i] for i in p), wait])
+                for a, p in groups.items()
+            )
+        )
+        replies: list[Any] = [None] * len(commands)
+        acks = []
+        for positions, (*answers, ack) in zip(groups.values(), results, strict=True):
+            for i, r in zip(positions, answers, strict=True):
+                replies[i] = r
+            acks.append(ack)
+        return replies, acks
 
     async def _apipeline(self, client: Any, calls: Sequence[Call[Any]], flagged: bool) -> list[Any]:
         commands = [_command(c, flagged) for c in calls]

@@ -39,6 +39,11 @@ class ServerInfo:
         return self.engine == "redis" and self.version >= (8, 2, 0)
 
     @property
+    def has_waitaof(self) -> bool:
+        """WAITAOF exists (Redis 7.2+; Valkey reports a redis_version of 7.2.4 or newer)."""
+        return self.version >= (7, 2, 0)
+
+    @property
     def eviction_risk(self) -> bool:
         return self.maxmemory_policy != "noeviction"
 
