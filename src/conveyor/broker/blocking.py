@@ -1,10 +1,10 @@
 """A worker's idle wait: blocking reads on its ready streams that ``unblock()`` ends at once.
 
-One XREADGROUP BLOCK can name many streams only when one server holds them all. On Redis
-Cluster a worker's queues live on several nodes (CROSSSLOT otherwise), so there is one
-blocking read per node, all running at once: the first to return wakes the worker, and the
-others keep waiting for the next call instead of being cancelled, because a cancelled read
-may already have moved entries into the pending list. Each read has a connection of its own
+One XREADGROUP BLOCK can name many streams only when they share a hash slot on Redis
+Cluster (CROSSSLOT otherwise, even on one node), so there is one blocking read per queue
+(its levels share the queue's hash tag), all running at once: the first to return wakes the
+worker, and the others keep waiting for the next call instead of being cancelled, because a
+cancelled read may already have moved entries into the pending list. Each read has a connection of its own
 (``single_connection``), so its CLIENT ID is the one CLIENT UNBLOCK must name.
 """
 
@@ -26,6 +26,8 @@ log = logging.getLogger("conveyor.worker")
 
 #: The single server of a standalone or Sentinel URL.
 ONE: cluster.Address = ("", 0)
+#: One blocking read: the server, and the slot of its streams (0 off Cluster).
+Reader = tuple[cluster.Address, int]
 
 
 class BlockingReader:
@@ -33,47 +35,49 @@ class BlockingReader:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self._readers: dict[cluster.Address, Broker] = {}
-        self._ids: dict[cluster.Address, int] = {}
-        self._pending: dict[cluster.Address, asyncio.Task[list[Delivery]]] = {}
+        self._readers: dict[Reader, Broker] = {}
+        self._ids: dict[Reader, int] = {}
+        self._pending: dict[Reader, asyncio.Task[list[Delivery]]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     async def _by_server(
         self, streams: Mapping[str, tuple[str, str]]
-    ) -> dict[cluster.Address, dict[str, tuple[str, str]]]:
+    ) -> dict[Reader, dict[str, tuple[str, str]]]:
         if not self.broker.cluster:
-            return {ONE: dict(streams)}
+            return {(ONE, 0): dict(streams)}
         client = self.broker.aclient
         if not client.nodes_manager.slots_cache:
             await client.initialize()
-        out: dict[cluster.Address, dict[str, tuple[str, str]]] = {}
+        out: dict[Reader, dict[str, tuple[str, str]]] = {}
         for stream, where in streams.items():
-            out.setdefault(cluster.node_of(client, stream), {})[stream] = where
+            key = (cluster.node_of(client, stream), client.keyslot(stream))
+            out.setdefault(key, {})[stream] = where
         return out
 
-    def _reader(self, address: cluster.Address) -> Broker:
-        reader = self._readers.get(address)
+    def _reader(self, key: Reader) -> Broker:
+        reader = self._readers.get(key)
         if reader is None:
-            url = self.broker.url if address == ONE else node_url(self.broker.url, *address)
+            node = key[0]
+            url = self.broker.url if node == ONE else node_url(self.broker.url, *node)
             reader = Broker(url, replace(self.broker.options, single_connection=True))
-            self._readers[address] = reader
+            self._readers[key] = reader
         return reader
 
     async def _read(
         self,
-        address: cluster.Address,
+        key: Reader,
         streams: dict[str, tuple[str, str]],
         consumer: str,
         count: int,
         block_ms: int,
     ) -> list[Delivery]:
-        reader = self._reader(address)
+        reader = self._reader(key)
         try:
-            if address not in self._ids:
-                self._ids[address] = await reader.acall(command("CLIENT", "ID", parse=int))
+            if key not in self._ids:
+                self._ids[key] = await reader.acall(command("CLIENT", "ID", parse=int))
             return await reader.acall(block_read(streams, consumer, count, block_ms))
         except BaseException:
-            self._ids.pop(address, None)  # a reconnect gets a new id
+            self._ids.pop(key, None)  # a reconnect gets a new id
             raise
 
     async def read(
@@ -81,10 +85,12 @@ class BlockingReader:
     ) -> list[Delivery]:
         """Wait up to ``block_ms`` for entries on any of ``streams``; what any server's read
         returned. A failed read is raised only when no other read brought entries."""
-        for address, mine in (await self._by_server(streams)).items():
-            if address not in self._pending:
-                self._pending[address] = asyncio.get_running_loop().create_task(
-                    self._read(address, mine, consumer, count, block_ms)
+        for key, mine in (await self._by_server(streams)).items():
+            # a slot that moved to another node leaves its old reader to finish; the next
+            # read after it goes to the new owner
+            if key not in self._pending:
+                self._pending[key] = asyncio.get_running_loop().create_task(
+                    self._read(key, mine, consumer, count, block_ms)
                 )
         await asyncio.wait(self._pending.values(), return_when=asyncio.FIRST_COMPLETED)
         return self._collect()
@@ -92,10 +98,10 @@ class BlockingReader:
     def _collect(self) -> list[Delivery]:
         got: list[Delivery] = []
         error: BaseException | None = None
-        for address, task in list(self._pending.items()):
+        for key, task in list(self._pending.items()):
             if not task.done():
                 continue
-            del self._pending[address]
+            del self._pending[key]
             if task.cancelled():
                 continue
             exc = task.exception()
@@ -111,19 +117,19 @@ class BlockingReader:
 
     def unblock(self) -> None:
         """End every blocking read now: CLIENT UNBLOCK on each server, from another client."""
-        for address, client_id in list(self._ids.items()):
-            if address in self._pending:
-                task = asyncio.get_running_loop().create_task(self._unblock(address, client_id))
+        for key, client_id in list(self._ids.items()):
+            if key in self._pending:
+                task = asyncio.get_running_loop().create_task(self._unblock(key, client_id))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
 
-    async def _unblock(self, address: cluster.Address, client_id: int) -> None:
+    async def _unblock(self, key: Reader, client_id: int) -> None:
         try:
             unblock = ("CLIENT", "UNBLOCK", client_id)
-            if address == ONE:
+            if key[0] == ONE:
                 await self.broker.acall(command(*unblock))
             else:
-                await self.broker.anode_client(address).execute_command(*unblock)
+                await self.broker.anode_client(key[0]).execute_command(*unblock)
         except Exception as exc:
             log.debug("could not unblock a fetch connection: %s", exc)
 
