@@ -102,3 +102,52 @@ async def test_a_custom_encoding_keeps_redis_pys_own_packing(
         r.delete(key)
         sync.close()
         await aio.aclose()
+
+
+# -- topology: one factory chooses the client ------------------------------------------------
+def test_cluster_urls_parse_seeds_credentials_and_tls() -> None:
+    from conveyor.broker.connection import node_url, parse_cluster_url
+
+    t = parse_cluster_url("rediss+cluster://u%40x:p%3Aw@10.0.0.1:7000,10.0.0.2:7001")
+    assert t.seeds == [("10.0.0.1", 7000), ("10.0.0.2", 7001)]
+    assert (t.username, t.password, t.tls) == ("u@x", "p:w", True)
+    url = node_url("rediss+cluster://u%40x:p%3Aw@10.0.0.1:7000", "10.0.0.3", 7002)
+    assert url == "rediss://u%40x:p%3Aw@10.0.0.3:7002/0"
+    assert not parse_cluster_url("redis+cluster://h:1/0").tls
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+cluster://h", "redis+cluster://h:1/3", "redis+cluster://:1"]
+)
+def test_bad_cluster_urls_are_refused_with_the_fix(url: str) -> None:
+    from conveyor.broker.connection import parse_cluster_url
+    from conveyor.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as err:
+        parse_cluster_url(url)
+    assert "\n" not in str(err.value)
+
+
+def test_cluster_urls_make_cluster_clients_and_others_do_not(redis_url: str) -> None:
+    """The factory picks the topology once; with a single connection asked for, a plain or
+    Sentinel client is a single-connection client (never a socket option)."""
+    import redis.cluster
+
+    from conveyor.broker.connection import is_cluster
+
+    assert is_cluster("redis+cluster://h:1") and is_cluster("rediss+cluster://h:1")
+    assert not is_cluster(redis_url)
+    single = connect_sync(redis_url, ClientOptions(single_connection=True))
+    assert single.connection is not None and single.ping()
+    single.close()
+    assert not isinstance(connect_sync(redis_url), redis.cluster.RedisCluster)
+
+
+def test_single_connection_through_sentinel_is_a_client_option_not_a_socket_one() -> None:
+    """The reported crash: ``single_connection_client`` reached the Sentinel connection
+    class. Made here without any Redis (no connection is opened until a command)."""
+    client = connect_async(
+        "redis+sentinel://127.0.0.1:1/svc/0", ClientOptions(single_connection=True)
+    )
+    assert client.single_connection_client
+    assert "single_connection_client" not in client.connection_pool.connection_kwargs

@@ -143,9 +143,16 @@ class Job(Generic[R]):
         Waits on the queue's completion channel rather than polling.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self.app.broker.client.pubsub(ignore_subscribe_messages=True)
+        broker = self.app.broker
+        broker.server_info()  # which pub/sub the scripts use depends on the server
+        pubsub = broker.client.pubsub(ignore_subscribe_messages=True)
         try:
-            pubsub.subscribe(self._keys.done_channel)
+            if broker.sharded_done:
+                pubsub.ssubscribe(self._keys.done_channel)
+                receive = pubsub.get_sharded_message
+            else:
+                pubsub.subscribe(self._keys.done_channel)
+                receive = pubsub.get_message
             record_key = self._keys.record(self.id).encode()
             while True:
                 info = self.info()
@@ -154,17 +161,27 @@ class Job(Generic[R]):
                 recheck = time.monotonic() + RECHECK_SECONDS
                 while time.monotonic() < recheck:
                     left = _remaining(deadline, self.id, timeout)
-                    msg = pubsub.get_message(timeout=min(left, RECHECK_SECONDS))
-                    if msg and record_key in msg["data"].split(b"\n"):
+                    msg = receive(timeout=min(left, RECHECK_SECONDS))
+                    if msg and _names(msg, record_key):
                         break
         finally:
             pubsub.close()
 
     async def result_async(self, timeout: float | None = None) -> R:
         deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self.app.broker.aclient.pubsub(ignore_subscribe_messages=True)
+        broker = self.app.broker
+        await broker.aserver_info()
+        client = broker.aclient
+        if broker.cluster:
+            await client.initialize()  # the cluster pub/sub routes by the slot map
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(self._keys.done_channel)
+            if broker.sharded_done:
+                await pubsub.ssubscribe(self._keys.done_channel)
+                receive = pubsub.get_sharded_message
+            else:
+                await pubsub.subscribe(self._keys.done_channel)
+                receive = pubsub.get_message
             record_key = self._keys.record(self.id).encode()
             while True:
                 info = await self.info_async()
@@ -173,13 +190,19 @@ class Job(Generic[R]):
                 recheck = time.monotonic() + RECHECK_SECONDS
                 while time.monotonic() < recheck:
                     left = _remaining(deadline, self.id, timeout)
-                    msg = await pubsub.get_message(timeout=min(left, RECHECK_SECONDS))
-                    if msg and record_key in msg["data"].split(b"\n"):
+                    msg = await receive(timeout=min(left, RECHECK_SECONDS))
+                    if msg and _names(msg, record_key):
                         break
                     if msg is None:
                         await asyncio.sleep(0)
         finally:
             await pubsub.aclose()
+
+
+def _names(message: Any, record_key: bytes) -> bool:
+    """Whether a completion message names this job's record (a batch names many)."""
+    data = message.get("data") if isinstance(message, dict) else None
+    return isinstance(data, bytes) and record_key in data.split(b"\n")
 
 
 def _remaining(deadline: float | None, job_id: str, timeout: float | None) -> float:

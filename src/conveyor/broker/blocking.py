@@ -4,8 +4,9 @@ One XREADGROUP BLOCK can name many streams only when they share a hash slot on R
 Cluster (CROSSSLOT otherwise, even on one node), so there is one blocking read per queue
 (its levels share the queue's hash tag), all running at once: the first to return wakes the
 worker, and the others keep waiting for the next call instead of being cancelled, because a
-cancelled read may already have moved entries into the pending list. Each read has a connection of its own
-(``single_connection``), so its CLIENT ID is the one CLIENT UNBLOCK must name.
+cancelled read may already have moved entries into the pending list. Each read has a
+connection of its own (``single_connection``), so its CLIENT ID is the one CLIENT UNBLOCK
+must name.
 """
 
 from __future__ import annotations

@@ -24,6 +24,11 @@ from redis.exceptions import (
 
 from ..errors import ConfigurationError, ConnectionFailed, ConveyorError, redact_url
 
+#: Whether complete.lua and dead.lua publish with the command the worker passes them
+#: (``Broker.publish_command``: SPUBLISH on Cluster with Redis 7+). Until they do, they
+#: PUBLISH, which Redis Cluster broadcasts to every node, and waiters SUBSCRIBE.
+SCRIPTS_PUBLISH_SHARDED = False
+
 #: Errors that mean "the topology changed and nothing ran": refresh the slot map and resend.
 REROUTE = (AskError, ClusterDownError, TryAgainError, SlotNotCoveredError)
 

@@ -299,6 +299,22 @@ class Broker:
         finally:
             pool.release(conn)
 
+    @property
+    def sharded_done(self) -> bool:
+        """Completions go out by sharded pub/sub (SPUBLISH, Redis 7+ on Cluster): each reaches
+        only the shard of its queue, instead of being broadcast to every node."""
+        return (
+            self.cluster
+            and cluster.SCRIPTS_PUBLISH_SHARDED
+            and self._info is not None
+            and self._info.version >= (7, 0, 0)
+        )
+
+    @property
+    def publish_command(self) -> str:
+        """What the scripts publish completions with (read after server_info())."""
+        return "SPUBLISH" if self.sharded_done else "PUBLISH"
+
     def server_info(self) -> ServerInfo:
         """Connect, read INFO, refuse unsupported servers and warn about risky settings."""
         if self._info is None:
