@@ -775,3 +775,40 @@ def test_dead_replay_re_signs_a_signed_job_and_refuses_a_forged_one(
         assert signed.signer.verify(replayed, "default", "normal"), "the worker must accept it"
     finally:
         signed.close()
+
+
+# ------------------------------------------------------------------------------ Redis Cluster
+#: the Cluster and Sentinel session fixtures (until tests/conftest.py lists them)
+pytest_plugins = ["tests.conftest_scale"]
+
+
+def test_the_cli_runs_on_redis_cluster_through_the_url_flag(
+    cluster: Any, namespace: str, tmp_path: Path
+) -> None:
+    """``--url redis+cluster://...`` beats CONVEYOR_REDIS_URL for enqueue, worker, status
+    and stats; the cleanup visits every master."""
+    env = cli_env("redis://127.0.0.1:1/0", namespace)  # wrong on purpose: the flag wins
+    url = ("--url", cluster.url)
+    p = run_cli(env, *url, "enqueue", APP, "add", "--args", "[2, 3]")
+    assert p.returncode == 0, describe(p)
+    job_id = p.stdout.strip()
+    cleanup = Conveyor(cluster.url, namespace=namespace)
+    try:
+        worker_env = {**env, "CONVEYOR_REDIS_URL": cluster.url}
+        with cli_worker(worker_env, tmp_path / "worker.log", *WORKER_ARGS):
+
+            def done() -> dict[str, Any] | None:
+                s = run_cli(env, *url, "status", job_id, "--app", APP)
+                assert s.returncode == 0, describe(s)
+                out: dict[str, Any] = json.loads(s.stdout)
+                return out if out["state"] == "done" else None
+
+            assert wait_for(done, 20, f"job {job_id} to be done")["result"] == 5
+        stats = run_cli(env, *url, "--namespace", namespace, "stats", "--json")
+        assert stats.returncode == 0, describe(stats)
+        assert [q["queue"] for q in json.loads(stats.stdout)["queues"]] == ["default"]
+    finally:
+        from conveyor.testing import delete_namespace
+
+        delete_namespace(cleanup)
+        cleanup.close()

@@ -17,6 +17,7 @@ import redis.cluster
 from redis.exceptions import (
     AskError,
     ClusterDownError,
+    MovedError,
     RedisClusterException,
     SlotNotCoveredError,
     TryAgainError,
@@ -83,14 +84,22 @@ def topology_error(url: str, exc: Exception) -> ConveyorError | None:
             f"{where} is a Redis Cluster URL, but the server is not a cluster "
             "(cluster support disabled): use redis://host:port for a standalone Redis"
         )
-    if text.startswith("MOVED") or ("CLUSTERDOWN" in text and "cluster" not in url):
+    plain = not url.split("://", 1)[0].endswith("+cluster")
+    if plain and (text.startswith("MOVED") or "CLUSTERDOWN" in text):
         return ConfigurationError(
             f"{where} is a Redis Cluster node (it answered {text.split()[0]}): "
             "use redis+cluster://host:port so Conveyor follows the cluster's slots"
         )
     if text.startswith("CROSSSLOT") or "same slot" in text or "same key slot" in text:
         return ConfigurationError(f"Redis at {where} refused " + CROSSSLOT_FIX.format(what=text))
-    if isinstance(exc, RedisClusterException) and not isinstance(exc, SlotNotCoveredError):
+    if isinstance(exc, (*REROUTE, MovedError)):
+        # a failover or a resharding in progress: callers retry ConnectionFailed
+        return ConnectionFailed(
+            url,
+            ConnectionError(" ".join(text.split()) or type(exc).__name__),
+            fix="The cluster is moving slots or failing over; retried until it settles.",
+        )
+    if isinstance(exc, RedisClusterException):
         if "cannot be connected" in text or "Please provide at least one reachable" in text:
             return ConnectionFailed(url, ConnectionError("no seed node of the cluster answered"))
         return ConnectionFailed(url, ConnectionError(text.splitlines()[0] if text else repr(exc)))

@@ -245,7 +245,7 @@ class Broker:
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
-        return list(pipe.execute(raise_on_error=False))
+        return _unbroken(list(pipe.execute(raise_on_error=False)))
 
     def _pipeline_once(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         if not self.cluster:
@@ -486,7 +486,7 @@ class Broker:
         pipe = client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
-        return list(await pipe.execute(raise_on_error=False))
+        return _unbroken(list(await pipe.execute(raise_on_error=False)))
 
     async def _apipeline_once(self, client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
         if not self.cluster:
@@ -630,6 +630,18 @@ def _command(c: Call[Any], flagged: bool) -> tuple[Any, ...]:
     if c.script is None:
         return c.command
     return ("EVALSHA", c.script.variant(flagged)[0], *c.command[2:])
+
+
+def _unbroken(replies: list[Any]) -> list[Any]:
+    """Replies of a retry-safe pipeline, or its first connection-level error raised: a
+    cluster pipeline hands back a node's dropped connection or a failover in progress as a
+    reply, which must reach callers as ConnectionFailed (they retry), not as a result."""
+    for r in replies:
+        if isinstance(r, (redis.ConnectionError, redis.TimeoutError, *cluster.REROUTE)):
+            raise r
+        if isinstance(r, MovedError):
+            raise r
+    return replies
 
 
 def _missing_scripts(replies: list[Any]) -> list[int]:
