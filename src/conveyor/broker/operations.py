@@ -154,6 +154,11 @@ class Completion:
     ttl_ms: int
 
 
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def complete(keys: QueueKeys, consumer: str, done: Sequence[Completion]) -> Call[list[int]]:
     """Ack a batch and store records; the reply lists (0-based) completions refused."""
     by_level: dict[str, list[int]] = {}
@@ -162,7 +167,9 @@ def complete(keys: QueueKeys, consumer: str, done: Sequence[Completion]) -> Call
     args: list[Arg] = [GROUP, consumer, keys.done_channel]
     order: list[int] = []  # positions in ``done``, in the order the script sees them
     for level, positions in by_level.items():
-        args += (LEVEL_INDEX[level], len(positions))
+        ids = [_stream_id(done[i].entry_id) for i in positions]
+        low, high = min(ids), max(ids)
+        args += (LEVEL_INDEX[level], len(positions), f"{low[0]}-{low[1]}", f"{high[0]}-{high[1]}")
         for i in positions:
             c = done[i]
             args += (c.entry_id, c.record, c.ttl_ms)

@@ -5,8 +5,9 @@
 -- KEYS[1..3]      ready streams (high, normal, low)
 -- KEYS[4..3+n]    record key of each job, in ARGV order
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] done channel
--- ARGV[4..]       per level: level_index, count, then per job of that level: entry_id,
---                 record_json, ttl_ms (0 deletes the record)
+-- ARGV[4..]       per level: level_index, count, lowest and highest entry_id of the level's
+--                 jobs, then per job of that level: entry_id, record_json, ttl_ms (0 deletes
+--                 the record)
 -- returns         indexes (1-based, in ARGV order) of rejected jobs
 local group, consumer, channel = ARGV[1], ARGV[2], ARGV[3]
 local rejected, done_keys = {}, {}
@@ -14,12 +15,15 @@ local a, j = 4, 0
 while a <= #ARGV do
   local stream = KEYS[tonumber(ARGV[a])]
   local n = tonumber(ARGV[a + 1])
-  a = a + 2
-  -- Ownership: one read of the consumer's oldest pending entries covers a busy worker's
-  -- whole PEL; when it holds more than that, a job not among them is looked up alone.
+  local low, high = ARGV[a + 2], ARGV[a + 3]
+  a = a + 4
+  -- Ownership: one read of the consumer's pending entries between the batch's lowest and
+  -- highest id covers the batch (and the jobs still running among them, so up to 4n);
+  -- past that, a job not among them is looked up alone. Reading only that range costs a
+  -- quarter of reading the consumer's oldest 4n entries, which a busy worker's PEL fills.
   local window = 4 * n
   local owned = {}
-  local pel = redis.call('XPENDING', stream, group, '-', '+', window, consumer)
+  local pel = redis.call('XPENDING', stream, group, low, high, window, consumer)
   for _, p in ipairs(pel) do owned[p[1]] = true end
   local complete_pel = #pel < window
   local acks = {}

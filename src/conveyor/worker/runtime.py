@@ -40,13 +40,14 @@ from .shutdown import shut_down
 from .slots import Handoff
 from .threads import THREAD_PREFIX, TaskThreads
 from .transitions import Transitions
+from .turns import TurnBudget
 
 log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
 
-#: Jobs all slots together run back to back before the event loop polls for I/O again:
-#: each slot yields after its share, so a fetch's reply is read while work remains.
-YIELD_BUDGET = 32
+#: Jobs all slots together start in one event-loop turn (see turns.py): a turn stays short
+#: at any concurrency, so ack and fetch replies are read within a millisecond or two.
+YIELD_BUDGET = 8
 #: A job for a task no live worker registers is dead-lettered after this many lease
 #: timeouts (a registry entry outlives its worker by at most two).
 UNKNOWN_TASK_LEASES = 3
@@ -95,6 +96,7 @@ class Worker:
         )
         self.live_tasks = LiveTasks(self.broker, app.namespace, min(1.0, leases.renew_every))
         self.handoff = Handoff()
+        self.turns = TurnBudget(YIELD_BUDGET)
         self.runner = DeliveryRunner(self)
         self.fetcher = Fetcher(self)
         #: what each busy slot is running, by slot number
@@ -135,6 +137,7 @@ class Worker:
             info=self._registry_info,
         )
         self.lease.start()
+        await self.completer.warm_up()
         self.completer.start()
         self.completer.on_exit(self._part_ended)
         self.maintenance.start()
@@ -163,6 +166,7 @@ class Worker:
             log.info("worker %s stopping: finishing running jobs", self.consumer)
         self.stopping.set()
         self.handoff.close()
+        self.turns.release_all()
         self.slot_free.set()
         self.fetcher.unblock()
 
@@ -236,27 +240,25 @@ class Worker:
     async def _slot(self, n: int) -> None:
         """One slot: run deliveries one after another until the worker stops.
 
-        A job that never awaits anything does not give the loop back, so a slot yields
-        after its share of YIELD_BUDGET such jobs: the loop then reads replies (the next
-        fetch's above all) while buffered work remains, and acking goes on.
+        Every job start spends one unit of the turn budget all slots share (turns.py): a
+        job that never awaits does not give the loop back, so without it hundreds of slots
+        would each run jobs in one turn while ack and fetch replies wait unread.
         """
         handoff = self.handoff
         process = self.runner.process
-        share = max(1, YIELD_BUDGET // self.settings.concurrency)
-        streak = 0
+        turns = self.turns
         while True:
             d = handoff.take()
             if d is None:
-                streak = 0
                 d = await handoff.next()
                 if d is None:
                     return
+            # Held as running while it waits for its turn: a stop then waits for it (or
+            # requeues it) like any started job, and stop() wakes it at once.
             self.running[n] = d
-            streak += 1
             try:
-                if streak > share:
-                    streak = 0
-                    await asyncio.sleep(0)
+                if not turns.take():
+                    await turns.wait()
                 await process(d)
             except Exception:
                 log.exception("internal error while processing a job")
