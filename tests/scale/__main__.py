@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -43,6 +44,9 @@ class Run:
         self.queues = QUEUES[:queues]
         self.durability = Durability(1, 2.0) if wait else None
         self.workers = workers
+        #: restart the killed master once its replica took over, so the shard has a
+        #: replica again (without one, every WAIT 1 there times out: NotReplicated)
+        self.restart = True
         self.dir = Path(tempfile.mkdtemp(prefix=f"conveyor-scale-{topology}-"))
         self.ok: dict[int, float] = {}  # seq -> when Redis acknowledged its enqueue
         self.failed: set[int] = set()
@@ -107,8 +111,10 @@ def spawn_workers(run: Run, url: str, namespace: str) -> list[subprocess.Popen[b
         log = open(run.dir / f"worker-{i}.log", "wb")  # noqa: SIM115 - the process owns it
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "tests.scale.worker", url, namespace, str(run.dir)]
-                + [str(len(run.queues))],  # noqa: RUF005
+                [
+                    *(sys.executable, "-m", "tests.scale.worker"),
+                    *(url, namespace, str(run.dir), str(len(run.queues))),
+                ],
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -167,12 +173,17 @@ def execute(run: Run, timeout: float) -> dict[str, Any]:
             run.kill_at = time.monotonic()
             topo.kill_master(victim)
             promoted_in = topo.wait_promoted(victim)
+            if run.restart:
+                victim.start()  # as an orchestrator would: it rejoins as a replica
+                topo.wait_replicas_synced()
         else:
             old = topo.master_port()
             failed_queues = set(run.queues)
             run.kill_at = time.monotonic()
-            topo.kill_master()
+            killed = topo.kill_master()
             promoted_in = topo.wait_promoted(old)
+            if run.restart:
+                killed.start()
         producer.join(timeout)
         enqueued_at = time.monotonic()
         expected = set(run.ok) | run.not_replicated
@@ -209,12 +220,20 @@ def execute(run: Run, timeout: float) -> dict[str, Any]:
             round(run.producer_down[1] - run.producer_down[0], 2) if run.producer_down else 0.0
         ),
         "recover_s": recover,
+        "killed_master_restarted": run.restart,
+        "producer_max_stall_s": _max_stall(run),
         "enqueue_s": round(enqueued_at - t0, 2),
         "drain_s": round(drained_at - t0, 2),
         "total_s": round(time.monotonic() - t_start, 2),
         **placement,
         "dir": str(run.dir),
     }
+
+
+def _max_stall(run: Run) -> float:
+    """Longest gap between two acknowledged enqueue batches (the producer's outage)."""
+    times = sorted(set(run.ok.values()))
+    return round(max((b - a for a, b in itertools.pairwise(times)), default=0.0), 2)
 
 
 def _owner(url: str, namespace: str, queue: str) -> int:
@@ -246,11 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queues", type=int, default=12)
     p.add_argument("--workers", type=int, default=3)
     p.add_argument("--timeout", type=float, default=180.0)
+    p.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="leave the killed master down (the shard runs on without a replica)",
+    )
     args = p.parse_args(argv)
     results = []
     for name in args.runs:
         topology, _, wait = name.partition("-")
         run = Run(topology, args.jobs, args.queues, wait == "wait", args.workers)
+        run.restart = not args.no_restart
         result = execute(run, args.timeout)
         results.append(result)
         print(json.dumps(result), flush=True)

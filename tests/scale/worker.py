@@ -1,8 +1,8 @@
-"""A worker process for the failover runs: ``python -m tests.scale.worker URL NS LEDGER``.
+"""A worker process for the failover runs: ``python -m tests.scale.worker URL NS DIR N``.
 
-Its one task, ``job(seq)``, appends ``DONE <seq> <pid> <unix time>`` to this process' ledger file (on
-local disk, outside the Redis under test) before it returns, so the runner can count runs
-(lost: never ran; duplicated: ran more than once) whatever Redis lost in the failover.
+Its one task, ``job(seq)``, appends ``DONE <seq> <pid> <unix time>`` to this process' ledger
+file (on local disk, outside the Redis under test) before it returns, so the runner can count
+runs (lost: never ran; duplicated: ran more than once) whatever Redis lost in the failover.
 """
 
 from __future__ import annotations

@@ -41,11 +41,10 @@ from ..errors import (
     ConnectionFailed,
     ConveyorError,
     EnqueueRejected,
-    EnqueueUncertain,
     redact_url,
 )
 from ..settings import Durability
-from . import cluster, durable
+from . import cluster, durable, once
 from .calls import Call
 from .connection import (
     ClientOptions,
@@ -149,35 +148,15 @@ class Broker:
 
     def _send_once(self, *command: Any) -> Any:
         if not self.cluster:
-            return self._send_once_on(self.client, command)
+            return once.send_once(self.url, self.client, command)
         attempt = 0
         while True:
             node = self.node_client(cluster.node_of(self.client, cluster.first_key(command)))
             try:
-                return self._send_once_on(node, command)
+                return once.send_once(self.url, node, command)
             except (MovedError, *cluster.REROUTE, redis.ConnectionError, redis.TimeoutError) as exc:
                 self._rerouted(attempt, exc)
                 attempt += 1
-
-    def _send_once_on(self, client: redis.Redis, command: tuple[Any, ...]) -> Any:
-        """Send on a connection that is up, read the reply, never resend."""
-        pool = client.connection_pool
-        conn = pool.get_connection()
-        try:
-            _ready(conn)
-            try:
-                conn.send_command(*command, check_health=False)
-                return client.parse_response(conn, command[0])
-            except ResponseError:
-                raise  # a whole reply was read: the connection is in step
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                conn.disconnect()  # a late reply must not be read as the next command's
-                raise EnqueueUncertain(self.url, exc) from exc
-            except BaseException:  # cancelled or interrupted while waiting: same socket state
-                conn.disconnect()
-                raise
-        finally:
-            pool.release(conn)
 
     def call_many(
         self, calls: Sequence[Call[Any]], durability: Durability | None = None
@@ -226,13 +205,13 @@ class Broker:
     ) -> tuple[list[Any], list[Any]]:
         """Replies to ``commands`` and the WAIT reply of each connection they went on."""
         if not self.cluster:
-            *got, ack = self._pipeline_once_on(self.client, [*commands, wait])
+            *got, ack = once.pipeline_once(self.url, self.client, [*commands, wait])
             return got, [ack]
         replies: list[Any] = [None] * len(commands)
         acks = []
         for address, positions in cluster.group_by_node(self.client, commands).items():
             part = [commands[i] for i in positions]
-            *got, ack = self._pipeline_once_on(self.node_client(address), [*part, wait])
+            *got, ack = once.pipeline_once(self.url, self.node_client(address), [*part, wait])
             for i, r in zip(positions, got, strict=True):
                 replies[i] = r
             acks.append(ack)
@@ -249,7 +228,7 @@ class Broker:
 
     def _pipeline_once(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         if not self.cluster:
-            return self._pipeline_once_on(self.client, commands)
+            return once.pipeline_once(self.url, self.client, commands)
         replies: list[Any] = [None] * len(commands)
         todo = list(range(len(commands)))
         attempt = 0
@@ -259,8 +238,8 @@ class Broker:
             for address, positions in groups.items():
                 mine = [todo[p] for p in positions]
                 try:
-                    got = self._pipeline_once_on(
-                        self.node_client(address), [commands[i] for i in mine]
+                    got = once.pipeline_once(
+                        self.url, self.node_client(address), [commands[i] for i in mine]
                     )
                 except (redis.ConnectionError, redis.TimeoutError):
                     again += mine  # not connected: nothing of this node's part was sent
@@ -275,29 +254,6 @@ class Broker:
                 attempt += 1
             todo = sorted(again)
         return replies
-
-    def _pipeline_once_on(self, client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
-        pool = client.connection_pool
-        conn = pool.get_connection()
-        try:
-            _ready(conn)
-            try:
-                conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-                replies: list[Any] = []
-                for command in commands:
-                    try:
-                        replies.append(client.parse_response(conn, command[0]))
-                    except ResponseError as exc:
-                        replies.append(exc)
-                return replies
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                conn.disconnect()
-                raise EnqueueUncertain(self.url, exc, batch=True) from exc
-            except BaseException:  # cancelled or interrupted while waiting: same socket state
-                conn.disconnect()
-                raise
-        finally:
-            pool.release(conn)
 
     @property
     def sharded_done(self) -> bool:
@@ -384,7 +340,7 @@ class Broker:
 
     async def _asend_once(self, *command: Any) -> Any:
         if not self.cluster:
-            return await self._asend_once_on(self.aclient, command)
+            return await once.asend_once(self.url, self.aclient, command)
         client = self.aclient
         if not client.nodes_manager.slots_cache:
             await client.initialize()
@@ -392,29 +348,10 @@ class Broker:
         while True:
             node = self.anode_client(cluster.node_of(client, cluster.first_key(command)))
             try:
-                return await self._asend_once_on(node, command)
+                return await once.asend_once(self.url, node, command)
             except (MovedError, *cluster.REROUTE, redis.ConnectionError, redis.TimeoutError) as exc:
                 await self._arerouted(attempt, exc)
                 attempt += 1
-
-    async def _asend_once_on(self, client: redis.asyncio.Redis, command: tuple[Any, ...]) -> Any:
-        pool = client.connection_pool
-        conn = await pool.get_connection()
-        try:
-            await _aready(conn)
-            try:
-                await conn.send_command(*command, check_health=False)
-                return await client.parse_response(conn, command[0])
-            except ResponseError:
-                raise
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                await conn.disconnect(nowait=True)
-                raise EnqueueUncertain(self.url, exc) from exc
-            except BaseException:  # cancelled or interrupted while waiting: same socket state
-                await conn.disconnect(nowait=True)
-                raise
-        finally:
-            await pool.release(conn)
 
     async def acall_many(
         self, calls: Sequence[Call[Any]], durability: Durability | None = None
@@ -460,14 +397,16 @@ class Broker:
     ) -> tuple[list[Any], list[Any]]:
         client = self.aclient
         if not self.cluster:
-            *got, ack = await self._apipeline_once_on(client, [*commands, wait])
+            *got, ack = await once.apipeline_once(self.url, client, [*commands, wait])
             return got, [ack]
         if not client.nodes_manager.slots_cache:
             await client.initialize()
         groups = cluster.group_by_node(client, commands)
         results = await asyncio.gather(
             *(
-                self._apipeline_once_on(self.anode_client(a), [*(commands[i] for i in p), wait])
+                once.apipeline_once(
+                    self.url, self.anode_client(a), [*(commands[i] for i in p), wait]
+                )
                 for a, p in groups.items()
             )
         )
@@ -490,7 +429,7 @@ class Broker:
 
     async def _apipeline_once(self, client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
         if not self.cluster:
-            return await self._apipeline_once_on(client, commands)
+            return await once.apipeline_once(self.url, client, commands)
         if not client.nodes_manager.slots_cache:
             await client.initialize()
         replies: list[Any] = [None] * len(commands)
@@ -501,7 +440,7 @@ class Broker:
             parts = [[todo[p] for p in positions] for positions in groups.values()]
             results = await asyncio.gather(
                 *(
-                    self._apipeline_once_on(self.anode_client(a), [commands[i] for i in mine])
+                    once.apipeline_once(self.url, self.anode_client(a), [commands[i] for i in mine])
                     for a, mine in zip(groups, parts, strict=True)
                 ),
                 return_exceptions=True,
@@ -522,31 +461,6 @@ class Broker:
                 attempt += 1
             todo = sorted(again)
         return replies
-
-    async def _apipeline_once_on(
-        self, client: redis.asyncio.Redis, commands: list[tuple[Any, ...]]
-    ) -> list[Any]:
-        pool = client.connection_pool
-        conn = await pool.get_connection()
-        try:
-            await _aready(conn)
-            try:
-                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-                replies: list[Any] = []
-                for command in commands:
-                    try:
-                        replies.append(await client.parse_response(conn, command[0]))
-                    except ResponseError as exc:
-                        replies.append(exc)
-                return replies
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                await conn.disconnect(nowait=True)
-                raise EnqueueUncertain(self.url, exc, batch=True) from exc
-            except BaseException:  # cancelled or interrupted while waiting: same socket state
-                await conn.disconnect(nowait=True)
-                raise
-        finally:
-            await pool.release(conn)
 
     async def aserver_info(self) -> ServerInfo:
         if self._info is None:
@@ -590,32 +504,6 @@ def translate(url: str, exc: redis.RedisError | RedisClusterException) -> Convey
             "e.g. redis://host:6379/0."
         )
     return None
-
-
-def _ready(conn: Any) -> None:
-    """Make a pooled connection fit to send on: one the server closed while it sat idle
-    (timeout, restart, CLIENT KILL) would fail only after sending, making an enqueue look
-    uncertain. redis-py's pool skips this check when maintenance notifications are on."""
-    try:
-        stale = conn.can_read()  # pending bytes or EOF on an idle connection
-    except (redis.ConnectionError, OSError):
-        stale = True
-    if stale:
-        conn.disconnect()
-        conn.connect()  # retried: nothing was sent yet
-    conn.check_health()
-
-
-async def _aready(conn: Any) -> None:
-    """The asyncio twin of :func:`_ready`."""
-    try:
-        stale = await conn.can_read()
-    except (redis.ConnectionError, OSError):
-        stale = True
-    if stale:
-        await conn.disconnect()
-        await conn.connect()
-    await conn.check_health()
 
 
 def _accepted(c: Call[Any], exc: ResponseError) -> ResponseError:
