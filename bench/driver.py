@@ -170,15 +170,24 @@ class WorkerGroup:
         record: Path,
         tag: str,
         gate: Path | None = None,
+        slots: int | None = None,
     ) -> None:
         self.ctx = ctx
         bin_dir = str(Path(sys.executable).parent)
-        self.commands, extra_env, self.what = ctx.mod.workers(bin_dir, processes, io)
+        more = {"slots": slots} if slots else {}
+        self.commands, extra_env, self.what = ctx.mod.workers(bin_dir, processes, io, **more)
         self.env = dict(os.environ, BENCH_RECORD=str(record), **extra_env)
         self.env["BENCH_WORKER_ID"] = getattr(ctx.mod, "WORKER_ID", "pid")
         if gate is not None:
             self.env["BENCH_GATE"] = str(gate)
         self.log = ctx.workdir / f"{ctx.peer}-{ctx.workload}-{tag}.log"
+        #: where the workers leave their ack lag histograms (peers with ACK_LAG_ENV only)
+        self.ack_lag_file: Path | None = None
+        lag_env = getattr(ctx.mod, "ACK_LAG_ENV", None)
+        if lag_env:
+            self.ack_lag_file = self.log.with_suffix(".acklag")
+            self.ack_lag_file.unlink(missing_ok=True)
+            self.env[lag_env] = str(self.ack_lag_file)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.stop_info: dict[str, Any] = {}
         ctx.concurrency[tag] = self.what
@@ -217,6 +226,13 @@ class WorkerGroup:
                     if group in groups:
                         total += seconds
         return total
+
+    def ack_lag(self) -> dict[str, float] | None:
+        """The workers' ack lag, merged (after stop(): each process writes it as it exits)."""
+        if self.ack_lag_file is None or not self.ack_lag_file.exists():
+            return None
+        summary: dict[str, float] = self.ctx.mod.ack_lag_summary(str(self.ack_lag_file))
+        return summary
 
     def log_tail(self, lines: int = 25) -> str:
         try:
@@ -430,14 +446,20 @@ def open_gate(ctx: Context, gate: Path, expected: int, workers: WorkerGroup) -> 
 
 
 def drain(
-    ctx: Context, processes: int, records: Records, n: int, expected: Iterable[int], io: bool
+    ctx: Context,
+    processes: int,
+    records: Records,
+    n: int,
+    expected: Iterable[int],
+    io: bool,
+    slots: int | None = None,
 ) -> dict[str, Any]:
     """Start the workers on a queue already holding n jobs, open the start gate when every
     worker process holds its first job, wait for all n, stop the workers, verify."""
     out: dict[str, Any] = {}
-    tag = f"{'io' if io else 'noop'}-{processes}p"
+    tag = f"{'io' if io else 'noop'}-{processes}p" + (f"-c{slots}" if slots else "")
     gate = records.path.with_suffix(".gate")
-    with WorkerGroup(ctx, processes, io, records.path, tag, gate) as workers:
+    with WorkerGroup(ctx, processes, io, records.path, tag, gate, slots) as workers:
         want = getattr(ctx.mod, "IO_PROCESSES", 1) if io else processes
         start = open_gate(ctx, gate, want, workers)
         records.wait(n, ctx.deadline, workers, f"drain with {processes} process(es)")
@@ -447,12 +469,20 @@ def drain(
         busy1, total1 = machine_cpu()
         wall_s = (time.time_ns() - start["gate_ns"]) / 1e9
         start["redis_cpu_pct"] = round(100 * cpu_s / wall_s, 1)
-        start["workers_cpu_pct"] = round(100 * (workers.cpu_seconds() - workers0) / wall_s, 1)
+        workers_s = workers.cpu_seconds() - workers0
+        start["workers_cpu_pct"] = round(100 * workers_s / wall_s, 1)
+        # CPU per job (issue 9, item 6): what a job costs Redis and the workers, whatever
+        # the drain's wall time; with 2 processes it should stay what it is with one.
+        start["redis_cpu_us_per_job"] = round(1e6 * cpu_s / n, 2)
+        start["workers_cpu_us_per_job"] = round(1e6 * workers_s / n, 2)
         cores = os.cpu_count() or 1
         start["machine_busy_pct"] = round(100 * cores * (busy1 - busy0) / (total1 - total0), 1)
         time.sleep(SETTLE_S)
         out["commandstats"] = ctx.commandstats()
     out["stop"] = workers.stop_info
+    lag = workers.ack_lag()
+    if lag is not None:
+        out["ack_lag"] = lag
     rows = records.read()
     out["verify"] = verify(rows, expected)
     gate_ns = start.pop("gate_ns")
@@ -510,13 +540,18 @@ def w_single(ctx: Context) -> dict[str, Any]:
     result = drain(ctx, 1, records, n, range(n), io=False)
     stats = result.pop("commandstats")
     total = sum(stats.values())
+    metrics = {
+        f"enqueue_{ctx.primary}": n / seconds,
+        "drain_1": result["drain"]["rate"],
+        "bytes_per_job": (mem["after"] - mem["before"]) / n,
+        "cmds_per_job": total / n,
+    }
+    lag = result.get("ack_lag")
+    if lag:
+        metrics["ack_lag_p50_ms"] = lag["p50_ms"]
+        metrics["ack_lag_p99_ms"] = lag["p99_ms"]
     return {
-        "metrics": {
-            f"enqueue_{ctx.primary}": n / seconds,
-            "drain_1": result["drain"]["rate"],
-            "bytes_per_job": (mem["after"] - mem["before"]) / n,
-            "cmds_per_job": total / n,
-        },
+        "metrics": metrics,
         "detail": {
             "jobs": n,
             "enqueue_seconds": seconds,
@@ -552,6 +587,27 @@ def w_drain2(ctx: Context) -> dict[str, Any]:
         },
         "verify": [result["verify"]],
     }
+
+
+def w_slots(ctx: Context) -> dict[str, Any]:
+    """Issue 9, item 4: bulk enqueue, then drain with one process at each concurrency of the
+    peer's SLOTS_SWEEP (Conveyor: -c 10, 100, 500), to the last ack, with its ack lag."""
+    n = ctx.jobs
+    metrics: dict[str, float] = {}
+    detail: dict[str, Any] = {}
+    checks = []
+    for slots in ctx.mod.SLOTS_SWEEP:
+        run_producer(ctx.mod, ctx.primary, [("bulk", "noop", range(n))])
+        records = ctx.record_file()
+        result = drain(ctx, 1, records, n, range(n), io=False, slots=slots)
+        result.pop("commandstats")
+        metrics[f"drain_c{slots}"] = result["drain"]["rate"]
+        lag = result.get("ack_lag")
+        if lag:
+            metrics[f"ack_lag_p99_ms_c{slots}"] = lag["p99_ms"]
+        detail[f"c{slots}"] = {"jobs": n, **result}
+        checks.append(result["verify"])
+    return {"metrics": metrics, "detail": detail, "verify": checks}
 
 
 def w_variants(ctx: Context) -> dict[str, Any]:
@@ -636,6 +692,7 @@ WORKLOADS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "single": w_single,
     "drain2": w_drain2,
     "variants": w_variants,
+    "slots": w_slots,
     "latency": w_latency,
     "io": w_io,
 }

@@ -80,6 +80,10 @@ def aggregate(doc: dict[str, Any]) -> dict[str, Any]:
                         cpu = drained.get(f"{what}_pct")
                         if cpu is not None:
                             samples.setdefault(f"{what}_{suffix}", []).append(float(cpu))
+                    for what in ("redis_cpu_us", "workers_cpu_us"):
+                        us = drained.get(f"{what}_per_job")
+                        if us is not None:
+                            samples.setdefault(f"{what}_{suffix}", []).append(float(us))
         metrics = {}
         for metric, values in samples.items():
             med = statistics.median(values)
@@ -175,6 +179,43 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
     for row in rows:
         if row["status"] == "met" and row["target"].startswith("bytes") and row["value"] == low:
             row["status"] = "missed"
+    return rows
+
+
+def targets9(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 9's targets for Conveyor (items 1, 4, 5 and 6), measured the honest way:
+    Conveyor's and the floors' drains to the last ack."""
+    c = lambda m: _value(summary, "conveyor", m)  # noqa: E731
+    f = lambda m: _value(summary, "floor", m)  # noqa: E731
+    rows: list[dict[str, Any]] = []
+
+    def add(what: str, value: float | None, need: float | None, higher: bool, unit: str) -> None:
+        status = "not measured" if value is None or need is None else "missed"
+        if value is not None and need is not None and (value >= need if higher else value <= need):
+            status = "met"
+        rows.append({"target": what, "value": value, "need": need, "status": status, "unit": unit})
+
+    for m, what in [("ack_lag_p99_ms", "drain 1 process (-c 10)")] + [
+        (f"ack_lag_p99_ms_c{n}", f"-c {n}") for n in (10, 100, 500)
+    ]:
+        add(f"ack lag p99 <= 20 ms, {what}", c(m), 20.0, False, "ms")
+    c10 = c("drain_c10")
+    add("drain -c 100 >= 0.9x -c 10", c("drain_c100"), c10 and 0.9 * c10, True, "/s")
+    add("drain -c 500 >= 0.8x -c 10", c("drain_c500"), c10 and 0.8 * c10, True, "/s")
+    fd = f("drain_1")
+    add("drain 1 process >= 0.8x floor (with results)", c("drain_1"), fd and 0.8 * fd, True, "/s")
+    peer, best = best_peer(summary, "drain_1")
+    need = best and 10 * best
+    add(f"drain 1 process >= 10x fastest peer ({peer})", c("drain_1"), need, True, "/s")
+    fb = f("enqueue_bulk")
+    add("enqueue bulk >= 0.8x floor pipelined", c("enqueue_bulk"), fb and 0.8 * fb, True, "/s")
+    add("latency p50 <= 1.5 ms (idle)", c("latency_p50_ms"), 1.5, False, "ms")
+    add("latency p99 <= 5 ms (idle)", c("latency_p99_ms"), 5.0, False, "ms")
+    one = [c(f"{w}_cpu_us_drain_1") for w in ("redis", "workers")]
+    two = [c(f"{w}_cpu_us_drain_2") for w in ("redis", "workers")]
+    per1 = sum(one) if None not in one else None  # type: ignore[arg-type]
+    per2 = sum(two) if None not in two else None  # type: ignore[arg-type]
+    add("CPU per job, 2 processes <= 1.1x 1 process", per2, per1 and 1.1 * per1, False, "us")
     return rows
 
 
@@ -343,6 +384,9 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(f"| {t['target']} | {value} | {need} | {status} |")
         lines.append("")
 
+    if "conveyor" in s:
+        lines.extend(issue9(s))
+
     lines.append("## redis-benchmark XADD on the same machine (private server)")
     lines.append("")
     rbs = [r for r in doc.get("redis_benchmark", []) if r.get("cases")]
@@ -441,6 +485,59 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"- {label(s, n)}: {first[0][:400]}")
     lines.append("")
     return "\n".join(lines)
+
+
+def issue9(s: dict[str, Any]) -> list[str]:
+    """The concurrency sweep, the ack lag, CPU per job and issue 9's targets."""
+    lines = ["## Acks and concurrency (Conveyor, issue 9)", ""]
+    lines.append(
+        "One worker process draining a bulk-enqueued backlog at each concurrency, timed from the "
+        "start gate to the last ack (the group has no lag and nothing pending). Ack lag: from "
+        "the end of a job's function to the reply of the script that stored its record and "
+        "acked it, measured inside the worker (every job, a log-spaced histogram, so values are "
+        "bucket edges, at most 9% high) and handed to the bench through $CONVEYOR_ACK_LAG_FILE."
+    )
+    lines.append("")
+    lines.append("| concurrency | drain/s | vs -c 10 | ack lag p99 ms |")
+    lines.append("|---|---|---|---|")
+    c10 = _value(s, "conveyor", "drain_c10")
+    for n in (10, 100, 500):
+        d = _value(s, "conveyor", f"drain_c{n}")
+        lag = _value(s, "conveyor", f"ack_lag_p99_ms_c{n}")
+        lag_txt = NONE if lag is None else f"{lag:.1f}"
+        lines.append(f"| -c {n} | {fmt('drain_1', d)} | {ratio(d, c10)} | {lag_txt} |")
+    p50, p99 = (_value(s, "conveyor", f"ack_lag_{q}_ms") for q in ("p50", "p99"))
+    if p99 is not None:
+        lines.append("")
+        lines.append(
+            f"Ack lag of the 1-process drain (-c 10, the 'drain 1 process' column): "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms."
+        )
+    lines.append("")
+    lines.append("CPU microseconds per job in the drains (Redis from INFO, workers from /proc):")
+    lines.append("")
+    lines.append("| | Redis, 1 process | workers, 1 process | Redis, 2 processes | workers, 2 |")
+    lines.append("|---|---|---|---|---|")
+    for n in order(s):
+        vals = [
+            _value(s, n, f"{w}_cpu_us_{d}")
+            for d in ("drain_1", "drain_2")
+            for w in ("redis", "workers")
+        ]
+        if any(v is not None for v in vals):
+            cells = " | ".join(NONE if v is None else f"{v:.1f}" for v in vals)
+            lines.append(f"| {label(s, n)} | {cells} |")
+    lines.append("")
+    lines.append("### Issue 9 targets")
+    lines.append("")
+    lines.append("| target | measured | needed | status |")
+    lines.append("|---|---|---|---|")
+    for t in targets9(s):
+        value = NONE if t["value"] is None else f"{t['value']:,.2f}{t.get('unit', '')}"
+        need = NONE if t["need"] is None else f"{t['need']:,.2f}{t.get('unit', '')}"
+        lines.append(f"| {t['target']} | {value} | {need} | {t['status']} |")
+    lines.append("")
+    return lines
 
 
 if __name__ == "__main__":

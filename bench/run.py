@@ -50,7 +50,9 @@ RESULTS = BENCH / "results"
 ALL_PEERS = ["floor", "floor-noresults", "conveyor", "huey", "dramatiq", "taskiq", "saq"]
 ALL_PEERS += ["celery", "arq", "streaq", "rq"]
 QUICK_PEERS = ["floor", "floor-noresults", "conveyor", "huey", "taskiq", "dramatiq"]
-WORKLOADS = ["single", "drain2", "variants", "latency", "io"]
+WORKLOADS = ["single", "drain2", "variants", "slots", "latency", "io"]
+#: Workloads only some peers run: the other producers' enqueue, the concurrency sweep.
+ONLY = {"variants": ("conveyor", "floor"), "slots": ("conveyor",)}
 
 MODES: dict[str, dict[str, Any]] = {
     "quick": {"jobs": 10000, "io_jobs": 1000, "reps": 1, "rb_requests": 20000},
@@ -342,7 +344,7 @@ def main() -> int:
                     continue
                 over = OVERRIDES[mode].get(peer, {})
                 for workload in workloads:
-                    if workload == "variants" and peer not in ("conveyor", "floor"):
+                    if workload in ONLY and peer not in ONLY[workload]:
                         continue
                     key = "io_jobs" if workload == "io" else "jobs"
                     jobs = over.get(key, conf[key])

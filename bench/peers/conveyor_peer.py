@@ -18,6 +18,19 @@ app = Conveyor(url(), namespace="bench")
 #: Drains are timed to the last ack: the moment this group has no lag and nothing pending.
 ACK_GROUP = "conveyor"
 ACK_STREAMS = list(app.keys(app.default_queue).streams)
+#: Each worker process appends its ack lag histogram to the file this variable names when it
+#: stops (conveyor.worker.acklag.write); the driver sets it and reads ack_lag_summary().
+ACK_LAG_ENV = "CONVEYOR_ACK_LAG_FILE"
+#: Slots per process of the concurrency sweep (issue 9, item 4), one process each.
+SLOTS_SWEEP = (10, 100, 500)
+
+
+def ack_lag_summary(path: str) -> dict[str, float]:
+    """Every worker process's ack lag of one drain, merged: count, p50/p90/p99/max in ms."""
+    from conveyor.worker.acklag import AckLag
+
+    with open(path, encoding="utf-8") as fh:
+        return AckLag.merged(fh).summary()
 
 
 @app.task
@@ -35,8 +48,10 @@ async def sleep(i: int) -> None:
 TASKS = {"noop": noop, "sleep": sleep}
 
 
-def workers(bin_dir: str, processes: int, io: bool) -> tuple[list[list[str]], dict[str, str], str]:
-    slots = IO_SLOTS if io else CONCURRENCY
+def workers(
+    bin_dir: str, processes: int, io: bool, slots: int | None = None
+) -> tuple[list[list[str]], dict[str, str], str]:
+    slots = slots or (IO_SLOTS if io else CONCURRENCY)
     argv = [f"{bin_dir}/conveyor", "--url", url(), "--log-level", "WARNING", "worker"]
     argv += ["bench.peers.conveyor_peer:app", "--concurrency", str(slots)]
     argv += ["--processes", str(processes)]

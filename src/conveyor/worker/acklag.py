@@ -8,8 +8,14 @@ eight per doubling (about 9% apart), from 1 microsecond to beyond a minute.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
+
+#: When set, a worker appends its histogram to this file as one JSON line when it stops
+#: (the benchmark sets it to read every worker process's ack lag; see ``write``).
+REPORT_ENV = "CONVEYOR_ACK_LAG_FILE"
 
 #: Buckets per doubling of the lag.
 STEPS = 8
@@ -56,3 +62,36 @@ class AckLag:
             "p99_ms": round(self.percentile(99) * 1000, 3),
             "max_ms": round(self.max_s * 1000, 3),
         }
+
+    def to_json(self, consumer: str) -> str:
+        """One line: the summary plus the non-empty buckets, so lines can be merged."""
+        buckets = {str(i): n for i, n in enumerate(self.counts) if n}
+        summary = self.summary()
+        return json.dumps(
+            {"consumer": consumer, **summary, "buckets": buckets, "max_s": self.max_s}
+        )
+
+    @classmethod
+    def merged(cls, lines: Iterable[str]) -> AckLag:
+        """The histogram of several workers' ``to_json`` lines together."""
+        lag = cls()
+        for line in lines:
+            if not line.strip():
+                continue
+            data = json.loads(line)
+            for i, n in data["buckets"].items():
+                lag.counts[int(i)] += n
+                lag.count += n
+            lag.max_s = max(lag.max_s, float(data["max_s"]))
+        return lag
+
+
+def write(lag: AckLag, consumer: str) -> None:
+    """Append this worker's histogram to the file named by CONVEYOR_ACK_LAG_FILE, if set.
+
+    One ``write`` of one line in append mode: worker processes of one run share the file.
+    """
+    path = os.environ.get(REPORT_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(lag.to_json(consumer) + "\n")

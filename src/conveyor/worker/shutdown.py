@@ -16,6 +16,7 @@ from ..broker import operations, text
 from ..broker.operations import Delivery
 from ..keys import job_id_for
 from ..signing import resign
+from . import acklag
 from .cancellation import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -53,6 +54,10 @@ async def shut_down(w: Worker) -> None:
         w.lease.unregister()
     w.executor.shutdown()
     await w.fetcher.close()
+    try:
+        acklag.write(w.ack_lag, w.consumer)
+    except OSError as exc:
+        log.warning("could not write the ack lag to $%s: %s", acklag.REPORT_ENV, exc)
     log.info(
         "worker %s stopped (%s)%s",
         w.consumer,
