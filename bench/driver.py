@@ -610,6 +610,35 @@ def w_slots(ctx: Context) -> dict[str, Any]:
     return {"metrics": metrics, "detail": detail, "verify": checks}
 
 
+def w_payload(ctx: Context) -> dict[str, Any]:
+    """Issue 9, item 5: 2 KiB of JSON kwargs per job (a prompt-sized payload): bulk enqueue,
+    bytes per queued job, then a drain with one process."""
+    n = ctx.jobs
+    mem: dict[str, int] = {}
+
+    def before() -> None:
+        mem["before"] = ctx.used_memory()
+
+    def after() -> None:
+        mem["after"] = ctx.used_memory()
+
+    run_producer(
+        ctx.mod, ctx.primary, [("call", before), ("bulk", "payload", range(n)), ("call", after)]
+    )
+    records = ctx.record_file()
+    result = drain(ctx, 1, records, n, range(n), io=False)
+    result.pop("commandstats")
+    metrics = {
+        "payload_drain_1": result["drain"]["rate"],
+        "payload_bytes_per_job": (mem["after"] - mem["before"]) / n,
+    }
+    return {
+        "metrics": metrics,
+        "detail": {"jobs": n, "payload_json_bytes": 2048, "used_memory": mem, **result},
+        "verify": [result["verify"]],
+    }
+
+
 def w_variants(ctx: Context) -> dict[str, Any]:
     """Enqueue one at a time through the other producer kinds (Conveyor's and the floor's
     asyncio clients), then drain what they queued to check it."""
@@ -693,6 +722,7 @@ WORKLOADS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "drain2": w_drain2,
     "variants": w_variants,
     "slots": w_slots,
+    "payload": w_payload,
     "latency": w_latency,
     "io": w_io,
 }

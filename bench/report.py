@@ -211,6 +211,15 @@ def targets9(summary: dict[str, Any]) -> list[dict[str, Any]]:
     add("enqueue bulk >= 0.8x floor pipelined", c("enqueue_bulk"), fb and 0.8 * fb, True, "/s")
     add("latency p50 <= 1.5 ms (idle)", c("latency_p50_ms"), 1.5, False, "ms")
     add("latency p99 <= 5 ms (idle)", c("latency_p99_ms"), 5.0, False, "ms")
+    fp = f("payload_drain_1")
+    add("2 KiB payload drain >= 0.5x floor", c("payload_drain_1"), fp and 0.5 * fp, True, "/s")
+    add(
+        "2 KiB payload bytes per queued job <= 2048 + 60",
+        c("payload_bytes_per_job"),
+        2108.0,
+        False,
+        "B",
+    )
     one = [c(f"{w}_cpu_us_drain_1") for w in ("redis", "workers")]
     two = [c(f"{w}_cpu_us_drain_2") for w in ("redis", "workers")]
     per1 = sum(one) if None not in one else None  # type: ignore[arg-type]
@@ -513,6 +522,16 @@ def issue9(s: dict[str, Any]) -> list[str]:
             f"Ack lag of the 1-process drain (-c 10, the 'drain 1 process' column): "
             f"p50 {p50:.1f} ms, p99 {p99:.1f} ms."
         )
+    lines.append("")
+    lines.append("2 KiB of JSON kwargs per job (bulk enqueue, then one process):")
+    lines.append("")
+    lines.append("| | drain/s | bytes per queued job |")
+    lines.append("|---|---|---|")
+    for n in order(s):
+        d = _value(s, n, "payload_drain_1")
+        b = _value(s, n, "payload_bytes_per_job")
+        if d is not None or b is not None:
+            lines.append(f"| {label(s, n)} | {fmt('drain_1', d)} | {fmt('bytes_per_job', b)} |")
     lines.append("")
     lines.append("CPU microseconds per job in the drains (Redis from INFO, workers from /proc):")
     lines.append("")

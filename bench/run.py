@@ -50,9 +50,14 @@ RESULTS = BENCH / "results"
 ALL_PEERS = ["floor", "floor-noresults", "conveyor", "huey", "dramatiq", "taskiq", "saq"]
 ALL_PEERS += ["celery", "arq", "streaq", "rq"]
 QUICK_PEERS = ["floor", "floor-noresults", "conveyor", "huey", "taskiq", "dramatiq"]
-WORKLOADS = ["single", "drain2", "variants", "slots", "latency", "io"]
-#: Workloads only some peers run: the other producers' enqueue, the concurrency sweep.
-ONLY = {"variants": ("conveyor", "floor"), "slots": ("conveyor",)}
+WORKLOADS = ["single", "drain2", "variants", "slots", "payload", "latency", "io"]
+#: Workloads only some peers run: the other producers' enqueue, the concurrency sweep and the
+#: 2 KiB payload (Conveyor against the floors with the same payload).
+ONLY = {
+    "variants": ("conveyor", "floor"),
+    "slots": ("conveyor",),
+    "payload": ("conveyor", "floor", "floor-noresults"),
+}
 
 MODES: dict[str, dict[str, Any]] = {
     "quick": {"jobs": 10000, "io_jobs": 1000, "reps": 1, "rb_requests": 20000},

@@ -25,6 +25,10 @@ import time
 _fd: int | None = None
 _gate_open = False
 
+#: The "payload" task's keyword arguments: a prompt-sized string, 2,048 bytes as JSON
+#: (``{"prompt": "aaa..."}``), the same for every peer that runs the payload workload.
+PAYLOAD = {"prompt": "a" * 2034}
+
 
 def begin() -> int:
     """First thing in a sync task: passes the start gate, returns the start time (ns)."""

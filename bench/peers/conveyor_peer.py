@@ -6,7 +6,7 @@ import asyncio
 
 from conveyor import Conveyor
 
-from ._record import abegin, record, url
+from ._record import PAYLOAD, abegin, record, url
 
 LABEL = "Conveyor"
 RESULTS = "yes (job record with result, kept 24 h: the default)"
@@ -45,7 +45,16 @@ async def sleep(i: int) -> None:
     record(i, start)
 
 
-TASKS = {"noop": noop, "sleep": sleep}
+@app.task
+async def payload(i: int, prompt: str) -> None:
+    record(i, await abegin())
+
+
+TASKS = {"noop": noop, "sleep": sleep, "payload": payload}
+
+
+def _kwargs(task: str) -> dict[str, str]:
+    return PAYLOAD if task == "payload" else {}
 
 
 def workers(
@@ -60,10 +69,11 @@ def workers(
 
 class SyncProducer:
     def enqueue(self, task: str, i: int) -> None:
-        TASKS[task].enqueue(i)
+        TASKS[task].enqueue(i, **_kwargs(task))
 
     def enqueue_many(self, task: str, ids: list[int]) -> None:
-        TASKS[task].enqueue_many([(i,) for i in ids])
+        t, kwargs = TASKS[task], _kwargs(task)
+        t.enqueue_many([t.s(i, **kwargs) for i in ids])
 
     def close(self) -> None:
         app.close()
@@ -74,7 +84,7 @@ class AsyncProducer:
         pass
 
     async def enqueue(self, task: str, i: int) -> None:
-        await TASKS[task].enqueue_async(i)
+        await TASKS[task].enqueue_async(i, **_kwargs(task))
 
     async def close(self) -> None:
         aclose = getattr(app, "aclose", None)

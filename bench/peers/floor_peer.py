@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ import socket
 import redis
 import redis.asyncio
 
-from ._record import abegin, begin, record, url
+from ._record import PAYLOAD, abegin, begin, record, url
 
 NOTES_RESULTS = os.environ.get("BENCH_PEER", "floor") != "floor-noresults"
 LABEL = "floor (redis-py + hiredis)" if NOTES_RESULTS else "floor without results"
@@ -46,7 +47,13 @@ def workers(bin_dir: str, processes: int, io: bool) -> tuple[list[list[str]], di
     return [argv] * processes, {}, what
 
 
+_PAYLOAD_JSON = json.dumps(PAYLOAD).encode()
+
+
 def _fields(task: str, i: int) -> dict[bytes, bytes]:
+    """The job's fields; the "payload" task carries 2 KiB of JSON kwargs (read as bytes)."""
+    if task == "payload":
+        return {b"t": b"payload", b"i": str(i).encode(), b"k": _PAYLOAD_JSON}
     return {b"t": task.encode(), b"i": str(i).encode()}
 
 
