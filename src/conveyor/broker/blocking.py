@@ -60,7 +60,8 @@ class BlockingReader:
         if reader is None:
             node = key[0]
             url = self.broker.url if node == ONE else node_url(self.broker.url, *node)
-            reader = Broker(url, replace(self.broker.options, single_connection=True))
+            options = self.broker.options if node == ONE else self.broker.node_options
+            reader = Broker(url, replace(options, single_connection=True))
             self._readers[key] = reader
         return reader
 

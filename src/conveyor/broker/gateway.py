@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -77,6 +78,9 @@ class Broker:
         self._aclients = weakref.WeakKeyDictionary()
         self._info: ServerInfo | None = None
         self.cluster = is_cluster(self.url)
+        #: a node that does not answer may have been replaced: re-read the slot map at once
+        #: (``_rerouted``) rather than retry that node for seconds
+        self.node_options = dataclasses.replace(self.options, retries=0)
         #: plain clients of cluster nodes, for calls sent exactly once (see cluster.py)
         self._nodes: dict[cluster.Address, redis.Redis] = {}
         self._anodes: weakref.WeakKeyDictionary[
@@ -133,7 +137,7 @@ class Broker:
         """A plain client of one cluster node (its own pool, Conveyor's options)."""
         client = self._nodes.get(address)
         if client is None:
-            client = connect_sync(node_url(self.url, *address), self.options)
+            client = connect_sync(node_url(self.url, *address), self.node_options)
             self._nodes[address] = client
         return client
 
@@ -207,15 +211,8 @@ class Broker:
         if not self.cluster:
             *got, ack = once.pipeline_once(self.url, self.client, [*commands, wait])
             return got, [ack]
-        replies: list[Any] = [None] * len(commands)
-        acks = []
-        for address, positions in cluster.group_by_node(self.client, commands).items():
-            part = [commands[i] for i in positions]
-            *got, ack = once.pipeline_once(self.url, self.node_client(address), [*part, wait])
-            for i, r in zip(positions, got, strict=True):
-                replies[i] = r
-            acks.append(ack)
-        return replies, acks
+        acks: list[Any] = []
+        return self._pipeline_once(commands, (wait, acks)), acks
 
     def _pipeline(self, calls: Sequence[Call[Any]], flagged: bool) -> list[Any]:
         commands = [_command(c, flagged) for c in calls]
@@ -226,7 +223,15 @@ class Broker:
             pipe.execute_command(*command)
         return _unbroken(list(pipe.execute(raise_on_error=False)))
 
-    def _pipeline_once(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    def _pipeline_once(
+        self,
+        commands: list[tuple[Any, ...]],
+        tail: tuple[tuple[Any, ...], list[Any]] | None = None,
+    ) -> list[Any]:
+        """Send each command once; on Cluster, each node's part on that node's connection,
+        followed by ``tail``'s command (a WAIT) whose replies go to ``tail``'s list. A part
+        that could not connect, or that a node refused as moved, is sent again after the
+        slot map is re-read (nothing of it ran)."""
         if not self.cluster:
             return once.pipeline_once(self.url, self.client, commands)
         replies: list[Any] = [None] * len(commands)
@@ -237,13 +242,14 @@ class Broker:
             again: list[int] = []
             for address, positions in groups.items():
                 mine = [todo[p] for p in positions]
+                part = [commands[i] for i in mine] + ([tail[0]] if tail else [])
                 try:
-                    got = once.pipeline_once(
-                        self.url, self.node_client(address), [commands[i] for i in mine]
-                    )
+                    got = once.pipeline_once(self.url, self.node_client(address), part)
                 except (redis.ConnectionError, redis.TimeoutError):
                     again += mine  # not connected: nothing of this node's part was sent
                     continue
+                if tail:
+                    tail[1].append(got.pop())
                 for i, reply in zip(mine, got, strict=True):
                     moved = isinstance(reply, (MovedError, *cluster.REROUTE))
                     replies[i] = reply
@@ -327,7 +333,7 @@ class Broker:
         nodes = self._anodes.setdefault(asyncio.get_running_loop(), {})
         client = nodes.get(address)
         if client is None:
-            client = connect_async(node_url(self.url, *address), self.options)
+            client = connect_async(node_url(self.url, *address), self.node_options)
             nodes[address] = client
         return client
 
@@ -399,24 +405,8 @@ class Broker:
         if not self.cluster:
             *got, ack = await once.apipeline_once(self.url, client, [*commands, wait])
             return got, [ack]
-        if not client.nodes_manager.slots_cache:
-            await client.initialize()
-        groups = cluster.group_by_node(client, commands)
-        results = await asyncio.gather(
-            *(
-                once.apipeline_once(
-                    self.url, self.anode_client(a), [*(commands[i] for i in p), wait]
-                )
-                for a, p in groups.items()
-            )
-        )
-        replies: list[Any] = [None] * len(commands)
-        acks = []
-        for positions, (*answers, ack) in zip(groups.values(), results, strict=True):
-            for i, r in zip(positions, answers, strict=True):
-                replies[i] = r
-            acks.append(ack)
-        return replies, acks
+        acks: list[Any] = []
+        return await self._apipeline_once(client, commands, (wait, acks)), acks
 
     async def _apipeline(self, client: Any, calls: Sequence[Call[Any]], flagged: bool) -> list[Any]:
         commands = [_command(c, flagged) for c in calls]
@@ -427,7 +417,12 @@ class Broker:
             pipe.execute_command(*command)
         return _unbroken(list(await pipe.execute(raise_on_error=False)))
 
-    async def _apipeline_once(self, client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def _apipeline_once(
+        self,
+        client: Any,
+        commands: list[tuple[Any, ...]],
+        tail: tuple[tuple[Any, ...], list[Any]] | None = None,
+    ) -> list[Any]:
         if not self.cluster:
             return await once.apipeline_once(self.url, client, commands)
         if not client.nodes_manager.slots_cache:
@@ -440,7 +435,11 @@ class Broker:
             parts = [[todo[p] for p in positions] for positions in groups.values()]
             results = await asyncio.gather(
                 *(
-                    once.apipeline_once(self.url, self.anode_client(a), [commands[i] for i in mine])
+                    once.apipeline_once(
+                        self.url,
+                        self.anode_client(a),
+                        [commands[i] for i in mine] + ([tail[0]] if tail else []),
+                    )
                     for a, mine in zip(groups, parts, strict=True)
                 ),
                 return_exceptions=True,
@@ -452,6 +451,8 @@ class Broker:
                     continue
                 if isinstance(got, BaseException):
                     raise got
+                if tail:
+                    tail[1].append(got.pop())
                 for i, reply in zip(mine, got, strict=True):
                     replies[i] = reply
                     if isinstance(reply, (MovedError, *cluster.REROUTE)):
