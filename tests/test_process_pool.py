@@ -16,6 +16,7 @@ import pytest
 from conveyor import ConfigurationError, JobContext
 from conveyor.worker.process_pool import (
     CANCELLED,
+    PoolBroken,
     PoolClosed,
     ProcessPool,
     ProcessPoolSettings,
@@ -264,3 +265,13 @@ def test_children_exit_when_the_worker_process_is_killed() -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+async def test_children_not_ready_in_time_break_the_pool() -> None:
+    pool = ProcessPool(ProcessPoolSettings(size=1, start_timeout=0.001))
+    try:
+        with pytest.raises(PoolBroken, match="start_timeout"):
+            await pool.start()
+    finally:
+        pool.close()
+    assert pool.pids == []

@@ -74,6 +74,14 @@ class PoolClosed(ConveyorError):
     """The process pool was closed while a job waited for or ran in one of its children."""
 
 
+class PoolBroken(ConveyorError):
+    """Children die before they are ready (or never get ready): no job can run here.
+
+    The worker should stop (WorkerCrashed) so that its supervisor starts a fresh process,
+    rather than fail every job of the task on this one.
+    """
+
+
 def task_ref(fn: Callable[..., Any]) -> str:
     """The ``module:qualname`` a child imports ``fn`` by (a Task's ``.fn`` gives the same)."""
     fn = getattr(fn, "__wrapped__", fn)
@@ -160,12 +168,12 @@ class ProcessPool:
         try:
             await asyncio.wait_for(self._all_ready.wait(), self.settings.start_timeout)
         except asyncio.TimeoutError:
-            raise ConveyorError(
+            raise PoolBroken(
                 f"worker subprocesses did not start within {self.settings.start_timeout} s "
                 "(ProcessPoolSettings.start_timeout)"
             ) from None
         if self._broken:
-            raise ConveyorError(self._broken)
+            raise PoolBroken(self._broken)
 
     async def run(
         self,
@@ -262,6 +270,9 @@ class ProcessPool:
         except (EOFError, OSError):
             self._unwatch_conn(child)  # the exit is reported by the sentinel
             return
+        self._deliver(child, message)
+
+    def _deliver(self, child: _Child, message: dict[str, Any]) -> None:
         if message.get("t") == "ready":
             child.ready = True
             self._start_failures = 0
@@ -273,6 +284,11 @@ class ProcessPool:
             child.inbox.put_nowait(message)
 
     def _exited(self, child: _Child) -> None:
+        # A reply sent just before the child was killed (a cancel racing the job's end) is
+        # still in the pipe: read it first, so the job ends with what it really did.
+        with contextlib.suppress(EOFError, OSError):  # EOF once the pipe is drained
+            while not child.conn.closed and child.conn.poll():
+                self._deliver(child, decode_json(child.conn.recv_bytes()))
         self._unwatch(child)
         child.process.join(5.0)  # its fds closed as it exited: reaped at once
         child.exitcode = child.process.exitcode
@@ -326,7 +342,7 @@ class ProcessPool:
         assert self._idle is not None
         while True:
             if self._broken:
-                raise ConveyorError(self._broken)
+                raise PoolBroken(self._broken)
             if self._closed:
                 raise PoolClosed("the process pool is closed")
             child = await self._idle.get()
@@ -408,7 +424,10 @@ async def _next(child: _Child, timeout: float | None) -> dict[str, Any] | None:
 # -- inside the child -----------------------------------------------------------------------
 def _child_main(conn: Connection) -> None:
     """Serve calls until the pool closes its end of the pipe (or the parent dies)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
+    # Ctrl-C in a terminal and a SIGTERM to the whole process group are the worker's to
+    # handle: it lets running jobs finish within its grace, then kills what is left.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _exit_with_parent()
     functions: dict[str, tuple[Callable[..., Any], Any]] = {}
     try:
