@@ -1,0 +1,40 @@
+"""The answer of a limiter gate, shared by the rate and concurrency gates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..broker.calls import text
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What a gate decided for one delivery.
+
+    ``run``: the job may run now (the delivery is untouched and still this consumer's);
+    ``wait``: it was parked in the delayed set until ``at_ms`` (Redis time), its delivery
+    acked, no attempt counted; ``lost``: this consumer no longer owns the entry, nothing
+    changed, and the worker must drop the job as it does when any transition reports it.
+    """
+
+    outcome: Literal["run", "wait", "lost"]
+    at_ms: int
+
+    @property
+    def run(self) -> bool:
+        return self.outcome == "run"
+
+
+def parse_admission(reply: Any) -> Admission:
+    code, at = int(reply[0]), int(reply[1])
+    if code == 1:
+        return Admission("run", at)
+    if code == 0:
+        return Admission("wait", at)
+    return Admission("lost", 0)
+
+
+def parse_release(reply: Any) -> tuple[bool, str | None]:
+    woken = text(reply[1])
+    return bool(int(reply[0])), woken or None
