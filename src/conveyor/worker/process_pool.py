@@ -213,8 +213,11 @@ class ProcessPool:
 
     def cancel(self, job_id: str) -> bool:
         """Kill the child running ``job_id``; its ``run`` returns a failure with reason
-        ``"cancelled"``. False when no child runs that job (not started or already done)."""
-        for child in self._children:
+        ``"cancelled"``. False when no child runs that job (not started or already done).
+
+        Safe to call from any thread (a lease thread that learns of the cancel from Redis).
+        """
+        for child in list(self._children):
             if child.job_id == job_id and not child.dead:
                 self._kill(child, "cancel")
                 return True
