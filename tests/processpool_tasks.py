@@ -72,3 +72,7 @@ class Maths:
     @staticmethod
     def square(n: int) -> int:
         return n * n
+
+
+def echo(value: Any) -> Any:
+    return value

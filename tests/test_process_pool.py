@@ -275,3 +275,10 @@ async def test_children_not_ready_in_time_break_the_pool() -> None:
     finally:
         pool.close()
     assert pool.pids == []
+
+
+async def test_large_arguments_and_result_cross_the_pipe(pool: ProcessPool) -> None:
+    """Larger than a pipe's buffer (64 KiB) both ways: the loop reads whole messages."""
+    big = {"rows": ["x" * 1000] * 2000}  # ~2 MB of JSON
+    out = await pool.run(f"{MOD}:echo", [big], {}, job(), 10.0)
+    assert out.ok and out.value == big
