@@ -91,3 +91,18 @@ def test_gcra_burst_lets_that_many_run_back_to_back() -> None:
 
 def test_gcra_forgets_an_idle_past() -> None:
     assert gcra_step(10_000, 500.0, 20.0, 1).decision == "run"
+
+
+def test_gcra_above_1000_per_second_admits_several_jobs_within_one_millisecond() -> None:
+    tat = None
+    runs = 0
+    for i in range(5):
+        s = gcra_step(1000 + i * 0.02, tat, 0.01, 1)  # 100,000/s, a call every 20 us
+        runs += s.decision == "run"
+        tat = s.tat_ms
+    assert runs == 5
+
+
+def test_gcra_waits_for_the_first_whole_millisecond_that_conforms() -> None:
+    s = gcra_step(1333, 1333.4, 333.3, 1)
+    assert (s.decision, s.at_ms) == ("wait", 1334)

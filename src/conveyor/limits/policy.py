@@ -82,15 +82,16 @@ class Step:
     tat_ms: float
 
 
-def gcra_step(now_ms: int, tat_ms: float | None, interval_ms: float, burst: int) -> Step:
+def gcra_step(now_ms: float, tat_ms: float | None, interval_ms: float, burst: int) -> Step:
     """One GCRA decision with slot reservation (what rate_limit.lua does for a new job).
 
     Every job consumes one emission interval; a job that may not run yet is given the first
-    slot it conforms at, ``tat - (burst - 1) * interval``, and the TAT moves past it, so
-    the next job is given the slot after.
+    whole millisecond it conforms at, ``tat - (burst - 1) * interval``, and the TAT moves
+    past it, so the next job is given the slot after. ``now_ms`` is fractional (Redis'
+    TIME has microseconds), so rates above 1000/s are not rounded down to one job per ms.
     """
     tat = max(tat_ms if tat_ms is not None else now_ms, now_ms)
-    slot = math.ceil(tat - (burst - 1) * interval_ms)
-    if slot <= now_ms:
-        return Step("run", now_ms, tat + interval_ms)
-    return Step("wait", slot, tat + interval_ms)
+    allowed_at = tat - (burst - 1) * interval_ms
+    if allowed_at <= now_ms:
+        return Step("run", math.floor(now_ms), tat + interval_ms)
+    return Step("wait", math.ceil(allowed_at), tat + interval_ms)

@@ -17,12 +17,13 @@
 -- {0, due_ms}: parked until due_ms; {-1, 0}: the consumer no longer owns the entry (nothing
 -- changed)
 -- @include owner
--- @include time
 if not owns(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return {-1, 0} end
 local limiter, job_id = KEYS[5], ARGV[4]
 local interval, burst, keep = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local now = now_ms()
-redis.call('ZREMRANGEBYSCORE', limiter, '-inf', '(' .. (now - keep))
+-- fractional milliseconds: above 1000/s, whole ones would let one job through per ms
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+redis.call('ZREMRANGEBYSCORE', limiter, '-inf', '(' .. math.floor(now - keep))
 
 local function park(due)
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
@@ -37,17 +38,18 @@ if reserved then
   reserved = tonumber(reserved)
   if reserved <= now then
     redis.call('ZREM', limiter, job_id)
-    return {1, now}
+    return {1, math.floor(now)}
   end
   return park(reserved) -- back too early (replayed, promoted by hand): wait for its slot
 end
 
 local tat = tonumber(redis.call('ZSCORE', limiter, 'tat') or now)
 if tat < now then tat = now end
-local tolerance = (burst - 1) * interval
-local slot = math.ceil(tat - tolerance)
-redis.call('ZADD', limiter, tat + interval, 'tat')
-redis.call('PEXPIRE', limiter, math.ceil(tat + interval - now) + keep)
-if slot <= now then return {1, now} end
+local allowed_at = tat - (burst - 1) * interval
+-- formatted by hand: Lua's own number-to-string keeps 14 digits, 0.1 ms at today's epoch
+redis.call('ZADD', limiter, string.format('%.4f', tat + interval), 'tat')
+redis.call('PEXPIRE', limiter, math.ceil(tat + interval - now + keep))
+if allowed_at <= now then return {1, math.floor(now)} end
+local slot = math.ceil(allowed_at)
 redis.call('ZADD', limiter, slot, job_id)
 return park(slot)
