@@ -222,6 +222,7 @@ def execute(run: Run, timeout: float) -> dict[str, Any]:
         "recover_s": recover,
         "killed_master_restarted": run.restart,
         "producer_max_stall_s": _max_stall(run),
+        "workers_max_gap_s": _max_gap(run),
         "enqueue_s": round(enqueued_at - t0, 2),
         "drain_s": round(drained_at - t0, 2),
         "total_s": round(time.monotonic() - t_start, 2),
@@ -233,6 +234,12 @@ def execute(run: Run, timeout: float) -> dict[str, Any]:
 def _max_stall(run: Run) -> float:
     """Longest gap between two acknowledged enqueue batches (the producer's outage)."""
     times = sorted(set(run.ok.values()))
+    return round(max((b - a for a, b in itertools.pairwise(times)), default=0.0), 2)
+
+
+def _max_gap(run: Run) -> float:
+    """Longest time no worker finished any job while jobs were left (the workers' outage)."""
+    times = sorted(at for _, _, at in run.ledger())
     return round(max((b - a for a, b in itertools.pairwise(times)), default=0.0), 2)
 
 
