@@ -22,6 +22,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections import Counter
@@ -39,6 +40,10 @@ STOP_GRACE_S = 15.0
 LATENCY_JOBS = 200
 LATENCY_GAP_S = 0.010
 LATENCY_WARMUP = 5
+#: The background load of latency_load: a bulk enqueue every LOAD_TICK_S, ids from here up
+#: (small bursts: a 10 ms tick queued 5 ms of work at once, which is queueing, not latency).
+LOAD_TICK_S = 0.002
+LOAD_FIRST_ID = 1_000_000
 GATE_WAIT_S = 60.0
 
 
@@ -702,6 +707,88 @@ def w_latency(ctx: Context) -> dict[str, Any]:
     }
 
 
+def w_latency_load(ctx: Context) -> dict[str, Any]:
+    """Issue 9, item 5: latency (enqueue to start) while a second producer keeps the worker
+    about half busy. A calibration drain measures the worker's rate R; then, with one worker
+    process running, a background producer bulk-enqueues R/2 jobs a second (every 2 ms) while
+    200 measured jobs are enqueued one at a time 10 ms apart, as in the idle latency."""
+    calib_n = min(ctx.jobs, 5000)
+    run_producer(ctx.mod, ctx.primary, [("bulk", "noop", range(calib_n))])
+    calib = drain(ctx, 1, ctx.record_file(), calib_n, range(calib_n), io=False)
+    rate = float(calib["drain"]["rate"])
+    per_tick = max(1, int(rate / 2 * LOAD_TICK_S))
+    records = ctx.record_file()
+    warm = list(range(-LATENCY_WARMUP, 0))
+    ids = list(range(LATENCY_JOBS))
+    background: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        producer = ctx.mod.PRODUCERS["sync"]()
+        try:
+            t0, tick, next_id = time.perf_counter(), 0, LOAD_FIRST_ID
+            while not stop.is_set():
+                batch = list(range(next_id, next_id + per_tick))
+                producer.enqueue_many("noop", batch)
+                background.extend(batch)
+                next_id += per_tick
+                tick += 1
+                delay = t0 + tick * LOAD_TICK_S - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+        finally:
+            producer.close()
+
+    with WorkerGroup(ctx, 1, False, records.path, "noop-1p") as workers:
+        busy: dict[str, float] = {}
+
+        def warmed() -> None:
+            records.wait(len(warm), ctx.deadline, workers, "latency warm-up")
+            time.sleep(0.5)
+            thread.start()
+            time.sleep(0.5)  # the load reaches its steady state before the measured jobs
+            busy["cpu0"], busy["t0"] = workers.cpu_seconds(), time.monotonic()
+
+        def done() -> None:
+            wall = time.monotonic() - busy["t0"]
+            busy["pct"] = 100 * (workers.cpu_seconds() - busy["cpu0"]) / wall
+            stop.set()
+            thread.join()
+            records.wait(len(warm) + len(ids) + len(background), ctx.deadline, workers, "load")
+            time.sleep(SETTLE_S)
+
+        thread = threading.Thread(target=load, daemon=True)
+        _, _, stamps, _ = run_producer(
+            ctx.mod,
+            ctx.primary,
+            [
+                ("enqueue", "noop", warm),
+                ("call", warmed),
+                ("paced", "noop", ids, LATENCY_GAP_S),
+                ("call", done),
+            ],
+        )
+    rows = records.read()
+    check = verify(rows, warm + ids + background)
+    starts = {r[0]: r[1] for r in rows}
+    lat = sorted((starts[i] - stamps[i]) / 1e6 for i in ids if i in starts)
+    q = statistics.quantiles(lat, n=100, method="inclusive")
+    return {
+        "metrics": {"load_latency_p50_ms": q[49], "load_latency_p99_ms": q[98]},
+        "detail": {
+            "jobs": len(ids),
+            "calibration_rate": rate,
+            "load_rate": per_tick / LOAD_TICK_S,
+            "background_jobs": len(background),
+            "worker_cpu_pct": round(busy.get("pct", 0.0), 1),
+            "max_ms": lat[-1],
+            "stop": workers.stop_info,
+            "verify": check,
+        },
+        "verify": [calib["verify"], check],
+    }
+
+
 def w_io(ctx: Context) -> dict[str, Any]:
     """(f) a 50 ms I/O-bound task (asyncio.sleep, or time.sleep for sync peers), 100 slots."""
     n = ctx.jobs
@@ -724,6 +811,7 @@ WORKLOADS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "slots": w_slots,
     "payload": w_payload,
     "latency": w_latency,
+    "latency_load": w_latency_load,
     "io": w_io,
 }
 

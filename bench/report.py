@@ -211,6 +211,8 @@ def targets9(summary: dict[str, Any]) -> list[dict[str, Any]]:
     add("enqueue bulk >= 0.8x floor pipelined", c("enqueue_bulk"), fb and 0.8 * fb, True, "/s")
     add("latency p50 <= 1.5 ms (idle)", c("latency_p50_ms"), 1.5, False, "ms")
     add("latency p99 <= 5 ms (idle)", c("latency_p99_ms"), 5.0, False, "ms")
+    add("latency p50 <= 1.5 ms (worker ~50% busy)", c("load_latency_p50_ms"), 1.5, False, "ms")
+    add("latency p99 <= 5 ms (worker ~50% busy)", c("load_latency_p99_ms"), 5.0, False, "ms")
     fp = f("payload_drain_1")
     add("2 KiB payload drain >= 0.5x floor", c("payload_drain_1"), fp and 0.5 * fp, True, "/s")
     add(

@@ -50,13 +50,14 @@ RESULTS = BENCH / "results"
 ALL_PEERS = ["floor", "floor-noresults", "conveyor", "huey", "dramatiq", "taskiq", "saq"]
 ALL_PEERS += ["celery", "arq", "streaq", "rq"]
 QUICK_PEERS = ["floor", "floor-noresults", "conveyor", "huey", "taskiq", "dramatiq"]
-WORKLOADS = ["single", "drain2", "variants", "slots", "payload", "latency", "io"]
+WORKLOADS = ["single", "drain2", "variants", "slots", "payload", "latency", "latency_load", "io"]
 #: Workloads only some peers run: the other producers' enqueue, the concurrency sweep and the
 #: 2 KiB payload (Conveyor against the floors with the same payload).
 ONLY = {
     "variants": ("conveyor", "floor"),
     "slots": ("conveyor",),
     "payload": ("conveyor", "floor", "floor-noresults"),
+    "latency_load": ("conveyor", "floor"),
 }
 
 MODES: dict[str, dict[str, Any]] = {
@@ -355,7 +356,7 @@ def main() -> int:
                     jobs = over.get(key, conf[key])
                     if args.timeout:
                         timeout = args.timeout
-                    elif workload == "latency":
+                    elif workload in ("latency", "latency_load"):
                         timeout = 90.0
                     else:
                         timeout = 90 + jobs / (20 if peer == "rq" else 100)
