@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -262,3 +263,46 @@ def test_crossslot_from_a_custom_key_is_one_line(cluster_app: Conveyor) -> None:
         cluster_app.broker.call(command("MGET", "{a}x", "{b}y"))
     message = str(err.value)
     assert "\n" not in message and "hash tag" in message, message
+
+
+def test_completions_reach_waiters_on_the_queues_shard_only_with_sharded_pubsub(
+    cluster_app: Conveyor,
+) -> None:
+    """With sharded pub/sub (Redis 7+ on Cluster) a completion is SPUBLISHed on its queue's
+    shard: an SSUBSCRIBE there hears it, a plain SUBSCRIBE (what a broadcast reaches) does
+    not. Without it, completions are broadcast and a plain SUBSCRIBE on any node hears it."""
+
+    @cluster_app.task
+    def noop() -> str:
+        return "ok"
+
+    broker = cluster_app.broker
+    broker.server_info()
+    channel = cluster_app.keys("default").done_channel
+    client = broker.client
+    sharded = client.pubsub()
+    sharded.ssubscribe(channel)
+    plain = client.pubsub()
+    plain.subscribe(channel)
+    try:
+        with worker_thread(cluster_app, fast()):
+            job = noop.enqueue()
+            assert job.result(timeout=10) == "ok"
+        record = cluster_app.keys("default").record(job.id).encode()
+
+        def heard(get: Any) -> bool:
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                msg = get(timeout=0.2)
+                if msg and isinstance(msg.get("data"), bytes) and record in msg["data"]:
+                    return True
+            return False
+
+        if broker.sharded_done:
+            assert heard(sharded.get_sharded_message)
+            assert not heard(plain.get_message)
+        else:
+            assert heard(plain.get_message)
+    finally:
+        sharded.close()
+        plain.close()
