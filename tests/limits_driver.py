@@ -16,7 +16,7 @@ from conveyor import Conveyor
 from conveyor.broker import operations
 from conveyor.broker.operations import Delivery
 from conveyor.keys import GROUP, QueueKeys, job_id_for
-from conveyor.limits import Admission, ConcurrencyLimit, Held, RateLimit, release, renew
+from conveyor.limits import Admission, ConcurrencyLimit, Held, Limits, RateLimit, release, renew
 from conveyor.producer import delayed_payload
 from conveyor.wire import JobRecord, decode_fields, encode_record, envelope_fields
 
@@ -63,7 +63,7 @@ def drive_rate(url: str, namespace: str, rate: str, seconds: float) -> dict[str,
     """
     app = Conveyor(url, namespace=namespace)
     keys = QueueKeys(namespace, QUEUE)
-    limit = RateLimit.parse(rate)
+    limit = Limits(rate=RateLimit.parse(rate))
     consumer = f"rate-{os.getpid()}"
     admitted: dict[str, list[int]] = {}
     gates = 0
@@ -74,7 +74,17 @@ def drive_rate(url: str, namespace: str, rate: str, seconds: float) -> dict[str,
         for d in deliveries:
             job_id, payload, record, tenant = parking(d)
             answer: Admission = app.broker.call(
-                limit.gate(keys, consumer, d, job_id, payload, record, task="t", key=tenant)
+                limit.gate(
+                    keys,
+                    consumer,
+                    d,
+                    job_id,
+                    payload,
+                    record,
+                    task="t",
+                    lease_ms=0,
+                    rate_key_value=tenant,
+                )
             )
             gates += 1
             if answer.run:
@@ -97,7 +107,7 @@ def drive_concurrency(
     """
     app = Conveyor(url, namespace=namespace)
     keys = QueueKeys(namespace, QUEUE)
-    gate = ConcurrencyLimit.parse(limit, retry_ms=lease_ms)
+    gate = Limits(concurrency=ConcurrencyLimit.parse(limit, retry_ms=lease_ms))
     done_key = f"{keys.prefix}test:done"
     consumer = f"conc-{os.getpid()}"
     bodies: list[tuple[float, float]] = []
@@ -122,9 +132,7 @@ def drive_concurrency(
             d = deliveries[0]
             job_id, payload, record, _ = parking(d)
             answer = app.broker.call(
-                gate.acquire(
-                    keys, consumer, d, job_id, payload, record, task="c", lease_ms=lease_ms
-                )
+                gate.gate(keys, consumer, d, job_id, payload, record, task="c", lease_ms=lease_ms)
             )
             gates[0] += 1
             if not answer.run:

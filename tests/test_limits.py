@@ -22,6 +22,7 @@ from conveyor.broker import operations
 from conveyor.keys import GROUP, QueueKeys
 from conveyor.limits import (
     ConcurrencyLimit,
+    Limits,
     RateLimit,
     leases_key,
     rate_key,
@@ -101,14 +102,18 @@ def test_two_keys_at_20_per_second_are_limited_independently(
 def test_a_limited_job_is_parked_until_its_slot_without_counting_an_attempt(
     app: Conveyor, keys: QueueKeys, r: redis.Redis
 ) -> None:
-    limit = RateLimit.parse("2/s")
+    limit = Limits(rate=RateLimit.parse("2/s"))
     driver.add_jobs(app, keys, "t", ["x", "x"])
     first, second = deliver(app, keys, "w", 2)
     id1, p1, rec1, _ = driver.parking(first)
     id2, p2, rec2, _ = driver.parking(second)
     before = now_ms(r)
-    a1 = app.broker.call(limit.gate(keys, "w", first, id1, p1, rec1, task="t", key="x"))
-    a2 = app.broker.call(limit.gate(keys, "w", second, id2, p2, rec2, task="t", key="x"))
+    a1 = app.broker.call(
+        limit.gate(keys, "w", first, id1, p1, rec1, task="t", lease_ms=0, rate_key_value="x")
+    )
+    a2 = app.broker.call(
+        limit.gate(keys, "w", second, id2, p2, rec2, task="t", lease_ms=0, rate_key_value="x")
+    )
     assert a1.outcome == "run"
     assert a2.outcome == "wait" and before + 400 <= a2.at_ms <= now_ms(r) + 501
     # parked in one step: acked, in the delayed set at the slot, same attempt, record says so
@@ -124,25 +129,29 @@ def test_a_limited_job_is_parked_until_its_slot_without_counting_an_attempt(
     back, newcomer = deliver(app, keys, "w", 2)
     if driver.parking(back)[0] != id2:
         back, newcomer = newcomer, back
-    assert app.broker.call(limit.gate(keys, "w", back, id2, p2, rec2, task="t", key="x")).run
+    assert app.broker.call(
+        limit.gate(keys, "w", back, id2, p2, rec2, task="t", lease_ms=0, rate_key_value="x")
+    ).run
     n_id, n_p, n_rec, _ = driver.parking(newcomer)
-    late = app.broker.call(limit.gate(keys, "w", newcomer, n_id, n_p, n_rec, task="t", key="x"))
+    late = app.broker.call(
+        limit.gate(keys, "w", newcomer, n_id, n_p, n_rec, task="t", lease_ms=0, rate_key_value="x")
+    )
     assert late.outcome == "wait" and late.at_ms >= a2.at_ms + 500
 
 
 def test_a_gate_for_an_entry_this_consumer_lost_changes_nothing(
     app: Conveyor, keys: QueueKeys, r: redis.Redis
 ) -> None:
-    limit = RateLimit.parse("1/h")
-    conc = ConcurrencyLimit.parse(1)
+    limit = Limits(rate=RateLimit.parse("1/h"))
+    conc = Limits(concurrency=ConcurrencyLimit.parse(1))
     driver.add_jobs(app, keys, "t", ["x"])
     (d,) = deliver(app, keys, "w1")
     r.xclaim(keys.stream("normal"), GROUP, "w2", 0, [d.entry_id])  # another worker has it
     job_id, payload, record, _ = driver.parking(d)
-    lost = app.broker.call(limit.gate(keys, "w1", d, job_id, payload, record, task="t"))
+    lost = app.broker.call(limit.gate(keys, "w1", d, job_id, payload, record, task="t", lease_ms=0))
     assert lost.outcome == "lost"
     taken = app.broker.call(
-        conc.acquire(keys, "w1", d, job_id, payload, record, task="t", lease_ms=1000)
+        conc.gate(keys, "w1", d, job_id, payload, record, task="t", lease_ms=1000)
     )
     assert taken.outcome == "lost"
     assert not r.exists(rate_key(keys, "t"), leases_key(keys, "t"), keys.delayed)
@@ -179,12 +188,12 @@ def test_concurrency_3_across_3_processes_of_10_slots_is_never_exceeded(
 def held_three(app: Conveyor, keys: QueueKeys) -> Iterator[list[str]]:
     """Three jobs of task 'c' holding all three leases (lease 600 ms), and a fourth delivered."""
     driver.add_jobs(app, keys, "c", ["x"] * 4)
-    conc = ConcurrencyLimit.parse(3, retry_ms=10_000)
+    conc = Limits(concurrency=ConcurrencyLimit.parse(3, retry_ms=10_000))
     ids = []
     for d in deliver(app, keys, "holder", 3):
         job_id, payload, record, _ = driver.parking(d)
         answer = app.broker.call(
-            conc.acquire(keys, "holder", d, job_id, payload, record, task="c", lease_ms=600)
+            conc.gate(keys, "holder", d, job_id, payload, record, task="c", lease_ms=600)
         )
         assert answer.run
         ids.append(job_id)
@@ -198,9 +207,9 @@ def try_fourth(app: Conveyor, keys: QueueKeys, lease_ms: int = 600) -> Any:
     if not deliveries:
         return None
     job_id, payload, record, _ = driver.parking(deliveries[0])
-    conc = ConcurrencyLimit.parse(3, retry_ms=10_000)
+    conc = Limits(concurrency=ConcurrencyLimit.parse(3, retry_ms=10_000))
     return app.broker.call(
-        conc.acquire(
+        conc.gate(
             keys, "other", deliveries[0], job_id, payload, record, task="c", lease_ms=lease_ms
         )
     )
@@ -278,15 +287,50 @@ def test_release_frees_the_slot_and_wakes_the_oldest_waiter(
 def test_a_rate_above_1000_per_second_is_not_rounded_to_one_job_per_millisecond(
     app: Conveyor, keys: QueueKeys
 ) -> None:
-    limit = RateLimit.parse("100000/s")
+    limit = Limits(rate=RateLimit.parse("100000/s"))
     driver.add_jobs(app, keys, "t", ["x"] * 200)
     outcomes = []
     start = time.monotonic()
     for d in deliver(app, keys, "w", 200):
         job_id, payload, record, _ = driver.parking(d)
         outcomes.append(
-            app.broker.call(limit.gate(keys, "w", d, job_id, payload, record, task="t")).outcome
+            app.broker.call(
+                limit.gate(keys, "w", d, job_id, payload, record, task="t", lease_ms=0)
+            ).outcome
         )
     elapsed_ms = (time.monotonic() - start) * 1000
     # 200 gates take far longer than 2 ms at 100,000/s: all of them run
     assert outcomes.count("run") == 200, (outcomes.count("wait"), elapsed_ms)
+
+
+def test_with_both_limits_a_full_concurrency_limit_spends_no_rate_slot(
+    app: Conveyor, keys: QueueKeys, r: redis.Redis
+) -> None:
+    both = Limits(RateLimit.parse("1/h"), ConcurrencyLimit.parse(1, retry_ms=5000))
+    driver.add_jobs(app, keys, "b", ["x", "x"])
+    first, second = deliver(app, keys, "w", 2)
+    j1, p1, rec1, _ = driver.parking(first)
+    j2, p2, rec2, _ = driver.parking(second)
+    ran = app.broker.call(both.gate(keys, "w", first, j1, p1, rec1, task="b", lease_ms=60_000))
+    assert ran.run and r.zscore(leases_key(keys, "b"), j1)
+    tat = r.zscore(rate_key(keys, "b"), "tat")
+    parked = app.broker.call(both.gate(keys, "w", second, j2, p2, rec2, task="b", lease_ms=60_000))
+    assert parked.outcome == "wait" and parked.at_ms - now_ms(r) <= 5001
+    assert r.zscore(rate_key(keys, "b"), "tat") == tat  # no rate slot taken
+    assert r.zscore(rate_key(keys, "b"), j2) is None  # none reserved either
+    assert r.zscore(waiters_key(keys, "b"), j2) is not None
+
+
+def test_with_both_limits_a_job_waiting_for_its_rate_slot_holds_no_lease(
+    app: Conveyor, keys: QueueKeys, r: redis.Redis
+) -> None:
+    both = Limits(RateLimit.parse("1/h"), ConcurrencyLimit.parse(5))
+    driver.add_jobs(app, keys, "b", ["x", "x"])
+    first, second = deliver(app, keys, "w", 2)
+    j1, p1, rec1, _ = driver.parking(first)
+    j2, p2, rec2, _ = driver.parking(second)
+    assert app.broker.call(both.gate(keys, "w", first, j1, p1, rec1, task="b", lease_ms=60_000)).run
+    parked = app.broker.call(both.gate(keys, "w", second, j2, p2, rec2, task="b", lease_ms=60_000))
+    assert parked.outcome == "wait" and parked.at_ms >= now_ms(r) + 3_500_000
+    assert r.zscore(leases_key(keys, "b"), j2) is None
+    assert r.zcard(leases_key(keys, "b")) == 1

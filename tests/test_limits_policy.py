@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from conveyor.errors import ConfigurationError
-from conveyor.limits import ConcurrencyLimit, Rate, RateLimit, gcra_step, key_part, parse_rate
+from conveyor.limits import (
+    ConcurrencyLimit,
+    Limits,
+    Rate,
+    RateLimit,
+    gcra_step,
+    key_part,
+    parse_rate,
+)
 
 
 @pytest.mark.parametrize(
@@ -106,3 +114,19 @@ def test_gcra_above_1000_per_second_admits_several_jobs_within_one_millisecond()
 def test_gcra_waits_for_the_first_whole_millisecond_that_conforms() -> None:
     s = gcra_step(1333, 1333.4, 333.3, 1)
     assert (s.decision, s.at_ms) == ("wait", 1334)
+
+
+def test_limits_of_a_task_without_options_is_none_so_it_has_no_gate() -> None:
+    assert Limits.of() is None
+
+
+def test_limits_of_options_are_validated_naming_the_option() -> None:
+    limits = Limits.of(rate="100/2s", concurrency=2)
+    assert limits is not None and limits.rate is not None and limits.concurrency is not None
+    assert limits.rate.rate == Rate(100, 2000) and limits.concurrency.limit == 2
+    with pytest.raises(ConfigurationError, match=r"^rate='fast'"):
+        Limits.of(rate="fast")
+    with pytest.raises(ConfigurationError, match=r"^rate='0/s'"):
+        Limits.of(rate="0/s")
+    with pytest.raises(ConfigurationError, match=r"^concurrency=0"):
+        Limits.of(concurrency=0)

@@ -1,12 +1,14 @@
 """Global flow control of a task across all workers: rate and concurrency limits.
 
-Each limit is a gate the worker calls for a delivery of a limited task before running it:
-one Lua script that either lets the job run or parks it in the delayed set without counting
-an attempt (see rate.py and concurrency.py for the contracts).
+A task with limits passes each delivery through one gate before running it (gate.py): one
+Lua script that lets the job run or parks it in the delayed set without counting an
+attempt. Concurrency leases are renewed by the lease beat and released when the job ends
+(concurrency.py).
 """
 
 from .admission import Admission
 from .concurrency import ConcurrencyLimit, Held, leases_key, release, renew, waiters_key
+from .gate import Limits
 from .policy import Rate, gcra_step, key_part, parse_rate
 from .rate import RateLimit, rate_key
 
@@ -14,6 +16,7 @@ __all__ = [
     "Admission",
     "ConcurrencyLimit",
     "Held",
+    "Limits",
     "Rate",
     "RateLimit",
     "gcra_step",

@@ -1,7 +1,7 @@
 """Global concurrency limits: at most N jobs of a task (per key) run at once, on all workers.
 
 Each running job holds a lease in a sorted set scored by its expiry on Redis' clock, taken
-by concurrency_acquire.lua (the gate of a delivery), extended by the worker's lease beat
+by the gate of a delivery (gate.py, limit_gate.lua), extended by the worker's lease beat
 (concurrency_renew.lua) and given back when the job ends (concurrency_release.lua). A
 worker that dies stops renewing, so its slots come back after one lease timeout.
 """
@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..broker.calls import Call, run_script, text
-from ..broker.operations import Delivery
-from ..keys import GROUP, QueueKeys
-from .admission import Admission, parse_admission, parse_release
+from ..keys import QueueKeys
+from .admission import parse_release
 from .policy import key_part, positive_int
 
 
@@ -58,44 +57,6 @@ class ConcurrencyLimit:
     def parse(cls, value: object, retry_ms: object = 1000) -> ConcurrencyLimit:
         return cls(
             positive_int(value, "concurrency"), positive_int(retry_ms, "concurrency_retry_ms")
-        )
-
-    def acquire(
-        self,
-        keys: QueueKeys,
-        consumer: str,
-        d: Delivery,
-        job_id: str,
-        payload: bytes,
-        record: bytes,
-        *,
-        task: str,
-        lease_ms: int,
-        key: object = None,
-    ) -> Call[Admission]:
-        """The gate for one delivery: a lease taken (run), or parked (wait)."""
-        return run_script(
-            "concurrency_acquire",
-            [
-                keys.stream(d.level),
-                keys.delayed,
-                keys.payloads,
-                keys.record(job_id),
-                leases_key(keys, task, key),
-                waiters_key(keys, task, key),
-            ],
-            [
-                GROUP,
-                consumer,
-                d.entry_id,
-                job_id,
-                payload,
-                record,
-                self.limit,
-                lease_ms,
-                self.retry_ms,
-            ],
-            parse_admission,
         )
 
 

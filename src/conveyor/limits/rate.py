@@ -1,19 +1,15 @@
 """Global rate limits: at most N jobs of a task (per key) start per period, on all workers.
 
-The gate is rate_limit.lua, called by the worker for each delivery of a limited task before
-running it, in place of nothing: an admitted job costs this one script call; a limited one
-is parked in the delayed set at a slot reserved for it and, when promoted, passes the gate
-again without consuming another slot.
+Checked by the gate (gate.py, limit_gate.lua) with GCRA on Redis' clock: an admitted job
+costs the gate's one script call; a limited one is parked in the delayed set at a slot
+reserved for it and, when promoted, passes the gate again without consuming another slot.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..broker.calls import Call, run_script
-from ..broker.operations import Delivery
-from ..keys import GROUP, QueueKeys
-from .admission import Admission, parse_admission
+from ..keys import QueueKeys
 from .policy import Rate, key_part, parse_rate, positive_int
 
 #: How long a reservation whose job never came back (cancelled, replayed elsewhere), and an
@@ -41,43 +37,3 @@ class RateLimit:
     @classmethod
     def parse(cls, text: object, burst: object = 1) -> RateLimit:
         return cls(parse_rate(text, "rate"), positive_int(burst, "rate_burst"))
-
-    def gate(
-        self,
-        keys: QueueKeys,
-        consumer: str,
-        d: Delivery,
-        job_id: str,
-        payload: bytes,
-        record: bytes,
-        *,
-        task: str,
-        key: object = None,
-    ) -> Call[Admission]:
-        """The gate for one delivery: run now, or parked until its slot.
-
-        ``payload`` and ``record`` are what retry.lua takes for a bounce: the job's fields
-        with the same attempt (``delayed_payload``) and a ``scheduled`` record.
-        """
-        return run_script(
-            "rate_limit",
-            [
-                keys.stream(d.level),
-                keys.delayed,
-                keys.payloads,
-                keys.record(job_id),
-                rate_key(keys, task, key),
-            ],
-            [
-                GROUP,
-                consumer,
-                d.entry_id,
-                job_id,
-                payload,
-                record,
-                repr(self.rate.interval_ms),
-                self.burst,
-                self.keep_ms,
-            ],
-            parse_admission,
-        )
