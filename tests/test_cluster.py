@@ -306,3 +306,25 @@ def test_completions_reach_waiters_on_the_queues_shard_only_with_sharded_pubsub(
     finally:
         sharded.close()
         plain.close()
+
+
+def test_signed_jobs_single_and_bulk_run_on_cluster(cluster: Cluster) -> None:
+    """The signed enqueue scripts (and the signed-replay check) keep to the queue's slot."""
+    import secrets
+
+    app = Conveyor(cluster.url, namespace=f"test-{secrets.token_hex(4)}", signing_keys=[b"k" * 32])
+    try:
+
+        @app.task
+        def inc(x: int) -> int:
+            return x + 1
+
+        queues = one_queue_per_master(app)
+        with worker_thread(app, fast(queues=tuple(queues))):
+            one = inc.using(queue=queues[0]).enqueue(1)
+            many = app.enqueue_many([inc.using(queue=q).s(i) for i, q in enumerate(queues)])
+            assert one.result(timeout=10) == 2
+            assert [j.result(timeout=10) for j in many] == [1, 2, 3]
+    finally:
+        delete_namespace(app)
+        app.close()
