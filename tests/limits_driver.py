@@ -141,7 +141,7 @@ def drive_concurrency(
             time.sleep(body_s)
             bodies.append((start, time.time()))
             app.broker.client.xack(keys.stream(d.level), GROUP, d.entry_id)
-            app.broker.call(release(keys, "c", job_id))
+            app.broker.call(release(keys, consumer, d, job_id, task="c"))
             app.broker.client.incr(done_key)
 
     workers = [threading.Thread(target=slot) for _ in range(threads)]

@@ -184,12 +184,17 @@ def test_concurrency_3_across_3_processes_of_10_slots_is_never_exceeded(
     assert gates <= 45 * 6, gates
 
 
+#: the deliveries behind held_three's leases, by job id
+HOLDER_DELIVERIES: dict[str, Any] = {}
+
+
 @pytest.fixture
 def held_three(app: Conveyor, keys: QueueKeys) -> Iterator[list[str]]:
     """Three jobs of task 'c' holding all three leases (lease 600 ms), and a fourth delivered."""
     driver.add_jobs(app, keys, "c", ["x"] * 4)
     conc = Limits(concurrency=ConcurrencyLimit.parse(3, retry_ms=10_000))
     ids = []
+    HOLDER_DELIVERIES.clear()
     for d in deliver(app, keys, "holder", 3):
         job_id, payload, record, _ = driver.parking(d)
         answer = app.broker.call(
@@ -197,6 +202,7 @@ def held_three(app: Conveyor, keys: QueueKeys) -> Iterator[list[str]]:
         )
         assert answer.run
         ids.append(job_id)
+        HOLDER_DELIVERIES[job_id] = d
     yield ids
 
 
@@ -273,15 +279,31 @@ def test_release_frees_the_slot_and_wakes_the_oldest_waiter(
     assert waiting.outcome == "wait"
     (waiter,) = (m.decode() for m in r.zrange(waiters_key(keys, "c"), 0, -1))  # type: ignore[union-attr]
     assert (r.zscore(keys.delayed, waiter) or 0) > now_ms(r)
-    released, woken = app.broker.call(release(keys, "c", held_three[0]))
-    assert released and woken == waiter
+    first = held_three[0]
+    d = HOLDER_DELIVERIES[first]
+    # the holder ends its job (the ack), then releases, as the worker will in one pipeline
+    r.xack(keys.stream(d.level), GROUP, d.entry_id)
+    done = app.broker.call(release(keys, "holder", d, first, task="c"))
+    assert done.released and done.woken == waiter
     assert (r.zscore(keys.delayed, waiter) or 0) <= now_ms(r)  # due now
     assert r.zcard(leases_key(keys, "c")) == 2
     answer = try_fourth(app, keys)
     assert answer is not None and answer.run
     assert r.zcard(waiters_key(keys, "c")) == 0
     # a second release of the same job gives nothing back
-    assert app.broker.call(release(keys, "c", held_three[0])) == (False, None)
+    again = app.broker.call(release(keys, "holder", d, first, task="c"))
+    assert (again.released, again.woken, again.foreign) == (False, None, False)
+
+
+def test_a_release_by_a_worker_that_lost_the_entry_keeps_the_lease_of_the_new_holder(
+    app: Conveyor, keys: QueueKeys, r: redis.Redis, held_three: list[str]
+) -> None:
+    first = held_three[0]
+    d = HOLDER_DELIVERIES[first]
+    r.xclaim(keys.stream(d.level), GROUP, "new-holder", 0, [d.entry_id])  # reclaimed
+    stale = app.broker.call(release(keys, "holder", d, first, task="c"))
+    assert stale.foreign and not stale.released
+    assert r.zscore(leases_key(keys, "c"), first) is not None
 
 
 def test_a_rate_above_1000_per_second_is_not_rounded_to_one_job_per_millisecond(

@@ -6,7 +6,7 @@ attempt. Concurrency leases are renewed by the lease beat and released when the 
 (concurrency.py).
 """
 
-from .admission import Admission
+from .admission import Admission, Release
 from .concurrency import ConcurrencyLimit, Held, leases_key, release, renew, waiters_key
 from .gate import Limits
 from .policy import Rate, gcra_step, key_part, parse_rate
@@ -19,6 +19,7 @@ __all__ = [
     "Limits",
     "Rate",
     "RateLimit",
+    "Release",
     "gcra_step",
     "key_part",
     "leases_key",

@@ -35,6 +35,16 @@ def parse_admission(reply: Any) -> Admission:
     return Admission("lost", 0)
 
 
-def parse_release(reply: Any) -> tuple[bool, str | None]:
-    woken = text(reply[1])
-    return bool(int(reply[0])), woken or None
+@dataclass(frozen=True, slots=True)
+class Release:
+    """What giving a lease back did: ``released`` (False: none held, or ``foreign``: another
+    consumer holds the entry, so the lease was kept for its run) and the waiter woken."""
+
+    released: bool
+    woken: str | None = None
+    foreign: bool = False
+
+
+def parse_release(reply: Any) -> Release:
+    code, woken = int(reply[0]), text(reply[1])
+    return Release(code == 1, woken or None, code == -1)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..broker.calls import Call, run_script, text
-from ..keys import QueueKeys
-from .admission import parse_release
+from ..broker.operations import Delivery
+from ..keys import GROUP, QueueKeys
+from .admission import Release, parse_release
 from .policy import key_part, positive_int
 
 
@@ -61,14 +62,22 @@ class ConcurrencyLimit:
 
 
 def release(
-    keys: QueueKeys, task: str, job_id: str, key: object = None
-) -> Call[tuple[bool, str | None]]:
-    """Give a lease back when its job ended; the reply says whether one was held and which
-    waiter was woken."""
+    keys: QueueKeys, consumer: str, d: Delivery, job_id: str, *, task: str, key: object = None
+) -> Call[Release]:
+    """Give back the lease of a job that ended on this consumer, waking the oldest waiter.
+
+    Send it after (or pipelined right behind) the transition that ended the delivery: when
+    another consumer holds the entry by then, the lease counts for that run and is kept.
+    """
     return run_script(
         "concurrency_release",
-        [leases_key(keys, task, key), waiters_key(keys, task, key), keys.delayed],
-        [job_id],
+        [
+            leases_key(keys, task, key),
+            waiters_key(keys, task, key),
+            keys.delayed,
+            keys.stream(d.level),
+        ],
+        [job_id, GROUP, d.entry_id, consumer],
         parse_release,
     )
 
