@@ -264,8 +264,10 @@ class SentinelGroup:
         return True
 
     def master_port(self) -> int:
-        s = next(s for s in self.sentinels if s.pid is not None)
-        _host, port = _client(s.port).execute_command(
+        return self._master_port_of(next(s for s in self.sentinels if s.pid is not None))
+
+    def _master_port_of(self, sentinel: Sentinel) -> int:
+        _host, port = _client(sentinel.port).execute_command(
             "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service
         )
         return int(port)
@@ -284,13 +286,18 @@ class SentinelGroup:
         _client(self.sentinels[0].port).execute_command("SENTINEL", "FAILOVER", self.service)
 
     def wait_promoted(self, old_port: int, timeout: float = 30.0) -> float:
-        """Wait until the sentinels name a new master that says it is one; seconds waited."""
+        """Wait until every sentinel names the new master and it says it is one; seconds
+        waited. (A sentinel that still names the old master sends clients to it as soon as
+        it is back, empty when it has no persistence: restart it only after this.)"""
         t0 = time.monotonic()
 
         old = next(n for n in self.servers if n.port == old_port)
 
         def promoted() -> bool:
-            port = self.master_port()
+            ports = {self._master_port_of(s) for s in self.sentinels if s.pid is not None}
+            if len(ports) != 1:
+                return False  # a sentinel still names the old master: not settled yet
+            [port] = ports
             if port == old_port or self.role_of(port) != "master":
                 return False
             # a planned failover: the old master takes writes (lost later) until demoted
