@@ -356,3 +356,24 @@ def test_with_both_limits_a_job_waiting_for_its_rate_slot_holds_no_lease(
     assert parked.outcome == "wait" and parked.at_ms >= now_ms(r) + 3_500_000
     assert r.zscore(leases_key(keys, "b"), j2) is None
     assert r.zcard(leases_key(keys, "b")) == 1
+
+
+def test_every_key_a_limit_script_touches_is_in_the_queue_hash_slot(keys: QueueKeys) -> None:
+    from redis.crc import key_slot
+
+    from conveyor.broker import Call
+    from conveyor.broker.operations import Delivery
+
+    d = Delivery(keys.queue, "high", "1-0", {})
+    both = Limits(RateLimit.parse("5/s"), ConcurrencyLimit.parse(2))
+    calls: list[Call[Any]] = [
+        both.gate(keys, "w", d, "j", b"{}", b"{}", task="a:b{c}", lease_ms=1, rate_key_value="{x}"),
+        release(keys, "w", d, "j", task="t", key="k"),
+        renew(keys, [Held("t", "k", "j"), Held("u", None, "i")], 1000),
+    ]
+    slot = key_slot(keys.stream("normal").encode())
+    for call in calls:
+        n = int(call.command[2])
+        touched = call.command[3 : 3 + n]
+        assert n >= 3 or (call.script is not None and call.script.name == "concurrency_renew")
+        assert {key_slot(str(k).encode()) for k in touched} == {slot}, touched
