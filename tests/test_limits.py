@@ -377,3 +377,45 @@ def test_every_key_a_limit_script_touches_is_in_the_queue_hash_slot(keys: QueueK
         touched = call.command[3 : 3 + n]
         assert n >= 3 or (call.script is not None and call.script.name == "concurrency_renew")
         assert {key_slot(str(k).encode()) for k in touched} == {slot}, touched
+
+
+def gate_all(app: Conveyor, keys: QueueKeys, limits: Limits, task: str, n: int) -> list[str]:
+    """Deliver ``n`` jobs and pass each through ``limits`` keyed by its tenant argument."""
+    outcomes = []
+    for d in deliver(app, keys, "w", n):
+        job_id, payload, record, tenant = driver.parking(d)
+        answer = app.broker.call(
+            limits.gate(
+                keys,
+                "w",
+                d,
+                job_id,
+                payload,
+                record,
+                task=task,
+                lease_ms=60_000,
+                rate_key_value=tenant,
+                concurrency_key_value=tenant,
+            )
+        )
+        outcomes.append(f"{tenant}:{answer.outcome}")
+    return outcomes
+
+
+def test_a_rate_burst_lets_that_many_start_at_once(app: Conveyor, keys: QueueKeys) -> None:
+    driver.add_jobs(app, keys, "t", ["x"] * 4)
+    limits = Limits(rate=RateLimit.parse("1/m", burst=3))
+    assert gate_all(app, keys, limits, "t", 4) == ["x:run", "x:run", "x:run", "x:wait"]
+
+
+def test_concurrency_per_key_does_not_block_other_keys(app: Conveyor, keys: QueueKeys) -> None:
+    driver.add_jobs(app, keys, "c", ["a", "a", "a", "b", "b", "a"])
+    limits = Limits(concurrency=ConcurrencyLimit.parse(2))
+    assert gate_all(app, keys, limits, "c", 6) == [
+        "a:run",
+        "a:run",
+        "a:wait",
+        "b:run",
+        "b:run",
+        "a:wait",
+    ]
