@@ -33,6 +33,9 @@ NAMES: Final = (
     "trim",
     "replay",
     "heartbeat",
+    "limit_gate",
+    "concurrency_release",
+    "concurrency_renew",
 )
 
 
