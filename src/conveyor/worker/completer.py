@@ -73,9 +73,13 @@ class Completer:
         return len(self._items) + self._in_flight
 
     async def warm_up(self) -> None:
-        """Open the connections the flushes use before the first job ends: a connection made
-        mid-drain waits behind the slots' turns and its handshake, tens of ms of ack lag."""
+        """Open the connections the flushes use, and load the complete script (an empty
+        batch acks nothing), before the first job ends: a connection made or a script loaded
+        mid-drain waits behind the slots' turns, tens of ms of ack lag for the jobs behind."""
         await asyncio.gather(*(self.broker.acall(command("PING")) for _ in range(IN_FLIGHT + 1)))
+        await self.broker.acall_many(
+            [operations.complete(keys, self.consumer, []) for keys in self.keys.values()]
+        )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="conveyor-completer")
