@@ -1,0 +1,215 @@
+"""Cancelling a job wherever it is, and reading the cancel marks a worker must act on.
+
+One script (cancel.lua) decides by where the job is: a delayed job ends at once, a queued
+one ends at once and is skipped when its entry is delivered (the entry is not deleted, so
+XINFO lag stays true), a running one is marked in the queue's ``cancelled`` set, which its
+worker reads on the lease beat (a mark in Redis cannot be missed the way a message can).
+Calls are built here once and run by either face of the Broker.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .broker import Broker, Call, command, run_script, text
+from .broker.calls import Arg
+from .errors import ConveyorError, JobNotFound
+from .keys import GROUP, QueueKeys, parse_job_id
+from .wire import JobRecord, encode_record
+
+#: Record state of a job stopped by job.cancel().
+CANCELLED_STATE = "cancelled"
+#: Stream field naming the unique key a job holds until it ends (``unique_for=None``).
+UNIQUE_FIELD = "unique"
+
+
+class JobCancelled(ConveyorError):
+    """The job was cancelled before it finished; it has no result."""
+
+    def __init__(self, job_id: str, reason: str | None = None) -> None:
+        super().__init__(f"job {job_id} was cancelled{f': {reason}' if reason else ''}")
+        self.job_id = job_id
+        self.reason = reason
+
+
+def cancelled_key(keys: QueueKeys) -> str:
+    """Set of ids of queued or running jobs that are cancelled but not yet skipped or
+    ended. (For the lead: a ``QueueKeys.cancelled`` property.)"""
+    return f"{keys.prefix}cancelled"
+
+
+class CancelOutcome(enum.Enum):
+    CANCELLED = "cancelled"  # was delayed or retrying: ended now
+    WILL_SKIP = "will_skip"  # was queued: ended now, its entry is skipped when delivered
+    SIGNALLED = "signalled"  # running: marked, its worker ends it within one lease beat
+    ALREADY_ENDED = "already_ended"  # done, dead, cancelled or expired: nothing changed
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    outcome: CancelOutcome
+    #: the state it had ended in (ALREADY_ENDED), or the consumer running it (SIGNALLED)
+    detail: str = ""
+
+    @property
+    def stopped(self) -> bool:
+        """True when the job will not (or no longer) run: not only said so, but done."""
+        return self.outcome in (CancelOutcome.CANCELLED, CancelOutcome.WILL_SKIP)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    code: int
+    detail: str
+
+
+_OUTCOMES = {
+    1: CancelOutcome.CANCELLED,
+    2: CancelOutcome.WILL_SKIP,
+    3: CancelOutcome.SIGNALLED,
+    4: CancelOutcome.ALREADY_ENDED,
+}
+_NEEDS_UNIQUE = 5
+
+
+def cancelled_record(reason: str | None = None) -> bytes:
+    """The record of a cancelled job (the scripts stamp ``finished_at`` on Redis' clock)."""
+    return encode_record(JobRecord(state=CANCELLED_STATE, reason=reason))
+
+
+def cancel_call(
+    keys: QueueKeys,
+    job_id: str,
+    *,
+    ttl_ms: int,
+    reason: str | None = None,
+    unique_name: str = "",
+    publish: str = "PUBLISH",
+) -> Call[_Reply]:
+    """One run of cancel.lua. ``unique_name`` is the job's until-done unique key, which the
+    script asks for (and checks) when the job holds one."""
+    loc = parse_job_id(job_id)
+    key_list = [
+        keys.record(job_id),
+        *keys.streams,
+        keys.delayed,
+        keys.payloads,
+        cancelled_key(keys),
+    ]
+    if unique_name:
+        key_list.append(keys.unique(unique_name))
+    args: list[Arg] = [
+        GROUP,
+        job_id,
+        loc.level or "",
+        loc.entry_id or "",
+        cancelled_record(reason),
+        ttl_ms,
+        f"{keys.done_channel} {publish}",
+        unique_name,
+    ]
+    return run_script(
+        "cancel", key_list, args, lambda r: _Reply(int(r[0]), text(r[1]) if r[1] else "")
+    )
+
+
+def _result(job_id: str, reply: _Reply) -> CancelResult:
+    if reply.code == 0:
+        raise JobNotFound(
+            f"cannot cancel job {job_id}: Redis holds nothing for it (never enqueued, or it "
+            "ended and its record expired). Check the id (`conveyor status JOB_ID`)."
+        )
+    return CancelResult(_OUTCOMES[reply.code], reply.detail)
+
+
+def cancel(
+    broker: Broker, keys: QueueKeys, job_id: str, *, ttl_ms: int, reason: str | None = None
+) -> CancelResult:
+    """Cancel a job; see CancelOutcome for what happened. Raises JobNotFound for an id
+    Redis knows nothing about. A job holding a unique key until done costs a second call:
+    the first names the key, the second frees it in the step that ends the job."""
+    unique_name = ""
+    for _ in range(2):
+        publish = broker.publish_command
+        reply = broker.call(
+            cancel_call(
+                keys,
+                job_id,
+                ttl_ms=ttl_ms,
+                reason=reason,
+                unique_name=unique_name,
+                publish=publish,
+            )
+        )
+        if reply.code != _NEEDS_UNIQUE:
+            return _result(job_id, reply)
+        unique_name = reply.detail
+    raise ConveyorError(f"cancel of job {job_id} did not settle on its unique key")
+
+
+async def cancel_async(
+    broker: Broker, keys: QueueKeys, job_id: str, *, ttl_ms: int, reason: str | None = None
+) -> CancelResult:
+    unique_name = ""
+    for _ in range(2):
+        publish = broker.publish_command
+        reply = await broker.acall(
+            cancel_call(
+                keys,
+                job_id,
+                ttl_ms=ttl_ms,
+                reason=reason,
+                unique_name=unique_name,
+                publish=publish,
+            )
+        )
+        if reply.code != _NEEDS_UNIQUE:
+            return _result(job_id, reply)
+        unique_name = reply.detail
+    raise ConveyorError(f"cancel of job {job_id} did not settle on its unique key")
+
+
+def cancel_flags(keys: QueueKeys, job_ids: Sequence[str]) -> Call[set[str]]:
+    """Which of the jobs a worker holds are marked cancelled: one SMISMEMBER, sent beside
+    the lease renewal on each beat (a single-key read needs no script)."""
+    ids = list(job_ids)
+    if not ids:
+        raise ValueError("cancel_flags needs at least one job id (with none, send nothing)")
+
+    def parse(reply: Any) -> set[str]:
+        return {job_id for job_id, hit in zip(ids, reply, strict=True) if int(hit)}
+
+    return command("SMISMEMBER", cancelled_key(keys), *ids, parse=parse)
+
+
+def end_cancelled(
+    keys: QueueKeys,
+    consumer: str,
+    level: str,
+    entry_id: str,
+    job_id: str,
+    *,
+    ttl_ms: int,
+    unique_name: str = "",
+    reason: str | None = None,
+    publish: str = "PUBLISH",
+) -> Call[bool]:
+    """End a running job its worker found marked: acked, recorded ``cancelled``, not
+    retried. False when the worker no longer owns the entry (nothing changed)."""
+    key_list = [keys.stream(level), keys.record(job_id), cancelled_key(keys)]
+    if unique_name:
+        key_list.append(keys.unique(unique_name))
+    args: list[Arg] = [
+        GROUP,
+        consumer,
+        entry_id,
+        job_id,
+        cancelled_record(reason),
+        ttl_ms,
+        keys.done_channel,
+        publish,
+    ]
+    return run_script("end_cancelled", key_list, args, lambda r: int(r) == 1)

@@ -1,0 +1,22 @@
+-- end_cancelled: end a running job whose cancel mark its worker read on the lease beat:
+-- acked and recorded `cancelled`, never retried.
+-- @flags allow-oom
+-- XACK takes no consumer name, so the worker must still own the entry: one that lost its
+-- lease cannot end a job another worker now holds.
+-- KEYS[1] ready stream the job was read from, KEYS[2] job record, KEYS[3] cancelled set,
+-- KEYS[4] the job's unique key held until done (optional)
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry_id, ARGV[4] job_id, ARGV[5] record_json
+-- (finished_at is stamped here), ARGV[6] record ttl_ms (0 deletes it), ARGV[7] done
+-- channel, ARGV[8] publish command ('PUBLISH' or 'SPUBLISH')
+-- returns 1, or 0 when the consumer no longer owns the entry (nothing changed)
+-- @include owner
+-- @include time
+-- @include unique
+-- @include ending
+if not owns(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('SREM', KEYS[3], ARGV[4])
+release_unique(KEYS[4], ARGV[4])
+store_end(KEYS[2], stamp(ARGV[5], now_ms()), ARGV[6])
+redis.call(ARGV[8], ARGV[7], KEYS[2])
+return 1

@@ -1,0 +1,326 @@
+"""Cancelling a job in each place it can be (conveyor.cancellation, cancel.lua and friends),
+against a real Redis. Each state is set up with the scripts and commands the producer and
+worker use (XADD, schedule.lua, fetch.lua, retry.lua, complete.lua, dead.lua); the worker
+itself is not involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import pytest
+import redis
+
+from conveyor import Conveyor
+from conveyor.broker import operations, run_script, text
+from conveyor.cancellation import (
+    CancelOutcome,
+    cancel,
+    cancel_async,
+    cancel_flags,
+    cancelled_key,
+    end_cancelled,
+)
+from conveyor.errors import ConfigurationError, JobNotFound
+from conveyor.keys import GROUP, LEVEL_CODES, QueueKeys, delayed_job_id, job_id_for
+from conveyor.wire import JobRecord, decode_record, encode_record
+
+TTL = 60_000
+FIELDS = {"task": "t", "args": "[]", "kwargs": "{}", "version": "1"}
+
+
+@pytest.fixture
+def keys(app: Conveyor) -> QueueKeys:
+    keys = app.keys("q")
+    app.broker.call_many([operations.ensure_group(s) for s in keys.streams])
+    return keys
+
+
+def enqueue(app: Conveyor, keys: QueueKeys, **extra: str) -> str:
+    entry = app.broker.call(operations.enqueue(keys, "normal", {**FIELDS, **extra}))
+    return job_id_for(keys.queue, "normal", entry)
+
+
+def schedule(app: Conveyor, keys: QueueKeys, token: str, delay_ms: int, **extra: str) -> str:
+    job_id = delayed_job_id(keys.queue, token)
+    payload = json.dumps({**FIELDS, "id": job_id, **extra}).encode()
+    assert app.broker.call(operations.schedule(keys, job_id, payload, delay_ms=delay_ms))[0]
+    return job_id
+
+
+def skip_fetch(app: Conveyor, keys: QueueKeys, consumer: str, count: int = 10) -> Any:
+    """skip_cancelled.lua: a fetch of the normal stream through includes/cancelled.lua."""
+    return app.broker.call(
+        run_script(
+            "skip_cancelled",
+            [keys.stream("normal"), cancelled_key(keys)],
+            [GROUP, consumer, count, f"{keys.queue}:{LEVEL_CODES['normal']}:"],
+            lambda r: ([text(e[0]) for e in r[0]], [text(i) for i in r[1]]),
+        )
+    )
+
+
+def record(r: redis.Redis, keys: QueueKeys, job_id: str) -> JobRecord | None:
+    raw = r.get(keys.record(job_id))
+    return decode_record(raw) if raw else None
+
+
+def do_cancel(app: Conveyor, keys: QueueKeys, job_id: str) -> Any:
+    return cancel(app.broker, keys, job_id, ttl_ms=TTL, reason="user asked")
+
+
+def test_delayed_job_is_removed_and_ends_cancelled(app: Conveyor, keys: QueueKeys, r: Any) -> None:
+    job_id = schedule(app, keys, "a1", 60_000)
+    res = do_cancel(app, keys, job_id)
+    assert res.outcome is CancelOutcome.CANCELLED and res.stopped
+    assert r.zscore(keys.delayed, job_id) is None
+    assert not r.hexists(keys.payloads, job_id)
+    rec = record(r, keys, job_id)
+    assert rec is not None and rec.state == "cancelled" and rec.reason == "user asked"
+    assert rec.finished_at is not None and abs(rec.finished_at - r.time()[0] * 1000) < 5_000
+    assert 0 < r.pttl(keys.record(job_id)) <= TTL
+    # status.lua reads it from the record (job.py's JobState needs CANCELLED to show it)
+    where = app.broker.call(operations.status(keys, job_id, None, None))
+    assert where.place == "record" and where.record is not None
+    assert decode_record(where.record).state == "cancelled"
+
+
+def test_retrying_job_is_removed_from_backoff_and_not_promoted(
+    app: Conveyor, keys: QueueKeys, r: Any
+) -> None:
+    job_id = enqueue(app, keys)
+    (d,) = app.broker.call(operations.fetch(keys, "w1", 1))
+    retry_record = encode_record(JobRecord(state="retrying", attempt=1))
+    payload = json.dumps({**FIELDS, "id": job_id}).encode()
+    assert app.broker.call(operations.retry(keys, "w1", d, job_id, payload, 0, retry_record))
+    assert do_cancel(app, keys, job_id).outcome is CancelOutcome.CANCELLED
+    assert app.broker.call(operations.promote(keys, [job_id])) == 0
+    assert r.xlen(keys.stream("normal")) == 1  # only the first attempt's entry
+    assert record(r, keys, job_id).state == "cancelled"  # type: ignore[union-attr]
+
+
+def test_queued_job_keeps_its_entry_and_is_skipped_when_delivered(
+    app: Conveyor, keys: QueueKeys, r: Any
+) -> None:
+    first = enqueue(app, keys)
+    second = enqueue(app, keys)
+    res = do_cancel(app, keys, first)
+    assert res.outcome is CancelOutcome.WILL_SKIP and res.stopped
+    # the entry stays until its turn, so the group's lag still counts it
+    assert r.xlen(keys.stream("normal")) == 2
+    assert r.sismember(cancelled_key(keys), first)
+    assert record(r, keys, first).state == "cancelled"  # type: ignore[union-attr]
+    delivered, dropped = skip_fetch(app, keys, "w1")
+    assert dropped == [first.rsplit(":", 1)[1]]
+    assert delivered == [second.rsplit(":", 1)[1]]
+    # the skipped entry is acked (no worker holds it) and unmarked
+    pel = r.xpending_range(keys.stream("normal"), GROUP, "-", "+", 10)
+    assert [p["message_id"].decode() for p in pel] == delivered
+    assert r.scard(cancelled_key(keys)) == 0
+    assert record(r, keys, first).state == "cancelled"  # type: ignore[union-attr]
+
+
+def test_promoted_job_is_skipped_by_its_id_field(app: Conveyor, keys: QueueKeys, r: Any) -> None:
+    job_id = schedule(app, keys, "p1", 0)
+    assert app.broker.call(operations.promote(keys, [job_id])) == 1
+    assert do_cancel(app, keys, job_id).outcome is CancelOutcome.WILL_SKIP
+    delivered, dropped = skip_fetch(app, keys, "w1")
+    assert delivered == [] and len(dropped) == 1
+    assert r.scard(cancelled_key(keys)) == 0
+
+
+def test_fetch_without_pending_cancels_delivers_everything(
+    app: Conveyor, keys: QueueKeys, r: Any
+) -> None:
+    ids = [enqueue(app, keys) for _ in range(3)]
+    delivered, dropped = skip_fetch(app, keys, "w1")
+    assert dropped == [] and len(delivered) == len(ids)
+
+
+def test_running_job_is_marked_read_by_the_beat_and_ended_not_retried(
+    app: Conveyor, keys: QueueKeys, r: Any
+) -> None:
+    job_id = enqueue(app, keys)
+    other = enqueue(app, keys)
+    d, _ = app.broker.call(operations.fetch(keys, "w1", 2))
+    res = do_cancel(app, keys, job_id)
+    assert res.outcome is CancelOutcome.SIGNALLED and res.detail == "w1"
+    assert not res.stopped
+    assert record(r, keys, job_id) is None  # still running: status() says running
+    assert app.broker.call(cancel_flags(keys, [job_id, other])) == {job_id}
+    assert app.broker.call(end_cancelled(keys, "w1", "normal", d.entry_id, job_id, ttl_ms=TTL))
+    assert r.xpending(keys.stream("normal"), GROUP)["pending"] == 1  # only `other`
+    assert record(r, keys, job_id).state == "cancelled"  # type: ignore[union-attr]
+    assert r.zcard(keys.delayed) == 0 and r.xlen(keys.dead) == 0
+    assert app.broker.call(cancel_flags(keys, [job_id, other])) == set()
+    assert do_cancel(app, keys, job_id).outcome is CancelOutcome.ALREADY_ENDED
+
+
+def test_end_cancelled_by_a_worker_that_lost_the_entry_changes_nothing(
+    app: Conveyor, keys: QueueKeys, r: Any
+) -> None:
+    job_id = enqueue(app, keys)
+    (d,) = app.broker.call(operations.fetch(keys, "w1", 1))
+    do_cancel(app, keys, job_id)
+    r.xclaim(keys.stream("normal"), GROUP, "w2", 0, [d.entry_id])  # reclaimed elsewhere
+    assert not app.broker.call(end_cancelled(keys, "w1", "normal", d.entry_id, job_id, ttl_ms=TTL))
+    assert r.xpending(keys.stream("normal"), GROUP)["pending"] == 1
+    assert record(r, keys, job_id) is None
+    assert r.sismember(cancelled_key(keys), job_id)  # the new holder still sees the mark
+
+
+def test_finished_jobs_are_left_alone_and_say_how_they_ended(
+    app: Conveyor, keys: QueueKeys, r: Any
+) -> None:
+    done_id, dead_id, gone_id = enqueue(app, keys), enqueue(app, keys), enqueue(app, keys)
+    d_done, d_dead, d_gone = app.broker.call(operations.fetch(keys, "w1", 3))
+    done_rec = encode_record(JobRecord(state="done", result=1))
+    c = [
+        operations.Completion("normal", d_done.entry_id, done_id, done_rec, TTL),
+        operations.Completion("normal", d_gone.entry_id, gone_id, done_rec, 0),
+    ]
+    assert app.broker.call(operations.complete(keys, "w1", c)) == []
+    dead_rec = encode_record(JobRecord(state="dead", error="boom"))
+    assert app.broker.call(
+        operations.dead(keys, "w1", d_dead, dead_id, dead_rec, TTL, [("error", "boom")])
+    )
+    for job_id, state in ((done_id, "done"), (dead_id, "dead"), (gone_id, "expired")):
+        before = r.get(keys.record(job_id))
+        res = do_cancel(app, keys, job_id)
+        assert (res.outcome, res.detail) == (CancelOutcome.ALREADY_ENDED, state)
+        assert r.get(keys.record(job_id)) == before
+    assert r.scard(cancelled_key(keys)) == 0
+    cancelled = schedule(app, keys, "c1", 60_000)
+    do_cancel(app, keys, cancelled)
+    res = do_cancel(app, keys, cancelled)
+    assert (res.outcome, res.detail) == (CancelOutcome.ALREADY_ENDED, "cancelled")
+
+
+def test_unknown_id_is_a_clear_error(app: Conveyor, keys: QueueKeys) -> None:
+    with pytest.raises(JobNotFound, match="cannot cancel job q:n:1-0"):
+        do_cancel(app, keys, "q:n:1-0")
+    with pytest.raises(JobNotFound):
+        do_cancel(app, keys, delayed_job_id("q", "nosuch"))
+    with pytest.raises(ConfigurationError, match="not a Conveyor job id"):
+        do_cancel(app, keys, "nonsense")
+
+
+def test_cancel_then_fetch_never_runs_fetch_then_cancel_signals(
+    app: Conveyor, keys: QueueKeys
+) -> None:
+    a = enqueue(app, keys)
+    assert do_cancel(app, keys, a).outcome is CancelOutcome.WILL_SKIP
+    delivered, dropped = skip_fetch(app, keys, "w1")
+    assert delivered == [] and dropped == [a.rsplit(":", 1)[1]]
+    b = enqueue(app, keys)
+    delivered, dropped = skip_fetch(app, keys, "w1")
+    assert delivered == [b.rsplit(":", 1)[1]]
+    assert do_cancel(app, keys, b).outcome is CancelOutcome.SIGNALLED
+
+
+def test_cancels_racing_fetches_never_both_run_and_cancel_and_lose_none(
+    app: Conveyor, keys: QueueKeys, redis_url: str
+) -> None:
+    """A canceller and two fetchers on their own connections, bounded to 150 jobs: each
+    job is either delivered once (and its cancel only signalled) or skipped (and cancelled),
+    never both, never neither."""
+    ids = [enqueue(app, keys) for _ in range(150)]
+    outcomes: dict[str, CancelOutcome] = {}
+    delivered: list[str] = []
+    dropped: list[str] = []
+    lock = threading.Lock()
+
+    def canceller() -> None:
+        other = Conveyor(redis_url, namespace=app.namespace)
+        try:
+            for job_id in reversed(ids):  # meets the fetchers, which start at the front
+                outcomes[job_id] = cancel(other.broker, keys, job_id, ttl_ms=TTL).outcome
+        finally:
+            other.close()
+
+    def fetcher(name: str) -> None:
+        other = Conveyor(redis_url, namespace=app.namespace)
+        try:
+            while True:
+                got, skipped = skip_fetch(other, keys, name, 3)
+                if not got and not skipped:
+                    return
+                with lock:
+                    delivered.extend(got)
+                    dropped.extend(skipped)
+        finally:
+            other.close()
+
+    threads = [threading.Thread(target=canceller)]
+    threads += [threading.Thread(target=fetcher, args=(f"w{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+        assert not t.is_alive()
+    # a fetcher may finish before the canceller reached the last ids: drain what is left
+    got, skipped = skip_fetch(app, keys, "late", 200)
+    delivered += got
+    dropped += skipped
+    entry = {job_id: job_id.rsplit(":", 1)[1] for job_id in ids}
+    assert sorted(delivered + dropped) == sorted(entry.values())  # each exactly once
+    for job_id in ids:
+        if entry[job_id] in dropped:
+            assert outcomes[job_id] is CancelOutcome.WILL_SKIP
+        else:  # delivered first: running (nothing acked it), so only signalled
+            assert outcomes[job_id] is CancelOutcome.SIGNALLED
+    # they met: some jobs were cancelled in time, some were already running
+    assert dropped and delivered, (len(delivered), len(dropped))
+
+
+def test_cancel_frees_a_unique_key_held_until_done(app: Conveyor, keys: QueueKeys, r: Any) -> None:
+    delayed = schedule(app, keys, "u1", 60_000, unique="report-7")
+    r.set(keys.unique("report-7"), delayed)
+    assert do_cancel(app, keys, delayed).outcome is CancelOutcome.CANCELLED
+    assert not r.exists(keys.unique("report-7"))
+    queued = enqueue(app, keys, unique="report-8")
+    r.set(keys.unique("report-8"), queued)
+    assert do_cancel(app, keys, queued).outcome is CancelOutcome.WILL_SKIP
+    assert not r.exists(keys.unique("report-8"))
+
+
+def test_cancel_keeps_a_unique_key_a_newer_job_took(app: Conveyor, keys: QueueKeys, r: Any) -> None:
+    job_id = schedule(app, keys, "u2", 60_000, unique="k")
+    r.set(keys.unique("k"), "q:n:9-9")  # the window ran out and another job took the key
+    assert do_cancel(app, keys, job_id).outcome is CancelOutcome.CANCELLED
+    assert r.get(keys.unique("k")) == b"q:n:9-9"
+
+
+def test_end_cancelled_frees_the_unique_key(app: Conveyor, keys: QueueKeys, r: Any) -> None:
+    job_id = enqueue(app, keys, unique="k2")
+    r.set(keys.unique("k2"), job_id)
+    (d,) = app.broker.call(operations.fetch(keys, "w1", 1))
+    assert do_cancel(app, keys, job_id).outcome is CancelOutcome.SIGNALLED
+    assert r.exists(keys.unique("k2"))  # still running: the key is its own until it ends
+    call = end_cancelled(keys, "w1", "normal", d.entry_id, job_id, ttl_ms=TTL, unique_name="k2")
+    assert app.broker.call(call)
+    assert not r.exists(keys.unique("k2"))
+
+
+def test_cancel_async_twin(app: Conveyor, keys: QueueKeys, r: Any) -> None:
+    job_id = schedule(app, keys, "as1", 60_000)
+
+    async def go() -> CancelOutcome:
+        try:
+            return (await cancel_async(app.broker, keys, job_id, ttl_ms=TTL)).outcome
+        finally:
+            await app.broker.aclose()
+
+    assert asyncio.run(go()) is CancelOutcome.CANCELLED
+    assert record(r, keys, job_id).state == "cancelled"  # type: ignore[union-attr]
+
+
+def test_zero_ttl_deletes_the_record_but_still_cancels(
+    app: Conveyor, keys: QueueKeys, r: Any
+) -> None:
+    job_id = schedule(app, keys, "z1", 60_000)
+    assert cancel(app.broker, keys, job_id, ttl_ms=0).outcome is CancelOutcome.CANCELLED
+    assert not r.exists(keys.record(job_id)) and r.zcard(keys.delayed) == 0
