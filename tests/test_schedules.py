@@ -22,12 +22,12 @@ PARIS = ZoneInfo("Europe/Paris")
 MIN = 60_000
 
 
-def utc(*parts: int) -> int:
-    return int(datetime(*parts, tzinfo=timezone.utc).timestamp() * 1000)  # type: ignore[misc]
+def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> int:
+    return int(datetime(y, mo, d, h, mi, s, tzinfo=timezone.utc).timestamp() * 1000)
 
 
-def paris(*parts: int, fold: int = 0) -> int:
-    return int(datetime(*parts, tzinfo=PARIS, fold=fold).timestamp() * 1000)  # type: ignore[misc]
+def paris(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0, fold: int = 0) -> int:
+    return int(datetime(y, mo, d, h, mi, s, tzinfo=PARIS, fold=fold).timestamp() * 1000)
 
 
 # -- misfire ---------------------------------------------------------------------------------
@@ -43,7 +43,7 @@ def test_skip_fires_the_latest_tick_within_grace_and_nothing_older() -> None:
 def test_a_tick_at_or_below_the_mark_is_not_fired_again() -> None:
     now = utc(2026, 1, 1, 12, 5, 30)
     for policy in ("skip", "once", "all"):
-        firing = to_fire("*/5 * * * *", "UTC", policy, utc(2026, 1, 1, 12, 5), now)  # type: ignore[arg-type]
+        firing = to_fire("*/5 * * * *", "UTC", policy, utc(2026, 1, 1, 12, 5), now)
         assert firing.ticks == (), policy
 
 
@@ -125,6 +125,9 @@ def test_a_repeated_hour_fires_once_not_twice() -> None:
         paris(2026, 10, 25, 4, 0),
     ]
     assert len(set(ticks)) == len(ticks)
+    # Asked during the second pass (02:10 CET), the next tick is 03:00 CET, not a past one.
+    second_pass = paris(2026, 10, 25, 2, 10, fold=1)
+    assert next_ticks("*/30 * * * *", "Europe/Paris", second_pass, 1) == [paris(2026, 10, 25, 3)]
     once_a_day = next_ticks("30 2 * * *", "Europe/Paris", utc(2026, 10, 24, 12), 2)
     assert once_a_day == [paris(2026, 10, 25, 2, 30), paris(2026, 10, 26, 2, 30)]
 
