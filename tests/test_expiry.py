@@ -1,0 +1,95 @@
+"""The ``expires`` option (conveyor.expiry, expire.lua): the policy without Redis, and the
+transition against a real Redis, set up the way the worker delivers jobs."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from conveyor import Conveyor
+from conveyor.broker import operations
+from conveyor.errors import ConfigurationError
+from conveyor.expiry import expire, expires_ms, is_expired, ready_at_ms
+from conveyor.keys import GROUP, QueueKeys, job_id_for
+from conveyor.wire import decode_record
+
+TTL = 60_000
+FIELDS = {"task": "t", "args": "[]", "kwargs": "{}", "version": "1"}
+
+
+@pytest.fixture
+def keys(app: Conveyor) -> QueueKeys:
+    keys = app.keys("q")
+    app.broker.call_many([operations.ensure_group(s) for s in keys.streams])
+    return keys
+
+
+def deliver(app: Conveyor, keys: QueueKeys, **extra: str) -> tuple[str, Any]:
+    entry = app.broker.call(operations.enqueue(keys, "normal", {**FIELDS, **extra}))
+    (d,) = app.broker.call(operations.fetch(keys, "w1", 1))
+    assert d.entry_id == entry
+    return job_id_for(keys.queue, "normal", entry), d
+
+
+def test_expires_option_is_validated_naming_the_option() -> None:
+    assert expires_ms(None) is None
+    assert expires_ms(300) == 300_000
+    assert expires_ms(0.0004) == 1
+    for bad in (0, -5, float("nan"), float("inf"), "300", True):
+        with pytest.raises(ConfigurationError, match="expires"):
+            expires_ms(bad)  # type: ignore[arg-type]
+
+
+def test_expiry_counts_from_the_entry_id_on_redis_clock() -> None:
+    assert ready_at_ms("1700000000000-3") == 1700000000000
+    assert not is_expired("1000-0", 500, 1500)
+    assert is_expired("1000-0", 500, 1501)
+
+
+def test_job_in_time_is_left_to_run(app: Conveyor, keys: QueueKeys, r: Any) -> None:
+    job_id, d = deliver(app, keys)
+    assert (
+        app.broker.call(expire(keys, "w1", "normal", d.entry_id, job_id, 60_000, ttl_ms=TTL)) == 0
+    )
+    assert r.xpending(keys.stream("normal"), GROUP)["pending"] == 1
+    assert not r.exists(keys.record(job_id))
+
+
+def test_job_past_its_limit_ends_expired_with_reason_not_dead(
+    app: Conveyor, keys: QueueKeys, r: Any
+) -> None:
+    job_id, d = deliver(app, keys)
+    time.sleep(0.03)
+    call = expire(keys, "w1", "normal", d.entry_id, job_id, 10, ttl_ms=TTL, attempt=1)
+    assert app.broker.call(call) == 1
+    assert r.xpending(keys.stream("normal"), GROUP)["pending"] == 0
+    assert r.xlen(keys.dead) == 0 and r.zcard(keys.delayed) == 0
+    raw = r.get(keys.record(job_id))
+    rec = decode_record(raw)
+    assert rec.state == "expired" and rec.reason is not None
+    assert rec.reason.startswith("expires:") and rec.attempt == 1
+    assert json.loads(raw)["waited_ms"] >= 10
+    assert 0 < r.pttl(keys.record(job_id)) <= TTL
+
+
+def test_expire_by_a_worker_that_lost_the_entry_changes_nothing(
+    app: Conveyor, keys: QueueKeys, r: Any
+) -> None:
+    job_id, d = deliver(app, keys)
+    r.xclaim(keys.stream("normal"), GROUP, "w2", 0, [d.entry_id])
+    time.sleep(0.03)
+    assert app.broker.call(expire(keys, "w1", "normal", d.entry_id, job_id, 10, ttl_ms=TTL)) == -1
+    assert r.xpending(keys.stream("normal"), GROUP)["pending"] == 1
+    assert not r.exists(keys.record(job_id))
+
+
+def test_expiry_frees_a_unique_key_held_until_done(app: Conveyor, keys: QueueKeys, r: Any) -> None:
+    job_id, d = deliver(app, keys, unique="nightly")
+    r.set(keys.unique("nightly"), job_id)
+    time.sleep(0.03)
+    call = expire(keys, "w1", "normal", d.entry_id, job_id, 10, ttl_ms=TTL, unique_name="nightly")
+    assert app.broker.call(call) == 1
+    assert not r.exists(keys.unique("nightly"))
