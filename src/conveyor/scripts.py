@@ -36,6 +36,7 @@ NAMES: Final = (
     "limit_gate",
     "concurrency_release",
     "concurrency_renew",
+    "cron_fire",
 )
 
 
