@@ -7,16 +7,14 @@ itself is not involved.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conveyor import Conveyor, scripts
-from conveyor.broker import Call, operations, run_script, text
+from conveyor import Conveyor
+from conveyor.broker import operations, run_script, text
 from conveyor.broker.calls import Arg
 from conveyor.cancellation import (
     CancelOutcome,
@@ -28,8 +26,8 @@ from conveyor.cancellation import (
 )
 from conveyor.errors import ConfigurationError, JobNotFound
 from conveyor.keys import GROUP, LEVEL_CODES, LEVELS, QueueKeys, delayed_job_id, job_id_for
-from conveyor.scripts import Script
 from conveyor.wire import JobRecord, decode_record, encode_record
+from tests.proposed_scripts import run_proposed
 
 TTL = 60_000
 FIELDS = {"task": "t", "args": "[]", "kwargs": "{}", "version": "1"}
@@ -54,38 +52,16 @@ def schedule(app: Conveyor, keys: QueueKeys, token: str, delay_ms: int, **extra:
     return job_id
 
 
-#: fetch.lua as the lead is to change it (the diff is in the report of this module): the
-#: real delivery path of includes/cancelled.lua.
-FETCH = Path(__file__).parent / "lua" / "fetch.lua"
-
-
-@functools.cache
-def fetch_script() -> Script:
-    source = scripts._expand(FETCH.read_text(encoding="utf-8"))
-    flagged = f"#!lua flags=allow-oom\n{source}"
-    return Script("fetch_skipping", source, scripts._sha(source), flagged, scripts._sha(flagged))
-
-
 def skip_fetch(app: Conveyor, keys: QueueKeys, consumer: str, count: int = 10) -> list[str]:
     """Entry ids the changed fetch.lua delivers: cancelled ones are left out."""
 
     def parse(reply: Any) -> list[str]:
         return [text(e[0]) for _, entries in reply for e in entries]
 
-    s = fetch_script()
     prefixes = [f"{keys.queue}:{LEVEL_CODES[level]}:" for level in LEVELS]
     key_list = [*keys.streams, cancelled_key(keys)]
-    command: tuple[Arg, ...] = (
-        "EVALSHA",
-        s.sha,
-        len(key_list),
-        *key_list,
-        GROUP,
-        consumer,
-        count,
-        *prefixes,
-    )
-    return app.broker.call(Call(command, parse, s))
+    args: list[Arg] = [GROUP, consumer, count, *prefixes]
+    return app.broker.call(run_proposed("fetch", key_list, args, parse))
 
 
 def pending(r: Any, keys: QueueKeys) -> list[str]:

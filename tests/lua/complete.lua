@@ -1,0 +1,66 @@
+-- complete: acknowledge a batch of finished jobs and store their records, atomically.
+-- @flags allow-oom
+-- Entries the consumer no longer owns (its lease was lost and the job reclaimed) are left
+-- alone and reported, so a late worker cannot finish a job another worker now holds.
+-- A job that ends here loses its cancel mark (cancelled after its last lease beat, it ran to
+-- the end) and frees a unique key it held until done, in the same step.
+-- KEYS[1..3]      ready streams (high, normal, low), KEYS[4] the queue's cancelled set
+-- KEYS[5..4+n]    record key of each job, in ARGV order, then the unique keys held until done
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] done channel
+-- ARGV[4..]       per level: level_index, count, lowest and highest entry_id of the level's
+--                 jobs, then per job of that level: entry_id, record_json, ttl_ms (0 deletes
+--                 the record), job_id, index in KEYS of its unique key or 0
+-- returns         indexes (1-based, in ARGV order) of rejected jobs
+-- @include unique
+local group, consumer, channel = ARGV[1], ARGV[2], ARGV[3]
+local rejected, done_keys = {}, {}
+local a, j = 4, 0
+local marks = redis.call('SCARD', KEYS[4]) > 0
+while a <= #ARGV do
+  local stream = KEYS[tonumber(ARGV[a])]
+  local n = tonumber(ARGV[a + 1])
+  local low, high = ARGV[a + 2], ARGV[a + 3]
+  a = a + 4
+  -- Ownership: one read of the consumer's pending entries between the batch's lowest and
+  -- highest id covers the batch (and the jobs still running among them, so up to 4n);
+  -- past that, a job not among them is looked up alone. Reading only that range costs a
+  -- quarter of reading the consumer's oldest 4n entries, which a busy worker's PEL fills.
+  local window = 4 * n
+  local owned = {}
+  local pel = redis.call('XPENDING', stream, group, low, high, window, consumer)
+  for _, p in ipairs(pel) do owned[p[1]] = true end
+  local complete_pel = #pel < window
+  local acks = {}
+  for _ = 1, n do
+    j = j + 1
+    local id = ARGV[a]
+    local mine = owned[id]
+    if not mine and not complete_pel then
+      mine = #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0
+    end
+    if mine then
+      acks[#acks + 1] = id
+      local key = KEYS[4 + j]
+      if marks then redis.call('SREM', KEYS[4], ARGV[a + 3]) end
+      local u = tonumber(ARGV[a + 4])
+      if u > 0 then release_unique(KEYS[u], ARGV[a + 3]) end
+      local ttl = ARGV[a + 2]
+      if ttl ~= '0' then
+        redis.call('SET', key, ARGV[a + 1], 'PX', ttl)
+      else
+        redis.call('DEL', key)
+      end
+      done_keys[#done_keys + 1] = key
+    else
+      rejected[#rejected + 1] = j
+    end
+    a = a + 5
+  end
+  if #acks > 0 then
+    redis.call('XACK', stream, group, unpack(acks))
+  end
+end
+if #done_keys > 0 then
+  redis.call('PUBLISH', channel, table.concat(done_keys, '\n'))
+end
+return rejected
