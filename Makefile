@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format redis chaos bench bench-quick clean
+.PHONY: install demo test lint format redis chaos scale bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Conveyor needs Python 3.10+, found " + sys.version.split()[0])'
@@ -46,6 +46,12 @@ clean:
 CHAOS_ARGS ?=
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+
+## Scale-out runs (issue 10): Cluster and Sentinel failovers with ledgers outside Redis, and the
+## cost per job on Cluster vs one Redis. Own redis-servers on loopback; a few minutes.
+scale: $(STAMP)
+	$(BIN)/python -m tests.scale
+	$(BIN)/python -m tests.scale.cost
 
 ## Side-by-side benchmark against the other Redis task queues (issue 4): ~30 min, not in CI.
 bench: $(STAMP)

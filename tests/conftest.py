@@ -21,6 +21,9 @@ from tests.redis_servers import configured_url, redis_for
 
 __all__ = ["fast", "wait_until", "worker_task", "worker_thread"]
 
+# Cluster and Sentinel groups (started only by the tests that ask for them).
+pytest_plugins = ["tests.conftest_scale"]
+
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""

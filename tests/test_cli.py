@@ -779,7 +779,6 @@ def test_dead_replay_re_signs_a_signed_job_and_refuses_a_forged_one(
 
 # ------------------------------------------------------------------------------ Redis Cluster
 #: the Cluster and Sentinel session fixtures (until tests/conftest.py lists them)
-pytest_plugins = ["tests.conftest_scale"]
 
 
 def test_the_cli_runs_on_redis_cluster_through_the_url_flag(

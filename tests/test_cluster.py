@@ -26,7 +26,6 @@ from tests.redis_cluster import Cluster
 QUEUES = [f"q{i}" for i in range(16)]
 
 #: the Cluster and Sentinel session fixtures (until tests/conftest.py lists them)
-pytest_plugins = ["tests.conftest_scale"]
 
 
 def masters_of(app: Conveyor, queues: list[str]) -> dict[str, tuple[str, int]]:

@@ -14,7 +14,6 @@ from conveyor.settings import Durability
 from tests.redis_cluster import Cluster
 
 #: the Cluster and Sentinel session fixtures (until tests/conftest.py lists them)
-pytest_plugins = ["tests.conftest_scale"]
 
 
 def test_enqueue_waiting_for_a_replica_that_does_not_exist_raises_not_replicated(

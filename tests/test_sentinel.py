@@ -13,7 +13,6 @@ from tests.conftest import fast, wait_until, worker_thread
 from tests.redis_cluster import SentinelGroup
 
 #: the Cluster and Sentinel session fixtures (until tests/conftest.py lists them)
-pytest_plugins = ["tests.conftest_scale"]
 
 
 def test_an_idle_worker_blocks_and_wakes_through_sentinel(sentinel_app: Conveyor) -> None:

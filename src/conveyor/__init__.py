@@ -13,6 +13,7 @@ from .errors import (
     JobFailed,
     JobNotFound,
     JobTimeout,
+    NotReplicated,
     PayloadError,
     ReplayRefused,
     TaskNotFound,
@@ -21,7 +22,7 @@ from .errors import (
     WorkerCrashed,
 )
 from .job import Job, JobInfo, JobState
-from .settings import Leases, Retention, TaskOptions, WorkerSettings
+from .settings import Durability, Leases, Retention, TaskOptions, WorkerSettings
 from .task import Signature, Task
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "ConnectionFailed",
     "Conveyor",
     "ConveyorError",
+    "Durability",
     "EnqueueRejected",
     "EnqueueUncertain",
     "Job",
@@ -41,6 +43,7 @@ __all__ = [
     "JobState",
     "JobTimeout",
     "Leases",
+    "NotReplicated",
     "PayloadError",
     "ReplayRefused",
     "Retention",

@@ -28,7 +28,7 @@ from ..errors import ConfigurationError, ConnectionFailed, ConveyorError, redact
 #: Whether complete.lua and dead.lua publish with the command the worker passes them
 #: (``Broker.publish_command``: SPUBLISH on Cluster with Redis 7+). Until they do, they
 #: PUBLISH, which Redis Cluster broadcasts to every node, and waiters SUBSCRIBE.
-SCRIPTS_PUBLISH_SHARDED = False
+SCRIPTS_PUBLISH_SHARDED = True
 
 #: Errors that mean "the topology changed and nothing ran": refresh the slot map and resend.
 REROUTE = (AskError, ClusterDownError, TryAgainError, SlotNotCoveredError)

@@ -159,12 +159,16 @@ def _stream_id(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def complete(keys: QueueKeys, consumer: str, done: Sequence[Completion]) -> Call[list[int]]:
-    """Ack a batch and store records; the reply lists (0-based) completions refused."""
+def complete(
+    keys: QueueKeys, consumer: str, done: Sequence[Completion], publish: str = "PUBLISH"
+) -> Call[list[int]]:
+    """Ack a batch and store records; the reply lists (0-based) completions refused.
+
+    ``publish`` is ``Broker.publish_command``: SPUBLISH on Redis Cluster 7+."""
     by_level: dict[str, list[int]] = {}
     for i, c in enumerate(done):
         by_level.setdefault(c.level, []).append(i)
-    args: list[Arg] = [GROUP, consumer, keys.done_channel]
+    args: list[Arg] = [GROUP, consumer, keys.done_channel, publish]
     order: list[int] = []  # positions in ``done``, in the order the script sees them
     for level, positions in by_level.items():
         ids = [_stream_id(done[i].entry_id) for i in positions]
@@ -205,8 +209,9 @@ def dead(
     record: bytes,
     ttl_ms: int,
     fields: Iterable[tuple[str, bytes | str]],
+    publish: str = "PUBLISH",
 ) -> Call[str | None]:
-    args: list[Arg] = [GROUP, consumer, d.entry_id, record, ttl_ms, keys.done_channel]
+    args: list[Arg] = [GROUP, consumer, d.entry_id, record, ttl_ms, keys.done_channel, publish]
     for name, value in fields:
         args += (name, value)
     return run_script(

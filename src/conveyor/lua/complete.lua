@@ -4,14 +4,15 @@
 -- alone and reported, so a late worker cannot finish a job another worker now holds.
 -- KEYS[1..3]      ready streams (high, normal, low)
 -- KEYS[4..3+n]    record key of each job, in ARGV order
--- ARGV[1] group, ARGV[2] consumer, ARGV[3] done channel
--- ARGV[4..]       per level: level_index, count, lowest and highest entry_id of the level's
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] done channel, ARGV[4] PUBLISH or SPUBLISH
+--                 (sharded pub/sub on Redis Cluster 7+: the channel has the queue's tag)
+-- ARGV[5..]       per level: level_index, count, lowest and highest entry_id of the level's
 --                 jobs, then per job of that level: entry_id, record_json, ttl_ms (0 deletes
 --                 the record)
 -- returns         indexes (1-based, in ARGV order) of rejected jobs
-local group, consumer, channel = ARGV[1], ARGV[2], ARGV[3]
+local group, consumer, channel, publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local rejected, done_keys = {}, {}
-local a, j = 4, 0
+local a, j = 5, 0
 while a <= #ARGV do
   local stream = KEYS[tonumber(ARGV[a])]
   local n = tonumber(ARGV[a + 1])
@@ -54,6 +55,6 @@ while a <= #ARGV do
   end
 end
 if #done_keys > 0 then
-  redis.call('PUBLISH', channel, table.concat(done_keys, '\n'))
+  redis.call(publish, channel, table.concat(done_keys, '\n'))
 end
 return rejected

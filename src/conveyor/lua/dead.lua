@@ -3,17 +3,17 @@
 -- KEYS[1] ready stream, KEYS[2] dead stream, KEYS[3] job record
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry_id, ARGV[4] record_json, ARGV[5] ttl_ms
 -- (0 deletes the record: an ended job's record always expires), ARGV[6] done channel,
--- ARGV[7..] dead entry fields (field, value, ...)
+-- ARGV[7] PUBLISH or SPUBLISH, ARGV[8..] dead entry fields (field, value, ...)
 -- returns the dead entry id, or false when the consumer no longer owns the entry
 -- @include owner
 if not owns(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return false end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-local dead_id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 7))
+local dead_id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 8))
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   redis.call('SET', KEYS[3], ARGV[4], 'PX', ttl)
 else
   redis.call('DEL', KEYS[3])
 end
-redis.call('PUBLISH', ARGV[6], KEYS[3])
+redis.call(ARGV[7], ARGV[6], KEYS[3])
 return dead_id

@@ -154,7 +154,12 @@ class Completer:
             for start in range(0, len(items), MAX_BATCH):
                 part = items[start : start + MAX_BATCH]
                 calls.append(
-                    operations.complete(self.keys[q], self.consumer, [i.completion for i in part])
+                    operations.complete(
+                        self.keys[q],
+                        self.consumer,
+                        [i.completion for i in part],
+                        self.broker.publish_command,
+                    )
                 )
                 parts.append(part)
         delay = 0.05

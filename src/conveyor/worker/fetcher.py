@@ -37,7 +37,7 @@ PREFETCH_SECONDS = 0.05
 PREFETCH_CAP = 256
 #: Most jobs one fetch script returns: a large reply parsed in one go would stall the
 #: event loop, and with it the acks, for longer than the fetch saves.
-MAX_FETCH = 256
+MAX_FETCH = 128
 
 
 class Fetcher:

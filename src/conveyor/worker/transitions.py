@@ -137,7 +137,16 @@ class Transitions:
         )
         ttl = ttl_ms if ttl_ms is not None else int(DEFAULTS.result_ttl * 1000)
         dead_id = await self.call(
-            operations.dead(self.keys[d.queue], self.consumer, d, job_id, record, ttl, fields)
+            operations.dead(
+                self.keys[d.queue],
+                self.consumer,
+                d,
+                job_id,
+                record,
+                ttl,
+                fields,
+                self.broker.publish_command,
+            )
         )
         log.warning("job %s moved to the dead-letter stream (%s): %s", job_id, reason, error)
         self.count("dead" if dead_id else "lost", job_id)
