@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .backoff import Backoff
 from .errors import ConfigurationError
 from .keys import LEVELS, validate_name
+from .limits.policy import parse_rate, positive_int
+
+EXECUTORS = ("thread", "process")
 
 
 def _positive(owner: str, name: str, value: float, *, allow_zero: bool = False) -> None:
@@ -52,6 +57,12 @@ class TaskOptions:
     ``retries`` counts extra attempts after the first failure. ``max_deliveries`` bounds how
     often a job may be handed out without finishing (its worker dies each time) before it
     is dead-lettered. ``result_ttl`` is how long the result and final state stay readable.
+
+    Flow control: ``rate`` ("100/s", "20/m", per key with ``rate_key``) and ``concurrency``
+    (per key with ``concurrency_key``) are global across all workers; a key function gets
+    the job's bound arguments and returns a str or int. ``expires`` drops a job not started
+    within that many seconds of becoming ready. ``executor="process"`` runs a sync task in
+    the worker's subprocess pool, where a timeout or cancel can kill it.
     """
 
     queue: str = "default"
@@ -61,9 +72,36 @@ class TaskOptions:
     timeout: float | None = None
     max_deliveries: int = 5
     result_ttl: float = 24 * 3600
+    rate: str | None = None
+    rate_burst: int = 1
+    rate_key: Callable[..., Any] | None = None
+    concurrency: int | None = None
+    concurrency_key: Callable[..., Any] | None = None
+    expires: float | None = None
+    executor: str = "thread"
 
     def __post_init__(self) -> None:
         validate_name("queue", self.queue)
+        if self.rate is not None:
+            parse_rate(self.rate, "rate")
+        positive_int(self.rate_burst, "rate_burst")
+        if self.concurrency is not None:
+            positive_int(self.concurrency, "concurrency")
+        for name in ("rate_key", "concurrency_key"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise ConfigurationError(f"{name} must be a function of the task's arguments")
+        if self.rate_key is not None and self.rate is None:
+            raise ConfigurationError("rate_key needs a rate (e.g. rate='20/s')")
+        if self.concurrency_key is not None and self.concurrency is None:
+            raise ConfigurationError("concurrency_key needs a concurrency limit")
+        if self.expires is not None:
+            if isinstance(self.expires, bool):
+                raise ConfigurationError("expires must be a number of seconds, not a bool")
+            _positive("TaskOptions", "expires", self.expires)
+        if self.executor not in EXECUTORS:
+            raise ConfigurationError(
+                f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}"
+            )
         if self.priority not in LEVELS:
             raise ConfigurationError(
                 f"TaskOptions.priority must be one of {', '.join(LEVELS)}, not {self.priority!r}"
@@ -144,6 +182,8 @@ class WorkerSettings:
     block_ms: int = 2000
     promote_every: float = 0.25
     max_payload_bytes: int = 1024 * 1024
+    #: subprocesses for tasks with ``executor="process"`` (started only when a task asks)
+    pool_size: int = 2
 
     def __post_init__(self) -> None:
         if isinstance(self.queues, str):
@@ -162,3 +202,4 @@ class WorkerSettings:
         _positive("WorkerSettings", "promote_every", self.promote_every)
         if self.prefetch is not None and self.prefetch < 0:
             raise ConfigurationError("WorkerSettings.prefetch must be >= 0")
+        positive_int(self.pool_size, "WorkerSettings.pool_size")
