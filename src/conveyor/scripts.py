@@ -37,6 +37,11 @@ NAMES: Final = (
     "concurrency_release",
     "concurrency_renew",
     "cron_fire",
+    "cancel",
+    "end_cancelled",
+    "skip_cancelled",
+    "expire",
+    "progress",
 )
 
 
