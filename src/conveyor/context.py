@@ -1,9 +1,29 @@
-"""Which job is running: readable from inside a task (async or sync) with current_job()."""
+"""Which job is running: readable from inside a task (async or sync) with current_job().
+
+The context also carries the two ways a task talks back to its worker while it runs:
+``cancelled()`` (set by the lease beat when ``job.cancel()`` marked the job in Redis: a sync
+task polls it, an async one is cancelled outright) and ``progress()``, which stores the
+latest fraction and message with the job (progress.lua) for ``job.progress()`` and
+``conveyor status``.
+
+Progress design: ``progress()`` is a blocking call through the app's sync broker, right for
+a sync task in a thread (it does not touch the event loop); an async task awaits
+``progress_async()`` on the worker's loop instead, so it never blocks other jobs. A job in
+the process pool has no Redis connection, so there both raise ConfigurationError.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .errors import ConfigurationError
+
+#: stores one progress report: (fraction, message) -> None, and its awaitable twin
+Report = Callable[[float, str], None]
+AsyncReport = Callable[[float, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -16,7 +36,47 @@ class JobContext:
     #: how often this entry was handed out (more than 1 after a worker died running it)
     deliveries: int
     worker: str
+    _cancel: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+    _report: Report | None = field(default=None, compare=False, repr=False)
+    _areport: AsyncReport | None = field(default=None, compare=False, repr=False)
 
+    def cancelled(self) -> bool:
+        """True once ``job.cancel()`` reached this job (within one lease-renewal interval).
+
+        A sync task checks it between steps and returns (or raises) early; whatever it
+        does then, the job ends ``cancelled``, never retried.
+        """
+        return self._cancel.is_set()
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Store how far the job is (0.0 to 1.0) and what it is doing: a blocking call,
+        for sync tasks (an async task awaits ``progress_async``)."""
+        if self._report is None:
+            raise ConfigurationError(_NO_PROGRESS)
+        self._report(fraction, message)
+
+    async def progress_async(self, fraction: float, message: str = "") -> None:
+        """``progress()`` for async tasks: awaited on the worker's loop."""
+        if self._areport is None:
+            raise ConfigurationError(_NO_PROGRESS)
+        await self._areport(fraction, message)
+
+    def public(self) -> dict[str, object]:
+        """The plain fields (what crosses to a process-pool child)."""
+        return {
+            "id": self.id,
+            "task": self.task,
+            "queue": self.queue,
+            "attempt": self.attempt,
+            "deliveries": self.deliveries,
+            "worker": self.worker,
+        }
+
+
+_NO_PROGRESS = (
+    "progress() is only available to tasks run by a worker in a thread or on its loop, "
+    "not in the process pool; report progress from a thread or async task instead"
+)
 
 _current: ContextVar[JobContext | None] = ContextVar("conveyor_current_job", default=None)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
-from ..keys import GROUP, LEVELS, QueueKeys
+from ..keys import GROUP, LEVELS, QueueKeys, job_id_for
 from .calls import Arg, Call, command, run_script, text
 
 Fields = dict[bytes, bytes]
@@ -103,7 +103,34 @@ def fetch(keys: QueueKeys, consumer: str, count: int) -> Call[list[Delivery]]:
                 out.append(Delivery(keys.queue, level, text(entry_id), _fields(flat)))
         return out
 
-    return run_script("fetch", keys.streams, [GROUP, consumer, count], parse)
+    # The cancelled set and each stream's job id prefix let the script skip entries of jobs
+    # cancelled while queued (one SCARD per call when none is pending).
+    prefixes = [job_id_for(keys.queue, level, "") for level in LEVELS]
+    return run_script(
+        "fetch",
+        [*keys.streams, keys.prefix + "cancelled"],
+        [GROUP, consumer, count, *prefixes],
+        parse,
+    )
+
+
+def skip_cancelled(
+    keys: QueueKeys, level: str, consumer: str, got: Sequence[Delivery]
+) -> Call[set[str]]:
+    """Of entries a blocking read just delivered (a read no script can wrap), ack and drop
+    those whose job was cancelled while queued, as fetch.lua does; the reply is the dropped
+    entry ids. Costs one SCARD in the script when no cancel is pending; it runs only on the
+    idle path (a blocking read), never in a drain."""
+    args: list[Arg] = [GROUP, consumer, job_id_for(keys.queue, level, "")]
+    for d in got:
+        raw = d.fields.get(b"id")
+        args += [d.entry_id, raw if raw is not None else ""]
+    return run_script(
+        "skip_cancelled",
+        [keys.stream(level), keys.prefix + "cancelled"],
+        args,
+        lambda reply: {text(x) for x in reply},
+    )
 
 
 def block_read(

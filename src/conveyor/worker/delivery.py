@@ -7,18 +7,27 @@ record. A job keeps its id through every move, so its record is the one that end
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..broker import command
+from .. import progress
+from ..broker import Call, command
 from ..broker.operations import Completion, Delivery
+from ..cancellation import UNIQUE_FIELD, end_cancelled
 from ..context import JobContext
 from ..errors import ConfigurationError, PayloadError
-from ..keys import job_id_for, parse_job_id
-from ..wire import decode_fields, decode_record
+from ..keys import QueueKeys, job_id_for, parse_job_id
+from ..limits import Held, Release, release
+from ..producer import delayed_payload
+from ..signing import resign
+from ..task import Task
+from ..wire import Envelope, decode_fields, decode_record, envelope_fields
 from . import outcomes
-from .executor import Outcome
+from .executor import CANCELLED, Outcome
+from .flow import Running
 from .transitions import DEFAULTS
 
 if TYPE_CHECKING:
@@ -161,12 +170,39 @@ class DeliveryRunner:
         except PayloadError as exc:
             await transitions.dead(d, job_id, env, "bad_arguments", str(exc))
             return False
+        opts = task.options
+        lease: Held | None = None
+        if opts.rate is not None or opts.concurrency is not None:
+            admitted, lease = await self._admit(d, env, task, job_id, args, kwargs)
+            if not admitted:
+                return False
         log.debug("running %s %s args=%r kwargs=%r", task.name, job_id, args, kwargs)
-        job = JobContext(job_id, task.name, d.queue, env.attempt, d.deliveries, w.consumer)
+        ttl = int(opts.result_ttl * 1000)
+        keys = w.keys[d.queue]
+        job = JobContext(
+            job_id,
+            task.name,
+            d.queue,
+            env.attempt,
+            d.deliveries,
+            w.consumer,
+            _report=functools.partial(self._progress, keys, job_id, ttl),
+            _areport=functools.partial(self._aprogress, keys, job_id, ttl),
+        )
+        process = opts.executor == "process"
+        w.flow.started(
+            Running(job, d.queue, None if process or not task.is_async else _slot(), process, lease)
+        )
         started = time.perf_counter()
-        outcome = await w.executor.run(task, args, kwargs, job)
+        try:
+            outcome = await w.executor.run(task, args, kwargs, job)
+        finally:
+            w.flow.ended(job_id)
         ended = time.perf_counter()
         w.job_took(ended - started)
+        if job.cancelled() or outcome.reason == CANCELLED:
+            await self._end_cancelled(d, job_id, ttl, lease)
+            return False
         if outcome.ok:
             try:
                 record = outcomes.done_record(env, outcome.value, w.consumer, task.result_type)
@@ -175,20 +211,110 @@ class DeliveryRunner:
                 error = f"the task's result cannot be stored as JSON: {exc}"
                 outcome = Outcome(False, error=error, final=True, reason="bad_result")
             else:
-                ttl = int(task.options.result_ttl * 1000)
                 w.completer.submit(
                     d.queue,
                     Completion(d.level, d.entry_id, job_id, record, ttl),
                     lambda stored: self._acked(d, job_id, stored),
                     ended,
+                    after=None if lease is None else self._release_call(d, lease),
                 )
                 return True
         await transitions.failed(d, env, task, job_id, outcome)
+        if lease is not None:
+            await transitions.call(self._release_call(d, lease))
         return False
 
     def _acked(self, d: Delivery, job_id: str, stored: bool) -> None:
         self.w.held.discard(d.queue, d.level, d.entry_id)
+        self.w.flow.unhold(d.queue, job_id)
         self.w.transitions.count("done" if stored else "lost", job_id)
+
+    async def _admit(
+        self,
+        d: Delivery,
+        env: Envelope,
+        task: Task[Any, Any],
+        job_id: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> tuple[bool, Held | None]:
+        """Pass a limited task's delivery through its gate (one script): run it now, or
+        leave it parked in the delayed set (no attempt counted) until its next slot."""
+        w = self.w
+        opts = task.options
+        limits = w.flow.limits_of(task.name, opts)
+        if limits is None:
+            return True, None
+        rate_value = opts.rate_key(*args, **kwargs) if opts.rate_key is not None else None
+        conc_value = (
+            opts.concurrency_key(*args, **kwargs) if opts.concurrency_key is not None else None
+        )
+        payload = delayed_payload(
+            resign(envelope_fields(env, None, id=job_id), w.app.signer, d.queue, d.level),
+            d.level,
+        )
+        admission = await w.transitions.call(
+            limits.gate(
+                w.keys[d.queue],
+                w.consumer,
+                d,
+                job_id,
+                payload,
+                outcomes.scheduled_record(env),
+                task=task.name,
+                lease_ms=int(w.settings.leases.timeout * 1000),
+                rate_key_value=rate_value,
+                concurrency_key_value=conc_value,
+            )
+        )
+        if admission.outcome == "run":
+            if limits.concurrency is None:
+                return True, None
+            held = Held(task.name, conc_value, job_id)
+            w.flow.hold(d.queue, held)
+            return True, held
+        w.transitions.count("limited" if admission.outcome == "wait" else "lost", job_id)
+        return False, None
+
+    def _release_call(self, d: Delivery, lease: Held) -> Call[Release]:
+        self.w.flow.unhold(d.queue, lease.job_id)
+        return release(
+            self.w.keys[d.queue], self.w.consumer, d, lease.job_id, task=lease.task, key=lease.key
+        )
+
+    async def _end_cancelled(self, d: Delivery, job_id: str, ttl: int, lease: Held | None) -> None:
+        """A job stopped by job.cancel(): acked and recorded ``cancelled``, never retried."""
+        w = self.w
+        unique = d.fields.get(UNIQUE_FIELD.encode())
+        ok = await w.transitions.call(
+            end_cancelled(
+                w.keys[d.queue],
+                w.consumer,
+                d.level,
+                d.entry_id,
+                job_id,
+                ttl_ms=ttl,
+                unique_name=unique.decode() if unique else "",
+                publish=w.broker.publish_command,
+            )
+        )
+        if lease is not None:
+            await w.transitions.call(self._release_call(d, lease))
+        w.transitions.count("cancelled" if ok else "lost", job_id)
+
+    def _progress(
+        self, keys: QueueKeys, job_id: str, ttl: int, fraction: float, message: str
+    ) -> None:
+        self.w.app.broker.call(progress.report(keys, job_id, fraction, message, ttl_ms=ttl))
+
+    async def _aprogress(
+        self, keys: QueueKeys, job_id: str, ttl: int, fraction: float, message: str
+    ) -> None:
+        await self.w.broker.acall(progress.report(keys, job_id, fraction, message, ttl_ms=ttl))
+
+
+def _slot() -> asyncio.Task[Any] | None:
+    return asyncio.current_task()
 
 
 def _refusal(raw: bytes | None, entry_id: str) -> str | None:

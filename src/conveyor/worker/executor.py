@@ -17,12 +17,15 @@ import functools
 import traceback
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context import JobContext, _current
 from ..errors import TaskTimeout
 from ..task import Task
 from .threads import TaskThreads
+
+if TYPE_CHECKING:
+    from .process_pool import ProcessPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +40,20 @@ class Outcome:
     reason: str | None = None
 
 
+#: The outcome reason of a job stopped by job.cancel(): it ends ``cancelled``, not retried.
+CANCELLED = "cancelled"
+
+
+def cancelled_outcome() -> Outcome:
+    return Outcome(False, error="cancelled while running", final=True, reason=CANCELLED)
+
+
 class Executor:
-    def __init__(self, threads: TaskThreads[Outcome]) -> None:
+    def __init__(self, threads: TaskThreads[Outcome], pool: ProcessPool | None = None) -> None:
         self.threads = threads
+        #: subprocesses for tasks with ``executor="process"``; None when no task asks
+        self.pool = pool
+        self._refs: dict[str, str] = {}
         #: set by the worker before it cancels jobs still running at shutdown; until then a
         #: CancelledError out of a task is the task's own failure, not the worker's stop
         self.stopping = False
@@ -49,6 +63,13 @@ class Executor:
     ) -> Outcome:
         timeout = task.options.timeout
         try:
+            if self.pool is not None and task.options.executor == "process":
+                ref = self._refs.get(task.name)
+                if ref is None:
+                    from .process_pool import task_ref  # it imports this module
+
+                    ref = self._refs[task.name] = task_ref(task.fn)
+                return await self.pool.run(ref, args, kwargs, job, timeout)
             if task.is_async:
                 run = _run_async(task.fn, args, kwargs, job)
                 if timeout is None:
@@ -60,12 +81,20 @@ class Executor:
             exc = TaskTimeout(f"task {task.name} ran longer than its timeout of {timeout} s")
             return Outcome(False, error=_describe(exc))
         except asyncio.CancelledError as exc:
+            if job.cancelled() and not self.stopping:
+                # job.cancel() reached it (flow.py cancelled the slot): the job's own end
+                uncancel = getattr(asyncio.current_task(), "uncancel", None)
+                if uncancel is not None:  # Python 3.11+
+                    uncancel()
+                return cancelled_outcome()
             if self.stopping or _slot_cancelled():
                 raise
             return _failure(exc)  # e.g. it awaited something another task cancelled
 
     def shutdown(self) -> None:
         self.threads.shutdown()
+        if self.pool is not None:
+            self.pool.close()
 
 
 def _slot_cancelled() -> bool:

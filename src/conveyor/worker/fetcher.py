@@ -126,6 +126,8 @@ class Fetcher:
                     if w.stopping.is_set():
                         break
                     got = await self._blocker.read(w.streams, w.consumer, 1, w.settings.block_ms)
+                    if got:
+                        got = await self._skip_cancelled(got)
                 failures = 0
                 if got:
                     unchecked = got
@@ -153,6 +155,25 @@ class Fetcher:
             unchecked += await self._blocker.drain()
         for d in unchecked:
             w.dispatch(d)
+
+    async def _skip_cancelled(self, got: list[Delivery]) -> list[Delivery]:
+        """Drop what a blocking read delivered of jobs cancelled while queued (fetch.lua
+        does this itself for the entries it reads)."""
+        w = self.w
+        by_stream: dict[tuple[str, str], list[Delivery]] = {}
+        for d in got:
+            by_stream.setdefault((d.queue, d.level), []).append(d)
+        keys = list(by_stream)
+        replies = await w.broker.acall_many(
+            [
+                operations.skip_cancelled(w.keys[q], level, w.consumer, by_stream[(q, level)])
+                for q, level in keys
+            ]
+        )
+        dropped = {
+            (q, level, e) for (q, level), ids in zip(keys, replies, strict=True) for e in ids
+        }
+        return [d for d in got if (d.queue, d.level, d.entry_id) not in dropped]
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):

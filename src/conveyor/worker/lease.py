@@ -8,6 +8,7 @@ in the live-workers registry.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -18,9 +19,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from ..broker import Broker, command, operations, run_script
+from .. import limits
+from ..broker import Broker, Call, command, operations, run_script
+from ..cancellation import cancel_flags
 from ..keys import QueueKeys, worker_key, workers_key
 from ..settings import Leases
+from .flow import FlowState
 
 log = logging.getLogger("conveyor.lease")
 
@@ -62,6 +66,9 @@ class LeaseKeeper(threading.Thread):
         queues: tuple[str, ...],
         *,
         info: Callable[[], dict[str, Any]] | None = None,
+        flow: FlowState | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        kill: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__(name="conveyor-lease", daemon=True)
         self.broker = broker
@@ -74,6 +81,10 @@ class LeaseKeeper(threading.Thread):
         self.queues = queues
         #: more to show in the registry (task names, stuck threads), read at each beat
         self.info = info
+        #: running jobs (their cancel marks are read here) and concurrency leases held
+        self.flow = flow
+        self.loop = loop
+        self.kill = kill
         self._stop_event = threading.Event()
         self.started_at = int(time.time() * 1000)
         self.renewals = 0
@@ -89,7 +100,7 @@ class LeaseKeeper(threading.Thread):
             self._stop_event.wait(max(0.0, self.leases.renew_every - elapsed))
 
     def beat(self) -> None:
-        calls = []
+        calls: list[Call[Any]] = []
         order = []
         for (queue, level), entry_ids in self.held.snapshot().items():
             calls.append(
@@ -114,7 +125,33 @@ class LeaseKeeper(threading.Thread):
                 [self.consumer, info, ttl_ms],
             )
         )
+        # Cancel marks of running jobs and concurrency leases: nothing is sent for either
+        # while no job runs / no limited job is held.
+        flags: list[str] = []
+        leases: list[str] = []
+        if self.flow is not None:
+            for queue, job_ids in self.flow.running_ids().items():
+                calls.append(cancel_flags(self.keys[queue], job_ids))
+                flags.append(queue)
+            lease_ms = int(self.leases.timeout * 1000)
+            for queue, held in self.flow.leases().items():
+                calls.append(limits.renew(self.keys[queue], held, lease_ms))
+                leases.append(queue)
         replies = self.broker.call_many(calls)
+        extra = replies[len(order) + 1 :]
+        marked: set[str] = set()
+        for marks in extra[: len(flags)]:
+            marked |= marks
+        if marked and self.flow is not None:
+            self.flow.marked(marked, self.loop, self.kill)
+        for queue, lost_leases in zip(leases, extra[len(flags) :], strict=True):
+            if lost_leases:
+                log.warning(
+                    "concurrency lease of %d job(s) in %s had expired before renewal: %s",
+                    len(lost_leases),
+                    queue,
+                    ", ".join(lost_leases),
+                )
         for (queue, level), lost in zip(order, replies, strict=False):
             if lost:
                 log.warning(

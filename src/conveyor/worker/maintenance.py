@@ -16,9 +16,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import producer
+from .. import cron_marks, schedules
 from ..broker import command, operations, text
-from ..broker.operations import Unique
 from ..cron import CronSchedule
 from ..keys import GROUP, LEVELS
 from .cancellation import cancel_and_wait
@@ -39,6 +38,8 @@ class Maintenance:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self._tasks: list[asyncio.Task[None]] = []
+        #: per cron task, the Redis ms of its next tick: no read of Redis before then
+        self._next_due: dict[str, int] = {}
 
     def start(self) -> None:
         w = self.worker
@@ -96,27 +97,63 @@ class Maintenance:
         return [s for s in w.app.schedules if s.task.options.queue in w.keys]
 
     async def fire_cron(self) -> None:
-        """Enqueue each schedule's current tick once, whichever worker gets there first."""
+        """Fire each due schedule's ticks once, whichever worker gets there first.
+
+        A schedule is looked at only once its next tick has come (``_next_due``), so an idle
+        round costs one TIME. For those due, one pipeline reads their last-fired marks and
+        one pipeline fires them: cron_fire.lua enqueues each tick at most once (its tick
+        key) and moves the mark forward, which is what lets ``misfire="once"``/``"all"``
+        know what was missed across restarts. A schedule removed from code is never
+        fired again, so its mark and tick keys simply expire.
+        """
         w = self.worker
         now_ms = await w.broker.acall(command("TIME", parse=_time_ms))
-        for schedule in self._schedules():
-            tick = schedule.due(now_ms)
-            if tick is None:
+        due = [s for s in self._schedules() if self._next_due.get(s.task.name, 0) <= now_ms]
+        if not due:
+            return
+        marks: list[int | None] = await w.broker.acall_many(
+            [cron_marks.read_mark(w.keys[s.task.options.queue], s.task.name) for s in due]
+        )
+        firing_now: list[CronSchedule] = []
+        calls = []
+        for schedule, mark in zip(due, marks, strict=True):
+            task, policy = schedule.task, schedule.policy
+            firing = policy.to_fire(mark, now_ms)
+            if firing.dropped:
+                log.warning(
+                    "cron %s missed %d%s tick(s) beyond misfire_cap=%d; they are not run",
+                    task.name,
+                    firing.dropped,
+                    "+" if firing.dropped_more else "",
+                    policy.misfire_cap,
+                )
+            if not firing.ticks:  # fired by another worker, or missed under "skip"
+                self._next_due[task.name] = policy.next_ticks(now_ms, 1)[0]
                 continue
-            task = schedule.task
-            call = producer.immediate(
-                w.keys[task.options.queue],
-                task.options.priority,
-                task.name,
-                (),
-                {},
-                w.app.max_payload_bytes,
-                Unique(schedule.unique_key(tick), tick.window_ms),
-                w.app.signer,
+            period = policy.period_ms(firing.ticks[-1])
+            firing_now.append(schedule)
+            calls.append(
+                cron_marks.fire(
+                    w.keys[task.options.queue],
+                    task.options.priority,
+                    task.name,
+                    firing.ticks,
+                    unique_window_ms=schedules.unique_window_ms(period),
+                    mark_ttl_ms=schedules.mark_ttl_ms(period),
+                    max_bytes=w.app.max_payload_bytes,
+                    signer=w.app.signer,
+                )
             )
-            created, job_id = await w.broker.acall(call)
-            if created:
-                log.info("cron %s fired for its %d tick as job %s", task.name, tick.at_ms, job_id)
+        if not calls:
+            return
+        fired: list[cron_marks.Fired] = await w.broker.acall_many(calls)
+        for schedule, result in zip(firing_now, fired, strict=True):
+            for tick, job_id in result.enqueued:
+                log.info(
+                    "cron %s fired for its %d tick as job %s", schedule.task.name, tick, job_id
+                )
+            # Only after the fire succeeded: a failed round is tried again next second.
+            self._next_due[schedule.task.name] = schedule.policy.next_ticks(now_ms, 1)[0]
 
     async def reclaim(self) -> None:
         w = self.worker

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import inspect
 import logging
 import multiprocessing
@@ -193,7 +192,7 @@ class ProcessPool:
             await self.start()
         try:
             request = encode_json(
-                {"fn": fn_ref, "args": args, "kwargs": kwargs, "job": dataclasses.asdict(job)}
+                {"fn": fn_ref, "args": args, "kwargs": kwargs, "job": job.public()}
             )
         except PayloadError as exc:
             error = f"PayloadError: the job's arguments cannot be sent to a subprocess: {exc}"

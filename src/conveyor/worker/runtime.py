@@ -33,8 +33,10 @@ from .completer import Completer
 from .delivery import DeliveryRunner
 from .executor import Executor, Outcome
 from .fetcher import Fetcher
+from .flow import FlowState
 from .lease import HeldJobs, LeaseKeeper
 from .maintenance import Maintenance
+from .process_pool import ProcessPool, ProcessPoolSettings
 from .registry import LiveTasks
 from .shutdown import shut_down
 from .slots import Handoff
@@ -80,10 +82,15 @@ class Worker:
         self.pel_limit = 100_000
         concurrency = self.settings.concurrency
         threads: TaskThreads[Outcome] = TaskThreads(max(4, concurrency), self._threads_stuck)
-        self.executor = Executor(threads)
+        #: subprocesses for tasks with executor="process" (none unless a task asks)
+        self.pool: ProcessPool | None = None
+        if any(t.options.executor == "process" for t in app.tasks.values()):
+            self.pool = ProcessPool(ProcessPoolSettings(size=self.settings.pool_size))
+        self.executor = Executor(threads, self.pool)
+        self.flow = FlowState()
         self.completer = Completer(self.broker, self.keys, self.consumer, self._acks_stored)
         self.maintenance = Maintenance(self)
-        self.counts = {"done": 0, "retried": 0, "dead": 0, "lost": 0}
+        self.counts = {"done": 0, "retried": 0, "dead": 0, "lost": 0, "cancelled": 0}
         leases = self.settings.leases
         self.transitions = Transitions(
             self.broker,
@@ -135,7 +142,12 @@ class Worker:
             self.pel_limit,
             self.queues,
             info=self._registry_info,
+            flow=self.flow,
+            loop=asyncio.get_running_loop(),
+            kill=self.pool.cancel if self.pool is not None else None,
         )
+        if self.pool is not None:
+            await self.pool.start()
         self.lease.start()
         await self.completer.warm_up()
         self.completer.start()
@@ -184,6 +196,11 @@ class Worker:
             "tasks": sorted(self.app.tasks),
             "concurrency": self.settings.concurrency,
             "stuck_threads": self.executor.threads.stuck,
+            **(
+                {"pool": {"pids": self.pool.pids, "ready": self.pool.ready}}
+                if self.pool is not None
+                else {}
+            ),
         }
 
     # -- crashes ------------------------------------------------------------------------------
