@@ -25,12 +25,10 @@ def test_due_tick_is_the_latest_one_within_grace(app: Conveyor) -> None:
 
     schedule = CronSchedule("*/5 * * * *", noop, grace=60)
     now = datetime(2026, 1, 1, 12, 5, 30, tzinfo=timezone.utc)
-    tick = schedule.due(_ms(now))
-    assert tick is not None
-    assert tick.at_ms == _ms(datetime(2026, 1, 1, 12, 5, tzinfo=timezone.utc))
-    assert tick.window_ms >= 2 * 5 * 60 * 1000
+    firing = schedule.policy.to_fire(None, _ms(now))
+    assert firing.ticks == (_ms(datetime(2026, 1, 1, 12, 5, tzinfo=timezone.utc)),)
     late = datetime(2026, 1, 1, 12, 7, 0, tzinfo=timezone.utc)
-    assert schedule.due(_ms(late)) is None, "a tick missed by more than the grace is skipped"
+    assert schedule.policy.to_fire(None, _ms(late)).ticks == (), "missed past grace: skipped"
 
 
 def test_invalid_cron_expression_is_rejected_and_not_registered(app: Conveyor) -> None:
@@ -58,9 +56,10 @@ def test_six_field_expression_with_seconds_is_accepted_and_ticks_on_seconds(
     app: Conveyor,
 ) -> None:
     schedule = CronSchedule("*/5 * * * * 30", app.task(lambda: None, name="tock"), grace=60)
-    tick = schedule.due(_ms(datetime(2026, 1, 1, 12, 5, 40, tzinfo=timezone.utc)))
-    assert tick is not None
-    assert tick.at_ms == _ms(datetime(2026, 1, 1, 12, 5, 30, tzinfo=timezone.utc))
+    firing = schedule.policy.to_fire(
+        None, _ms(datetime(2026, 1, 1, 12, 5, 40, tzinfo=timezone.utc))
+    )
+    assert firing.ticks == (_ms(datetime(2026, 1, 1, 12, 5, 30, tzinfo=timezone.utc)),)
 
 
 def test_each_tick_fires_once_with_three_workers(app: Conveyor) -> None:

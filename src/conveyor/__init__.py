@@ -2,6 +2,7 @@
 
 from .app import Conveyor
 from .backoff import Backoff
+from .cancellation import CancelOutcome, CancelResult
 from .context import JobContext, current_job
 from .errors import (
     AuthenticationFailed,
@@ -10,6 +11,8 @@ from .errors import (
     ConveyorError,
     EnqueueRejected,
     EnqueueUncertain,
+    JobCancelled,
+    JobExpired,
     JobFailed,
     JobNotFound,
     JobTimeout,
@@ -22,12 +25,15 @@ from .errors import (
     WorkerCrashed,
 )
 from .job import Job, JobInfo, JobState
+from .progress import Progress
 from .settings import Durability, Leases, Retention, TaskOptions, WorkerSettings
 from .task import Signature, Task
 
 __all__ = [
     "AuthenticationFailed",
     "Backoff",
+    "CancelOutcome",
+    "CancelResult",
     "ConfigurationError",
     "ConnectionFailed",
     "Conveyor",
@@ -36,7 +42,9 @@ __all__ = [
     "EnqueueRejected",
     "EnqueueUncertain",
     "Job",
+    "JobCancelled",
     "JobContext",
+    "JobExpired",
     "JobFailed",
     "JobInfo",
     "JobNotFound",
@@ -45,6 +53,7 @@ __all__ = [
     "Leases",
     "NotReplicated",
     "PayloadError",
+    "Progress",
     "ReplayRefused",
     "Retention",
     "Signature",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
@@ -19,6 +20,7 @@ from .errors import (
 )
 from .job import Job
 from .keys import QueueKeys, parse_job_id, validate_name
+from .schedules import DEFAULT_MISFIRE_CAP, Misfire, SchedulePolicy
 from .settings import Durability, TaskOptions
 from .signing import Signer
 from .task import Signature, Task, TaskHost, active
@@ -122,6 +124,13 @@ class Conveyor:
         timeout: float | None = None,
         max_deliveries: int = 5,
         result_ttl: float = 24 * 3600,
+        rate: str | None = None,
+        rate_burst: int = 1,
+        rate_key: Callable[..., Any] | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[..., Any] | None = None,
+        expires: float | None = None,
+        executor: str = "thread",
     ) -> TaskDecorator: ...
 
     def task(
@@ -130,7 +139,10 @@ class Conveyor:
         """Register a function (async or sync) as a task; usable bare or with options.
 
         Options are those of TaskOptions; ``backoff`` may also be a base delay in seconds
-        (exponential, full jitter).
+        (exponential, full jitter). Each is checked here, so a bad one fails at import
+        (ConfigurationError naming it), not in a worker hours later: ``executor="process"``
+        needs a sync function importable by name from a module (no lambda, no nested
+        function), since a subprocess imports it to run it.
         """
         unknown = set(options) - TASK_OPTION_NAMES
         if unknown:
@@ -153,6 +165,8 @@ class Conveyor:
                 raise ConfigurationError(
                     f"a task named {task_name!r} is already registered; pass name=... to one"
                 )
+            if task_options.executor == "process":
+                _check_process_task(f, task_name)
             t: Task[Any, Any] = Task(self, f, task_name, task_options)
             self.tasks[task_name] = t
             return t
@@ -160,17 +174,30 @@ class Conveyor:
         return register(fn) if fn is not None else register
 
     def cron(
-        self, expression: str, *, grace: float = 60.0, **options: Any
+        self,
+        expression: str,
+        *,
+        grace: float = 60.0,
+        tz: str = "UTC",
+        misfire: Misfire = "skip",
+        misfire_cap: int = DEFAULT_MISFIRE_CAP,
+        **options: Any,
     ) -> Callable[[Callable[[], Any]], Task[[], Any]]:
-        """Register a task that runs at every tick of a cron expression (UTC), once per tick.
+        """Register a task that runs at every tick of a cron expression, once per tick.
 
-        Takes the options of ``task``; the function takes no arguments.
+        The expression is read in ``tz`` (an IANA zone; UTC by default). ``misfire`` says
+        what becomes of ticks missed while no worker ran: ``"skip"`` (fire a tick only
+        within ``grace`` seconds), ``"once"`` (fire the latest missed tick once) or
+        ``"all"`` (each missed tick, at most ``misfire_cap``). Takes the options of
+        ``task``; the function takes no arguments.
         """
+        # Checked before the decorated function is seen, so a bad option registers nothing.
+        SchedulePolicy(expression, tz, misfire, misfire_cap, grace)
 
         def register(fn: Callable[[], Any]) -> Task[[], Any]:
             t: Task[[], Any] = self.task(**options)(fn)
             try:
-                self.schedules.append(CronSchedule(expression, t, grace))
+                self.schedules.append(CronSchedule(expression, t, grace, tz, misfire, misfire_cap))
             except ConfigurationError:
                 del self.tasks[t.name]
                 raise
@@ -252,7 +279,22 @@ class Conveyor:
         await self.broker.aclose()
 
 
+def _check_process_task(fn: Callable[..., Any], name: str) -> None:
+    """A process-pool task must be sync and importable by a subprocess (by module and name)."""
+    if inspect.iscoroutinefunction(fn):
+        raise ConfigurationError(
+            f"task {name!r}: executor='process' runs sync functions only, and "
+            f"{fn.__qualname__} is async; drop executor='process' (async tasks run on the "
+            "worker's event loop) or make it a plain def"
+        )
+    from .worker.process_pool import task_ref
+
+    task_ref(fn)
+
+
 Added = list[tuple[bool, str]]
+#: A task's option fields as a hashable key: jobs with the same share one bulk script.
+Extra = tuple[tuple[str, str | int], ...]
 #: Calls adding a batch, each with the positions in the batch of the jobs it adds.
 Plan = list[tuple[list[int], Call[Added]]]
 
@@ -261,20 +303,22 @@ def _plan(batch: Sequence[Signature]) -> Plan:
     """One script per ready stream for the batch; a job with a unique key goes alone (its
     script checks the key)."""
     plan: Plan = []
-    streams: dict[tuple[TaskHost, str, str], list[int]] = {}
+    streams: dict[tuple[TaskHost, str, str, Extra], list[int]] = {}
     for i, s in enumerate(batch):
         task = s.task
         if task._unique is not None:
             plan.append(([i], _as_list(task._immediate(s.args, s.kwargs))))
         else:
-            streams.setdefault((task.app, task.options.queue, task.options.priority), []).append(i)
-    for (app, queue, level), positions in streams.items():
+            o = task.options
+            extra = tuple(sorted(task._extra.items())) if task._extra else ()
+            streams.setdefault((task.app, o.queue, o.priority, extra), []).append(i)
+    for (app, queue, level, extra), positions in streams.items():
         jobs: list[producer.BulkJob] = [
             (batch[i].task.name, batch[i].args, batch[i].kwargs, batch[i].task.hint_for)
             for i in positions
         ]
         call = producer.immediate_many(
-            app.keys(queue), level, jobs, app.max_payload_bytes, app.signer
+            app.keys(queue), level, jobs, app.max_payload_bytes, app.signer, dict(extra)
         )
         plan.append((positions, call))
     return plan

@@ -1,63 +1,45 @@
-"""Cron schedules: which tick is due (a pure function of the expression and Redis' clock).
+"""Cron schedules: a task enqueued at every tick of a cron expression, once per tick.
 
-Any number of workers evaluate every schedule; each tick is enqueued once, through a unique
-key named after the tick, so a fleet never doubles a cron job and a lone worker never
-needs to be elected.
+Any number of workers evaluate every schedule; each tick is enqueued once, by one script
+that checks a key named after the tick and moves the schedule's last-fired mark forward
+(``cron_marks``), so a fleet never doubles a cron job and a lone worker never needs to be
+elected. When, in which zone and after a misfire is ``schedules.SchedulePolicy``'s part.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from croniter import croniter
-
-from .errors import ConfigurationError
+from .schedules import DEFAULT_MISFIRE_CAP, Misfire, SchedulePolicy
 
 if TYPE_CHECKING:
     from .task import Task
 
 
 @dataclass(frozen=True)
-class Tick:
-    at_ms: int
-    #: how long the tick's de-duplication key must live: past the next tick, with margin
-    window_ms: int
-
-
-@dataclass(frozen=True)
 class CronSchedule:
-    """A task enqueued (without arguments) at every tick of a cron expression, UTC.
+    """A task enqueued (without arguments) at every tick of a cron expression.
 
-    Five fields (minute hour day-of-month month day-of-week), or six with seconds last.
+    Five fields (minute hour day-of-month month day-of-week), or six with seconds last,
+    read in the wall-clock time of ``tz`` (an IANA zone, UTC by default).
 
-    A tick is fired when a worker sees it within ``grace`` seconds; ticks missed while no
-    worker ran are skipped, not replayed in a burst.
+    ``misfire`` says what happens to ticks missed while no worker ran: ``"skip"`` fires a
+    tick only when a worker sees it within ``grace`` seconds; ``"once"`` fires the latest
+    missed tick once; ``"all"`` fires each missed tick, at most ``misfire_cap`` of them.
     """
 
     expression: str
     task: Task[Any, Any]
     grace: float = 60.0
+    tz: str = "UTC"
+    misfire: Misfire = "skip"
+    misfire_cap: int = DEFAULT_MISFIRE_CAP
+    #: the validated timing options (ConfigurationError at decoration names the bad one)
+    policy: SchedulePolicy = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if len(self.expression.split()) not in (5, 6) or not croniter.is_valid(self.expression):
-            raise ConfigurationError(
-                f"invalid cron expression {self.expression!r}: use five fields (minute hour "
-                "day-of-month month day-of-week) like '*/5 * * * *', or six with seconds "
-                "last like '*/5 * * * * 30'"
-            )
-
-    def due(self, now_ms: int) -> Tick | None:
-        """The latest tick at or before ``now_ms`` if it is within the grace period."""
-        now = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)
-        prev: datetime = croniter(self.expression, now).get_prev(datetime)
-        nxt: datetime = croniter(self.expression, prev).get_next(datetime)
-        at_ms = int(prev.timestamp() * 1000)
-        if now_ms - at_ms > self.grace * 1000:
-            return None
-        period_ms = int((nxt - prev).total_seconds() * 1000)
-        return Tick(at_ms, 2 * period_ms + 60_000)
-
-    def unique_key(self, tick: Tick) -> str:
-        return f"cron:{self.task.name}:{tick.at_ms}"
+        policy = SchedulePolicy(
+            self.expression, self.tz, self.misfire, self.misfire_cap, self.grace
+        )
+        object.__setattr__(self, "policy", policy)

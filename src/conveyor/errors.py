@@ -169,6 +169,27 @@ class JobFailed(ConveyorError):
         self.traceback = traceback
 
 
+class JobCancelled(ConveyorError):
+    """The job was cancelled (``job.cancel()`` or ``conveyor cancel``); it has no result."""
+
+    def __init__(self, job_id: str, reason: str | None = None) -> None:
+        super().__init__(f"job {job_id} was cancelled{f': {reason}' if reason else ''}")
+        self.job_id = job_id
+        self.reason = reason
+
+
+class JobExpired(ConveyorError):
+    """The job was not run: it waited longer than its ``expires`` option allows."""
+
+    def __init__(self, job_id: str, reason: str | None = None) -> None:
+        super().__init__(
+            f"job {job_id} was not run: {reason or 'it waited past its expires option'}; "
+            "enqueue it again, or raise its expires option if it should wait longer"
+        )
+        self.job_id = job_id
+        self.reason = reason
+
+
 class JobNotFound(ConveyorError, LookupError):
     """Redis holds nothing for that job id (never enqueued, or its record expired)."""
 

@@ -10,9 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from . import cancellation, progress
 from .broker import Broker, Call, operations
-from .errors import JobFailed, JobNotFound, JobTimeout
+from .cancellation import CancelResult
+from .errors import JobCancelled, JobExpired, JobFailed, JobNotFound, JobTimeout
 from .keys import JobLocation, QueueKeys, parse_job_id
+from .progress import Progress
 from .wire import JobRecord, decode_record
 
 R = TypeVar("R")
@@ -28,6 +31,9 @@ class JobHost(Protocol):
     def keys(self, queue: str) -> QueueKeys: ...
 
 
+#: How long the record of a job cancelled by id is kept (the default ``result_ttl``: a
+#: handle made from an id alone does not know its task's option).
+CANCEL_RECORD_TTL_MS = 24 * 3600 * 1000
 #: Published messages can be missed across a reconnect; re-read the state this often anyway.
 RECHECK_SECONDS = 2.0
 
@@ -39,12 +45,15 @@ class JobState(str, enum.Enum):
     RETRYING = "retrying"  # failed, waiting out its backoff in the delayed set
     DONE = "done"
     DEAD = "dead"  # failed for good, in the dead-letter stream
-    EXPIRED = "expired"  # finished, but its record's TTL has passed
+    CANCELLED = "cancelled"  # stopped by job.cancel() / `conveyor cancel`; never retried
+    #: finished, but its record's TTL has passed; or, with a record whose ``reason`` says
+    #: so, not run because it waited past its ``expires`` option (JobInfo.expired_by_option)
+    EXPIRED = "expired"
     UNKNOWN = "unknown"  # nothing in Redis knows this id
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.DONE, JobState.DEAD, JobState.EXPIRED)
+        return self in (JobState.DONE, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED)
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,17 @@ class JobInfo:
     due_ms: int | None = None
     consumer: str | None = None
     deliveries: int | None = None
+
+    @property
+    def expired_by_option(self) -> bool:
+        """True when the job was not run because it waited past its ``expires`` option (its
+        record says why), rather than finished long ago with its record gone."""
+        return self.state is JobState.EXPIRED and self.record is not None
+
+    @property
+    def reason(self) -> str | None:
+        """Why it was cancelled or expired, when the record says."""
+        return self.record.reason if self.record else None
 
 
 def interpret(job_id: str, w: operations.Whereabouts) -> JobInfo:
@@ -133,12 +153,45 @@ class Job(Generic[R]):
         if info.state is JobState.DEAD:
             rec = info.record
             raise JobFailed(self.id, rec.error if rec else None, rec.traceback if rec else None)
+        if info.state is JobState.CANCELLED:
+            raise JobCancelled(self.id, info.reason)
+        if info.expired_by_option:
+            raise JobExpired(self.id, info.reason)
         if info.state is JobState.EXPIRED:
             raise JobNotFound(f"job {self.id} finished, but its result has expired")
         raise JobNotFound(f"no job {self.id} in Redis (never enqueued, or its record expired)")
 
+    # -- steering -------------------------------------------------------------------------
+    def cancel(self, reason: str | None = None) -> CancelResult:
+        """Stop the job wherever it is; the result says what happened (``outcome``).
+
+        Delayed or retrying: removed and ended ``cancelled`` now. Queued: ended now; its
+        entry is skipped when a worker reads it. Running: marked; the worker that runs it
+        sees the mark on its next lease beat and stops it (an async task is cancelled, a
+        process-pool task killed, a thread task sees ``current_job().cancelled()``).
+        Already ended: nothing changes (``ALREADY_ENDED``, with the state in ``detail``).
+        Raises JobNotFound for an id Redis knows nothing about.
+        """
+        return cancellation.cancel(
+            self.app.broker, self._keys, self.id, ttl_ms=CANCEL_RECORD_TTL_MS, reason=reason
+        )
+
+    async def cancel_async(self, reason: str | None = None) -> CancelResult:
+        return await cancellation.cancel_async(
+            self.app.broker, self._keys, self.id, ttl_ms=CANCEL_RECORD_TTL_MS, reason=reason
+        )
+
+    def progress(self) -> Progress | None:
+        """The latest progress the running task reported (``current_job().progress()``),
+        or None when it reported none (or it expired with the job)."""
+        return self.app.broker.call(progress.read(self._keys, self.id))
+
+    async def progress_async(self) -> Progress | None:
+        return await self.app.broker.acall(progress.read(self._keys, self.id))
+
     def result(self, timeout: float | None = None) -> R:
-        """Wait for the job to finish and return its result; raise JobFailed if it died.
+        """Wait for the job to finish and return its result; raise JobFailed if it died,
+        JobCancelled if it was cancelled, JobExpired if it waited past its ``expires``.
 
         Waits on the queue's completion channel rather than polling.
         """

@@ -90,6 +90,16 @@ class QueueKeys:
     def unique(self, unique_key: str) -> str:
         return f"{self.prefix}unique:{unique_key}"
 
+    @property
+    def cancelled(self) -> str:
+        """Set of ids of queued or running jobs cancelled but not yet skipped or ended:
+        what fetch skips and what a worker's lease beat checks its running jobs against."""
+        return f"{self.prefix}cancelled"
+
+    def progress(self, job_id: str) -> str:
+        """The latest progress a running job reported, beside its record."""
+        return f"{self.prefix}progress:{job_id}"
+
 
 #: Hash tag of the live-workers registry: '~' is not allowed in queue names, so it never
 #: shares keys with a queue, and the heartbeat script's two keys share one slot.

@@ -25,6 +25,15 @@ from .keys import QueueKeys, delayed_job_id, job_id_for
 from .signing import Signer, resign
 from .wire import encode_fields, encode_json
 
+#: Fields an entry carries for the ``expires`` option (whole ms) and for a unique key held
+#: until the job ends (its name): what the worker reads; absent when the option is not set,
+#: so a plain job's entry is unchanged.
+EXPIRES_FIELD = "expires"
+UNIQUE_FIELD = "unique"
+
+#: Extra stream fields of a job's options (``option_fields``); empty for a plain job.
+Extra = Mapping[str, str | int]
+
 #: One job for ``immediate_many``: task name, args, kwargs, and the argument types (or None).
 BulkJob = tuple[str, Sequence[Any], Mapping[str, Any], HintFor | None]
 
@@ -73,6 +82,34 @@ def mint_id(queue: str) -> str:
     return delayed_job_id(queue, uuid.uuid4().hex)
 
 
+def option_fields(expires_ms: int | None, unique: Unique | None) -> dict[str, str | int]:
+    """The option fields of an entry: ``expires`` when set, ``unique`` for a key held until
+    the job ends (window 0), so the step that ends the job can free it."""
+    extra: dict[str, str | int] = {}
+    if expires_ms is not None:
+        extra[EXPIRES_FIELD] = expires_ms
+    if unique is not None and unique.window_ms == 0:
+        extra[UNIQUE_FIELD] = unique.key
+    return extra
+
+
+def _with_extra(
+    fields: dict[str, bytes | str | int],
+    extra: Extra | None,
+    signer: Signer | None,
+    queue: str,
+    level: str,
+) -> dict[str, bytes | str | int]:
+    """``fields`` plus the option fields, signed again when signed (the signature covers them)."""
+    if not extra:
+        return fields
+    fields.update(extra)
+    if signer is not None:
+        fields.pop("sig", None)
+        fields = dict(resign(fields, signer, queue, level))
+    return fields
+
+
 def _pairs(fields: Mapping[str, Arg]) -> list[Arg]:
     return list(chain.from_iterable(fields.items()))
 
@@ -87,14 +124,18 @@ def immediate(
     unique: Unique | None = None,
     signer: Signer | None = None,
     hints: HintFor | None = None,
+    extra: Extra | None = None,
 ) -> Call[tuple[bool, str]]:
-    """One XADD (or one script, with a unique key or a signer)."""
+    """One XADD (or one script, with a unique key or a signer). ``extra``: option fields
+    (``option_fields``), none for a plain job."""
     if signer is not None:
-        job_id, fields = _with_id(keys, level, task, args, kwargs, max_bytes, signer, hints)
+        job_id, fields = _with_id(keys, level, task, args, kwargs, max_bytes, signer, hints, extra)
         return signed(keys, level, job_id, fields, unique)
     fields = encode_fields(
         task, args, kwargs, enqueued_at=now_ms(), max_bytes=max_bytes, hints=hints
     )
+    if extra:
+        fields.update(extra)
     prefix = job_id_for(keys.queue, level, "")
     if unique is not None:
         return operations.enqueue_unique(keys, level, fields, unique, prefix)
@@ -131,8 +172,10 @@ def immediate_many(
     jobs: Sequence[BulkJob],
     max_bytes: int,
     signer: Signer | None = None,
+    extra: Extra | None = None,
 ) -> Call[list[tuple[bool, str]]]:
-    """Jobs ``(task, args, kwargs, hints)`` for one ready stream: one script adds them all."""
+    """Jobs ``(task, args, kwargs, hints)`` for one ready stream: one script adds them all.
+    ``extra``: option fields every one of them carries."""
     enqueued_at = now_ms()
     if signer is not None:
         ids = [mint_id(keys.queue) for _ in jobs]
@@ -150,6 +193,7 @@ def immediate_many(
                 level=level,
                 hints=hints,
             )
+            fields = _with_extra(fields, extra, signer, keys.queue, level)
             args.append(len(fields))
             args += _pairs(fields)
         records = [keys.record(job_id) for job_id in ids]
@@ -159,6 +203,9 @@ def immediate_many(
         encode_fields(task, a, kw, enqueued_at=enqueued_at, max_bytes=max_bytes, hints=hints)
         for task, a, kw, hints in jobs
     ]
+    if extra:
+        for fields in all_fields:
+            fields.update(extra)
     prefix = job_id_for(keys.queue, level, "")
     many = operations.enqueue_many(keys, level, all_fields)
     return Call(
@@ -207,9 +254,10 @@ def scheduled(
     unique: Unique | None = None,
     signer: Signer | None = None,
     hints: HintFor | None = None,
+    extra: Extra | None = None,
 ) -> Call[tuple[bool, str]]:
     """A job for the delayed set; signed for the stream it will be promoted to."""
-    job_id, fields = _with_id(keys, level, task, args, kwargs, max_bytes, signer, hints)
+    job_id, fields = _with_id(keys, level, task, args, kwargs, max_bytes, signer, hints, extra)
     payload = delayed_payload(fields, level)
     return operations.schedule(keys, job_id, payload, delay_ms=delay_ms, at_ms=at_ms, unique=unique)
 
@@ -223,6 +271,7 @@ def _with_id(
     max_bytes: int,
     signer: Signer | None,
     hints: HintFor | None,
+    extra: Extra | None = None,
 ) -> tuple[str, dict[str, bytes | str | int]]:
     """A minted id and the fields that carry it (signed for ``level`` under a signer)."""
     job_id = mint_id(keys.queue)
@@ -238,4 +287,4 @@ def _with_id(
         level=level,
         hints=hints,
     )
-    return job_id, fields
+    return job_id, _with_extra(fields, extra, signer, keys.queue, level)

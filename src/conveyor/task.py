@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ from . import producer
 from .broker import Call
 from .broker.operations import Unique
 from .errors import ConfigurationError, NotReplicated, PayloadError
+from .expiry import expires_ms
 from .job import Job, JobHost
 from .keys import level_of, validate_name
 from .settings import Durability, TaskOptions
@@ -21,6 +23,14 @@ from .signing import Signer
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class _Unset:
+    """The default of an option ``using`` leaves as it is (None has a meaning there)."""
+
+
+UNSET = _Unset()
+
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -78,6 +88,14 @@ class Task(Generic[P, R]):
         self._plan: list[tuple[str, Any]] | None = None
         self._unique: Unique | None = None
         self._durability: Durability | None = None
+        #: stream fields of the options (expires, unique until done); None for a plain task,
+        #: whose enqueue stays one XADD of the same fields as ever
+        self._extra: dict[str, str | int] | None = None
+        self._set_extra()
+
+    def _set_extra(self) -> None:
+        extra = producer.option_fields(expires_ms(self.options.expires), self._unique)
+        self._extra = extra or None
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.options.queue}>"
@@ -91,7 +109,8 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         priority: str | None = None,
         unique_key: str | None = None,
-        unique_for: float = 3600.0,
+        unique_for: float | None = 3600.0,
+        expires: float | _Unset | None = UNSET,
         wait_replicas: int | None = None,
         wait_timeout: float = 1.0,
         wait_aof: bool = False,
@@ -101,6 +120,12 @@ class Task(Generic[P, R]):
         ``unique_key``: at most one job per key is added within ``unique_for`` seconds; an
         enqueue with a taken key returns the first job (``job.created`` is False). Use it to
         retry an enqueue safely after a timeout, or to collapse duplicate requests.
+        ``unique_for=None`` holds the key until the job ends (done, dead, cancelled or
+        expired), freed by the same step that ends it: one job per key at a time.
+
+        ``expires``: seconds the job may wait to start (from when it becomes ready); a job
+        not started by then is not run and ends ``expired`` (``None`` turns the task's
+        option off for these enqueues).
 
         ``wait_replicas``: after adding, wait up to ``wait_timeout`` seconds until that many
         replicas have the job (``WAIT``; with ``wait_aof``, fsynced to AOF: ``WAITAOF``,
@@ -112,13 +137,17 @@ class Task(Generic[P, R]):
             changes["queue"] = queue
         if priority is not None:
             changes["priority"] = level_of(priority)
+        if not isinstance(expires, _Unset):
+            expires_ms(expires)  # ConfigurationError naming the option
+            changes["expires"] = expires
         clone: Task[P, R] = Task(self.app, self.fn, self.name, replace(self.options, **changes))
         clone._unique = self._unique
         clone._durability = self._durability
         if wait_replicas is not None:
             clone._durability = Durability(wait_replicas, wait_timeout, wait_aof)
         if unique_key is not None:
-            clone._unique = Unique(validate_unique_key(unique_key), int(unique_for * 1000))
+            clone._unique = Unique(validate_unique_key(unique_key), unique_window_ms(unique_for))
+        clone._set_extra()
         return clone
 
     def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature:
@@ -256,6 +285,7 @@ class Task(Generic[P, R]):
             self._unique,
             self.app.signer,
             self.hint_for,
+            self._extra,
         )
 
     def _scheduled(
@@ -279,6 +309,7 @@ class Task(Generic[P, R]):
             unique=self._unique,
             signer=self.app.signer,
             hints=self.hint_for,
+            extra=self._extra,
         )
 
     def _add(self, call: Call[tuple[bool, str]]) -> tuple[bool, str]:
@@ -342,6 +373,23 @@ def active(d: Durability | None) -> Durability | None:
 
 def _ms(delay: float | timedelta) -> int:
     return producer.delay_ms(delay)
+
+
+def unique_window_ms(unique_for: float | None) -> int:
+    """``unique_for`` in ms; 0 means until the job ends (``None``)."""
+    if unique_for is None:
+        return 0
+    if isinstance(unique_for, bool) or not isinstance(unique_for, (int, float)):
+        raise ConfigurationError(
+            f"unique_for must be a number of seconds, or None (until the job ends), "
+            f"not {unique_for!r}"
+        )
+    if not math.isfinite(unique_for) or unique_for < 0.001:
+        raise ConfigurationError(
+            f"unique_for must be at least 0.001 seconds, or None (until the job ends), "
+            f"not {unique_for!r}"
+        )
+    return int(unique_for * 1000)
 
 
 def validate_unique_key(key: str) -> str:
