@@ -15,7 +15,6 @@ import pytest
 
 from conveyor import Conveyor
 from conveyor.broker import operations, run_script, text
-from conveyor.broker.calls import Arg
 from conveyor.cancellation import (
     CancelOutcome,
     cancel,
@@ -25,9 +24,8 @@ from conveyor.cancellation import (
     end_cancelled,
 )
 from conveyor.errors import ConfigurationError, JobNotFound
-from conveyor.keys import GROUP, LEVEL_CODES, LEVELS, QueueKeys, delayed_job_id, job_id_for
+from conveyor.keys import GROUP, LEVEL_CODES, QueueKeys, delayed_job_id, job_id_for
 from conveyor.wire import JobRecord, decode_record, encode_record
-from tests.proposed_scripts import run_proposed
 
 TTL = 60_000
 FIELDS = {"task": "t", "args": "[]", "kwargs": "{}", "version": "1"}
@@ -53,15 +51,8 @@ def schedule(app: Conveyor, keys: QueueKeys, token: str, delay_ms: int, **extra:
 
 
 def skip_fetch(app: Conveyor, keys: QueueKeys, consumer: str, count: int = 10) -> list[str]:
-    """Entry ids the changed fetch.lua delivers: cancelled ones are left out."""
-
-    def parse(reply: Any) -> list[str]:
-        return [text(e[0]) for _, entries in reply for e in entries]
-
-    prefixes = [f"{keys.queue}:{LEVEL_CODES[level]}:" for level in LEVELS]
-    key_list = [*keys.streams, cancelled_key(keys)]
-    args: list[Arg] = [GROUP, consumer, count, *prefixes]
-    return app.broker.call(run_proposed("fetch", key_list, args, parse))
+    """Entry ids fetch.lua delivers: cancelled ones are left out."""
+    return [d.entry_id for d in app.broker.call(operations.fetch(keys, consumer, count))]
 
 
 def pending(r: Any, keys: QueueKeys) -> list[str]:

@@ -1,6 +1,5 @@
 """Ending transitions free a unique key held "until done" and drop a stale cancel mark
-(issue 11, items 1 and 8), with complete.lua, dead.lua and retry.lua as the lead is to
-change them (tests/lua/), against a real Redis."""
+(issue 11, items 1 and 8), with complete.lua, dead.lua and retry.lua against a real Redis."""
 
 from __future__ import annotations
 
@@ -10,12 +9,10 @@ from typing import Any
 import pytest
 
 from conveyor import Conveyor
-from conveyor.broker import operations, text
-from conveyor.broker.calls import Arg
+from conveyor.broker import operations
 from conveyor.cancellation import CancelOutcome, cancel, cancelled_key, cancelled_record
 from conveyor.keys import GROUP, QueueKeys, job_id_for
 from conveyor.wire import JobRecord, decode_record, encode_record
-from tests.proposed_scripts import run_proposed
 
 TTL = 60_000
 FIELDS = {"task": "t", "args": "[]", "kwargs": "{}", "version": "1"}
@@ -39,20 +36,13 @@ def running(app: Conveyor, keys: QueueKeys, r: Any, unique: str | None) -> tuple
 
 
 def complete(app: Conveyor, keys: QueueKeys, jobs: list[tuple[str, Any, str | None]]) -> Any:
-    """complete.lua (changed) for jobs of the normal level: (job_id, delivery, unique)."""
-    ids = sorted(d.entry_id for _, d, _ in jobs)
-    uniques = [keys.unique(u) for _, _, u in jobs if u]
-    key_list = [*keys.streams, cancelled_key(keys), *(keys.record(j) for j, _, _ in jobs)]
-    first_unique = len(key_list) + 1
-    args: list[Arg] = [GROUP, "w1", keys.done_channel, 2, len(jobs), ids[0], ids[-1]]
-    k = 0
-    for job_id, d, unique in jobs:
-        index = 0
-        if unique:
-            index = first_unique + k
-            k += 1
-        args += (d.entry_id, encode_record(JobRecord(state="done")), TTL, job_id, index)
-    return app.broker.call(run_proposed("complete", [*key_list, *uniques], args, list))
+    """complete.lua through operations.complete: (job_id, delivery, unique)."""
+    rec = encode_record(JobRecord(state="done"))
+    done = [
+        operations.Completion(d.level, d.entry_id, job_id, rec, TTL, unique or "")
+        for job_id, d, unique in jobs
+    ]
+    return app.broker.call(operations.complete(keys, "w1", done))
 
 
 def test_complete_frees_unique_keys_held_until_done_and_only_those(
@@ -81,36 +71,29 @@ def test_complete_drops_the_mark_of_a_job_cancelled_after_its_last_beat(
 def test_dead_frees_the_unique_key_and_the_mark(app: Conveyor, keys: QueueKeys, r: Any) -> None:
     job_id, d = running(app, keys, r, "u")
     cancel(app.broker, keys, job_id, ttl_ms=TTL)
-    key_list = [
-        keys.stream("normal"),
-        keys.dead,
-        keys.record(job_id),
-        cancelled_key(keys),
-        keys.unique("u"),
-    ]
     rec = encode_record(JobRecord(state="dead", error="boom"))
-    args: list[Arg] = [GROUP, "w1", d.entry_id, rec, TTL, keys.done_channel, job_id]
-    args += ("error", "boom")
-    dead_id = app.broker.call(run_proposed("dead", key_list, args, text))
+    dead_id = app.broker.call(
+        operations.dead(keys, "w1", d, job_id, rec, TTL, [("error", "boom")], unique="u")
+    )
     assert r.xrange(keys.dead)[0][0].decode() == dead_id
     assert not r.exists(keys.unique("u")) and r.scard(cancelled_key(keys)) == 0
 
 
 def retry(app: Conveyor, keys: QueueKeys, job_id: str, d: Any, unique: str | None) -> int:
-    key_list = [
-        keys.stream("normal"),
-        keys.delayed,
-        keys.payloads,
-        keys.record(job_id),
-        cancelled_key(keys),
-    ]
-    if unique:
-        key_list.append(keys.unique(unique))
     payload = json.dumps({**FIELDS, "id": job_id}).encode()
-    args: list[Arg] = [GROUP, "w1", d.entry_id, job_id, payload, 0]
-    args += (encode_record(JobRecord(state="retrying", attempt=1)), cancelled_record(), TTL)
-    args += (keys.done_channel, "PUBLISH")
-    return int(app.broker.call(run_proposed("retry", key_list, args, int)))
+    call = operations.retry(
+        keys,
+        "w1",
+        d,
+        job_id,
+        payload,
+        0,
+        encode_record(JobRecord(state="retrying", attempt=1)),
+        cancelled_record=cancelled_record(),
+        ttl_ms=TTL,
+        unique=unique or "",
+    )
+    return app.broker.call(call)
 
 
 def test_retry_of_a_job_cancelled_while_running_ends_it_cancelled(

@@ -108,7 +108,7 @@ def fetch(keys: QueueKeys, consumer: str, count: int) -> Call[list[Delivery]]:
     prefixes = [job_id_for(keys.queue, level, "") for level in LEVELS]
     return run_script(
         "fetch",
-        [*keys.streams, keys.prefix + "cancelled"],
+        [*keys.streams, _cancelled(keys)],
         [GROUP, consumer, count, *prefixes],
         parse,
     )
@@ -127,7 +127,7 @@ def skip_cancelled(
         args += [d.entry_id, raw if raw is not None else ""]
     return run_script(
         "skip_cancelled",
-        [keys.stream(level), keys.prefix + "cancelled"],
+        [keys.stream(level), _cancelled(keys)],
         args,
         lambda reply: {text(x) for x in reply},
     )
@@ -179,6 +179,13 @@ class Completion:
     job_id: str
     record: bytes
     ttl_ms: int
+    #: the unique key (name) the job holds until done, freed by the ack; "" for none
+    unique: str = ""
+
+
+def _cancelled(keys: QueueKeys) -> str:
+    """The queue's set of jobs cancelled while queued or running (cancellation.py)."""
+    return f"{keys.prefix}cancelled"
 
 
 def _stream_id(entry_id: str) -> tuple[int, int]:
@@ -197,17 +204,26 @@ def complete(
         by_level.setdefault(c.level, []).append(i)
     args: list[Arg] = [GROUP, consumer, keys.done_channel, publish]
     order: list[int] = []  # positions in ``done``, in the order the script sees them
+    unique_keys: list[str] = []
+    first_unique = 5 + len(done)  # KEYS index of the first unique key
     for level, positions in by_level.items():
         ids = [_stream_id(done[i].entry_id) for i in positions]
         low, high = min(ids), max(ids)
         args += (LEVEL_INDEX[level], len(positions), f"{low[0]}-{low[1]}", f"{high[0]}-{high[1]}")
         for i in positions:
             c = done[i]
-            args += (c.entry_id, c.record, c.ttl_ms)
+            u = 0
+            if c.unique:
+                u = first_unique + len(unique_keys)
+                unique_keys.append(keys.unique(c.unique))
+            args += (c.entry_id, c.record, c.ttl_ms, c.job_id, u)
         order += positions
     record_keys = [keys.record(done[i].job_id) for i in order]
     return run_script(
-        "complete", [*keys.streams, *record_keys], args, lambda r: [order[int(i) - 1] for i in r]
+        "complete",
+        [*keys.streams, _cancelled(keys), *record_keys, *unique_keys],
+        args,
+        lambda r: [order[int(i) - 1] for i in r],
     )
 
 
@@ -219,12 +235,37 @@ def retry(
     payload: bytes,
     delay_ms: int,
     record: bytes,
-) -> Call[bool]:
+    *,
+    cancelled_record: bytes = b"{}",
+    ttl_ms: int = 86_400_000,
+    unique: str = "",
+    publish: str = "PUBLISH",
+) -> Call[int]:
+    """Park a job in the delayed set for its next attempt (or a bounce). The reply is 1,
+    0 when the consumer no longer owns the entry, or 2 when the job had been marked
+    cancelled while it ran: then it ended ``cancelled`` (``cancelled_record``, kept
+    ``ttl_ms``) instead, freeing its until-done ``unique`` key."""
+    key_list = [keys.stream(d.level), keys.delayed, keys.payloads, keys.record(job_id)]
+    key_list.append(_cancelled(keys))
+    if unique:
+        key_list.append(keys.unique(unique))
     return run_script(
         "retry",
-        [keys.stream(d.level), keys.delayed, keys.payloads, keys.record(job_id)],
-        [GROUP, consumer, d.entry_id, job_id, payload, delay_ms, record],
-        lambda r: bool(int(r)),
+        key_list,
+        [
+            GROUP,
+            consumer,
+            d.entry_id,
+            job_id,
+            payload,
+            delay_ms,
+            record,
+            cancelled_record,
+            ttl_ms,
+            keys.done_channel,
+            publish,
+        ],
+        int,
     )
 
 
@@ -237,16 +278,26 @@ def dead(
     ttl_ms: int,
     fields: Iterable[tuple[str, bytes | str]],
     publish: str = "PUBLISH",
+    unique: str = "",
 ) -> Call[str | None]:
-    args: list[Arg] = [GROUP, consumer, d.entry_id, record, ttl_ms, keys.done_channel, publish]
+    """Move a job to the dead letters; frees its until-done ``unique`` key and drops a
+    stale cancel mark in the same step."""
+    args: list[Arg] = [
+        GROUP,
+        consumer,
+        d.entry_id,
+        record,
+        ttl_ms,
+        keys.done_channel,
+        publish,
+        job_id,
+    ]
     for name, value in fields:
         args += (name, value)
-    return run_script(
-        "dead",
-        [keys.stream(d.level), keys.dead, keys.record(job_id)],
-        args,
-        lambda r: text(r) if r else None,
-    )
+    key_list = [keys.stream(d.level), keys.dead, keys.record(job_id), _cancelled(keys)]
+    if unique:
+        key_list.append(keys.unique(unique))
+    return run_script("dead", key_list, args, lambda r: text(r) if r else None)
 
 
 def reject(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .. import progress
 from ..broker import Call, command
 from ..broker.operations import Completion, Delivery
-from ..cancellation import UNIQUE_FIELD, end_cancelled
+from ..cancellation import end_cancelled
 from ..context import JobContext
 from ..errors import ConfigurationError, PayloadError
 from ..keys import QueueKeys, job_id_for, parse_job_id
@@ -28,7 +28,7 @@ from ..wire import Envelope, decode_fields, decode_record, envelope_fields
 from . import outcomes
 from .executor import CANCELLED, Outcome
 from .flow import Running
-from .transitions import DEFAULTS
+from .transitions import DEFAULTS, unique_of
 
 if TYPE_CHECKING:
     from .runtime import Worker
@@ -213,7 +213,7 @@ class DeliveryRunner:
             else:
                 w.completer.submit(
                     d.queue,
-                    Completion(d.level, d.entry_id, job_id, record, ttl),
+                    Completion(d.level, d.entry_id, job_id, record, ttl, unique_of(d)),
                     lambda stored: self._acked(d, job_id, stored),
                     ended,
                     after=None if lease is None else self._release_call(d, lease),
@@ -285,7 +285,6 @@ class DeliveryRunner:
     async def _end_cancelled(self, d: Delivery, job_id: str, ttl: int, lease: Held | None) -> None:
         """A job stopped by job.cancel(): acked and recorded ``cancelled``, never retried."""
         w = self.w
-        unique = d.fields.get(UNIQUE_FIELD.encode())
         ok = await w.transitions.call(
             end_cancelled(
                 w.keys[d.queue],
@@ -294,7 +293,7 @@ class DeliveryRunner:
                 d.entry_id,
                 job_id,
                 ttl_ms=ttl,
-                unique_name=unique.decode() if unique else "",
+                unique_name=unique_of(d),
                 publish=w.broker.publish_command,
             )
         )

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from ..backoff import Backoff
 from ..broker import Broker, Call, operations
 from ..broker.operations import Delivery
+from ..cancellation import UNIQUE_FIELD, cancelled_record
 from ..errors import ConnectionFailed
 from ..keys import QueueKeys
 from ..producer import delayed_payload
@@ -30,9 +31,20 @@ log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
 
 DEFAULTS = TaskOptions()
+#: what retry.lua's reply means for the counts: parked, or ended cancelled (it was marked)
+RETRIED = {1: "retried", 2: "cancelled"}
+
+
+def unique_of(d: Delivery) -> str:
+    """The unique key a job holds until it ends (its entry's ``unique`` field), or ""."""
+    raw = d.fields.get(UNIQUE_FIELD_BYTES)
+    return raw.decode(errors="replace") if raw else ""
+
+
 #: Waits between attempts while Redis is unreachable: full jitter, so that a fleet of
 #: workers does not reconnect in one burst when Redis comes back.
 RECONNECT = Backoff(base=0.25, cap=5.0)
+UNIQUE_FIELD_BYTES = UNIQUE_FIELD.encode()
 
 
 class Transitions:
@@ -82,6 +94,10 @@ class Transitions:
                     delayed_payload(fields, d.level),
                     int(delay * 1000),
                     outcomes.retry_record(env, error),
+                    cancelled_record=cancelled_record("cancelled while running"),
+                    ttl_ms=int(task.options.result_ttl * 1000),
+                    unique=unique_of(d),
+                    publish=self.broker.publish_command,
                 )
             )
             log.warning(
@@ -93,7 +109,7 @@ class Transitions:
                 delay,
                 error,
             )
-            self.count("retried" if ok else "lost", job_id)
+            self.count(RETRIED.get(ok, "lost"), job_id)
             return
         await self.dead(
             d,
@@ -146,6 +162,7 @@ class Transitions:
                 ttl,
                 fields,
                 self.broker.publish_command,
+                unique_of(d),
             )
         )
         log.warning("job %s moved to the dead-letter stream (%s): %s", job_id, reason, error)
@@ -197,6 +214,9 @@ class Transitions:
                 delayed_payload(fields, d.level),
                 int(self.bounce_delay * 1000),
                 outcomes.scheduled_record(env),
+                cancelled_record=cancelled_record("cancelled while queued"),
+                unique=unique_of(d),
+                publish=self.broker.publish_command,
             )
         )
         log.info(
@@ -205,7 +225,7 @@ class Transitions:
             env.task,
             "for a worker that does" if registered else "in case a worker that does starts",
         )
-        self.count("bounced" if ok else "lost", job_id)
+        self.count({1: "bounced", 2: "cancelled"}.get(ok, "lost"), job_id)
 
     def count(self, what: str, job_id: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
