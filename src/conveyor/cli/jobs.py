@@ -1,14 +1,16 @@
-"""`conveyor enqueue` and `conveyor status`: add one job, and follow one job by its id."""
+"""`conveyor enqueue`, `status` and `cancel`: add one job, follow one by its id, stop one."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import click
 
+from ..cancellation import CancelOutcome, CancelResult
 from ..errors import redact_url
 from ..job import JobState
 from .base import Context, app_option, errors, main, parse_json, pass_context
@@ -73,6 +75,15 @@ def status(c: Context, job_id: str, spec: str | None) -> None:
                 out[name] = value
         if info.state is JobState.DONE:
             out["result"] = rec.result
+    if info.expired_by_option:
+        out["expired_by"] = "expires option"
+    shown = app.job(job_id).progress() if info.state is not JobState.UNKNOWN else None
+    if shown is not None:
+        out["progress"] = {
+            "fraction": shown.fraction,
+            "message": shown.message,
+            "at": _utc(shown.at),
+        }
     click.echo(json.dumps(out, indent=2, default=str))
     if info.state is JobState.UNKNOWN:
         click.echo(
@@ -82,3 +93,39 @@ def status(c: Context, job_id: str, spec: str | None) -> None:
             err=True,
         )
         sys.exit(2)
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--reason", default=None, help="Recorded with the job (shown by status).")
+@app_option
+@pass_context
+@errors
+def cancel(c: Context, job_id: str, reason: str | None, spec: str | None) -> None:
+    """Cancel a job wherever it is; one line says what happened.
+
+    Exit 0 when the job is (or will be) stopped or had already ended, 1 for an unknown id.
+    """
+    app = c.app(spec)
+    click.echo(describe(job_id, app.job(job_id).cancel(reason)))
+
+
+def describe(job_id: str, result: CancelResult) -> str:
+    """One line per outcome: what changed and what happens next."""
+    match result.outcome:
+        case CancelOutcome.CANCELLED:
+            return f"cancelled {job_id}: it was waiting to run and never will"
+        case CancelOutcome.WILL_SKIP:
+            return f"cancelled {job_id}: it was queued; it will be skipped when a worker reads it"
+        case CancelOutcome.SIGNALLED:
+            return (
+                f"signalled {job_id} to worker {result.detail or '(unknown)'}: it is running "
+                "and stops within one lease renewal, ending cancelled"
+            )
+        case CancelOutcome.ALREADY_ENDED:
+            return f"nothing to cancel: {job_id} already ended as {result.detail or 'finished'}"
+    return f"{job_id}: {result.outcome.value}"  # pragma: no cover - every outcome is above

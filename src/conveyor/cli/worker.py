@@ -19,6 +19,12 @@ from .base import Context, errors, main, pass_context
 @click.option("-q", "--queues", default=None, help="Comma-separated queues (default: the app's).")
 @click.option("--lease", default=30.0, show_default=True, help="Lease timeout in seconds.")
 @click.option("--grace", default=30.0, show_default=True, help="Shutdown grace in seconds.")
+@click.option(
+    "--pool-size",
+    default=2,
+    show_default=True,
+    help="Subprocesses per worker process for executor='process' tasks (started only if any).",
+)
 @pass_context
 @errors
 def worker(
@@ -29,6 +35,7 @@ def worker(
     queues: str | None,
     lease: float,
     grace: float,
+    pool_size: int,
 ) -> None:
     """Run workers for the app at SPEC (module:attribute), e.g. `conveyor worker tasks:app`."""
     from ..logs import configure_logging
@@ -37,6 +44,8 @@ def worker(
     configure_logging(c.log_level)
     if processes < 1:
         raise click.BadParameter("must be >= 1", param_hint="--processes")
+    if pool_size < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--pool-size")
     app = c.app(spec)  # fail here, once, on a bad path, rather than in every child
     app.broker.server_info()
     names = tuple(q.strip() for q in queues.split(",") if q.strip()) if queues else None
@@ -45,7 +54,11 @@ def worker(
 
         names = app_queues(app)
     settings = WorkerSettings(
-        queues=names, concurrency=concurrency, leases=Leases(timeout=lease), shutdown_grace=grace
+        queues=names,
+        concurrency=concurrency,
+        leases=Leases(timeout=lease),
+        shutdown_grace=grace,
+        pool_size=pool_size,
     )
     # The children get the URL and namespace resolved here, so every process serves the
     # Redis this one checked, whatever their own import of the app would resolve.
