@@ -313,17 +313,37 @@ def reject(
 
 
 def requeue(
-    keys: QueueKeys, consumer: str, d: Delivery, job_id: str, fields: Mapping[str, Arg]
+    keys: QueueKeys,
+    consumer: str,
+    d: Delivery,
+    job_id: str,
+    fields: Mapping[str, Arg],
+    *,
+    cancelled_record: bytes = b"{}",
+    ttl_ms: int = 86_400_000,
+    unique: str = "",
+    publish: str = "PUBLISH",
 ) -> Call[str | None]:
-    args: list[Arg] = [GROUP, consumer, d.entry_id, d.level]
+    """Hand a job back to its stream (shutdown). The reply is the new entry id, "cancelled"
+    when the job had been marked cancelled (it ended so instead), or None when the consumer
+    no longer owns the entry."""
+    args: list[Arg] = [
+        GROUP,
+        consumer,
+        d.entry_id,
+        d.level,
+        job_id,
+        cancelled_record,
+        ttl_ms,
+        keys.done_channel,
+        publish,
+    ]
     for name, value in fields.items():
         args += (name, value)
-    return run_script(
-        "requeue",
-        [keys.stream(d.level), keys.record(job_id)],
-        args,
-        lambda r: text(r) if r else None,
-    )
+    key_list = [keys.stream(d.level), keys.record(job_id), _cancelled(keys)]
+    if unique:
+        key_list.append(keys.unique(unique))
+    return run_script("requeue", key_list, args, lambda r: text(r) if r else None)
 
 
 def renew(

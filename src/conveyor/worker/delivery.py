@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 from .. import progress
 from ..broker import Call, command
 from ..broker.operations import Completion, Delivery
-from ..cancellation import end_cancelled
+from ..cancellation import cancel_flags, end_cancelled
 from ..context import JobContext
 from ..errors import ConfigurationError, PayloadError
+from ..expiry import EXPIRES_FIELD, expire, expires_ms
 from ..keys import QueueKeys, job_id_for, parse_job_id
 from ..limits import Held, Release, release
 from ..producer import delayed_payload
+from ..settings import TaskOptions
 from ..signing import resign
 from ..task import Task
 from ..wire import Envelope, decode_fields, decode_record, envelope_fields
@@ -39,6 +41,7 @@ log = logging.getLogger("conveyor.worker")
 MAX_JOB_ID = 200
 #: Record states after which a job never runs again.
 ENDED = frozenset({"done", "dead", "cancelled"})
+EXPIRES_FIELD_BYTES = EXPIRES_FIELD.encode()
 #: Dead reasons of signed copies refused before they ran (the job ran, or runs, elsewhere).
 ENDED_COPY = "replayed_ended_job"
 QUEUED_COPY = "duplicate_of_queued_job"
@@ -99,6 +102,28 @@ class DeliveryRunner:
                 why = _refusal(record, d.entry_id)
                 if why is not None:
                     self._refused[(d.queue, d.level, d.entry_id)] = why
+
+    async def drop_cancelled(self, got: list[Delivery]) -> list[Delivery]:
+        """Of reclaimed deliveries, end those whose job was marked cancelled (its worker
+        died before it read the mark) instead of running them again; the rest run. One
+        SMISMEMBER per queue and reclaimed batch: the reclaim path only."""
+        w = self.w
+        by_queue: dict[str, list[tuple[Delivery, str]]] = {}
+        for d in got:
+            by_queue.setdefault(d.queue, []).append((d, entry_job_id(d)))
+        dropped: set[tuple[str, str, str]] = set()
+        for queue, items in by_queue.items():
+            marked = await w.transitions.call(
+                cancel_flags(w.keys[queue], [job_id for _, job_id in items])
+            )
+            for d, job_id in items:
+                if job_id in marked:
+                    name = d.fields.get(b"task", b"").decode(errors="replace")
+                    task = w.app.tasks.get(name)
+                    opts = task.options if task is not None else DEFAULTS
+                    await self._end_cancelled(d, job_id, int(opts.result_ttl * 1000), None)
+                    dropped.add((d.queue, d.level, d.entry_id))
+        return [d for d in got if (d.queue, d.level, d.entry_id) not in dropped]
 
     async def process(self, d: Delivery) -> None:
         acking = False
@@ -171,6 +196,10 @@ class DeliveryRunner:
             await transitions.dead(d, job_id, env, "bad_arguments", str(exc))
             return False
         opts = task.options
+        raw_expires = d.fields.get(EXPIRES_FIELD_BYTES)
+        expiring = raw_expires is not None or opts.expires is not None
+        if expiring and await self._expired(d, env, job_id, raw_expires, opts):
+            return False
         lease: Held | None = None
         if opts.rate is not None or opts.concurrency is not None:
             admitted, lease = await self._admit(d, env, task, job_id, args, kwargs)
@@ -228,6 +257,45 @@ class DeliveryRunner:
         self.w.held.discard(d.queue, d.level, d.entry_id)
         self.w.flow.unhold(d.queue, job_id)
         self.w.transitions.count("done" if stored else "lost", job_id)
+
+    async def _expired(
+        self,
+        d: Delivery,
+        env: Envelope,
+        job_id: str,
+        raw: bytes | None,
+        opts: TaskOptions,
+    ) -> bool:
+        """True when the job waited past its ``expires`` (the entry's field, else the
+        task's option) and expire.lua ended it ``expired``: one script, on Redis' clock,
+        paid only by jobs that carry the option."""
+        w = self.w
+        try:
+            limit_ms = int(raw) if raw is not None else expires_ms(opts.expires)
+        except ValueError:
+            limit_ms = expires_ms(opts.expires)
+        if not limit_ms or limit_ms <= 0:
+            return False
+        ended = await w.transitions.call(
+            expire(
+                w.keys[d.queue],
+                w.consumer,
+                d.level,
+                d.entry_id,
+                job_id,
+                limit_ms,
+                ttl_ms=int(opts.result_ttl * 1000),
+                unique_name=unique_of(d),
+                attempt=env.attempt,
+                publish=w.broker.publish_command,
+            )
+        )
+        if ended == 0:
+            return False
+        if ended == 1:
+            log.info("job %s expired: not started within %d ms of being ready", job_id, limit_ms)
+        w.transitions.count("expired" if ended == 1 else "lost", job_id)
+        return True
 
     async def _admit(
         self,

@@ -176,6 +176,8 @@ class Maintenance:
                 # A claimed entry is a fetch like any other: a signed copy of an ended job,
                 # read by a made-up consumer, must not run again because it came this way.
                 await w.runner.check_ended(claimed)
+                # A job cancelled while its worker was dead ends here, never runs again.
+                claimed = await w.runner.drop_cancelled(claimed)
                 for d in claimed:
                     log.info(
                         "reclaimed job %s/%s %s (delivery %d) after its lease expired",

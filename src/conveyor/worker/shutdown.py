@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..broker import operations, text
 from ..broker.operations import Delivery
+from ..cancellation import cancelled_record
 from ..keys import job_id_for
 from ..signing import resign
 from . import acklag
 from .cancellation import cancel_and_wait
+from .transitions import unique_of
 
 if TYPE_CHECKING:
     from .runtime import Worker
@@ -74,8 +76,19 @@ async def requeue(w: Worker, d: Delivery) -> None:
         # A changed entry needs a fresh signature (it goes back to the same queue and level).
         fields = resign({**fields, "id": job_id}, w.app.signer, d.queue, d.level)
     new_id = await w.transitions.call(
-        operations.requeue(w.keys[d.queue], w.consumer, d, text(fields["id"]), fields)
+        operations.requeue(
+            w.keys[d.queue],
+            w.consumer,
+            d,
+            text(fields["id"]),
+            fields,
+            cancelled_record=cancelled_record("cancelled while running"),
+            unique=unique_of(d),
+            publish=w.broker.publish_command,
+        )
     )
     w.held.discard(d.queue, d.level, d.entry_id)
-    if new_id:
+    if new_id == "cancelled":
+        log.info("job %s was cancelled; it ended so instead of being requeued", fields["id"])
+    elif new_id:
         log.info("requeued unfinished job %s", text(fields["id"]))
