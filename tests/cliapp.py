@@ -51,3 +51,16 @@ explicit = Conveyor(
     namespace=os.environ.get("TEST_NAMESPACE", "cliapp"),
 )
 register_tasks(explicit)
+
+#: Cron schedules for `conveyor cron ls` (apart from ``app``, whose workers must not fire).
+cronapp = Conveyor(namespace=os.environ.get("TEST_NAMESPACE", "cliapp"))
+
+
+@cronapp.cron("0 9 * * 1-5", tz="Europe/Paris", misfire="once")
+def morning_report() -> None:
+    return None
+
+
+@cronapp.cron("*/15 * * * *", misfire="all", misfire_cap=10)
+def sync_accounts() -> None:
+    return None

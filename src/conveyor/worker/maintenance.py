@@ -96,8 +96,10 @@ class Maintenance:
         w = self.worker
         return [s for s in w.app.schedules if s.task.options.queue in w.keys]
 
-    async def fire_cron(self) -> None:
-        """Fire each due schedule's ticks once, whichever worker gets there first.
+    async def fire_cron(self) -> float:
+        """Fire each due schedule's ticks once, whichever worker gets there first; returns
+        the seconds to sleep: until the next tick (on Redis' clock), at most CRON_EVERY, so
+        a tick fires as it comes rather than up to a second late (a short ``grace`` holds).
 
         A schedule is looked at only once its next tick has come (``_next_due``), so an idle
         round costs one TIME. For those due, one pipeline reads their last-fired marks and
@@ -110,7 +112,7 @@ class Maintenance:
         now_ms = await w.broker.acall(command("TIME", parse=_time_ms))
         due = [s for s in self._schedules() if self._next_due.get(s.task.name, 0) <= now_ms]
         if not due:
-            return
+            return self._sleep(now_ms)
         marks: list[int | None] = await w.broker.acall_many(
             [cron_marks.read_mark(w.keys[s.task.options.queue], s.task.name) for s in due]
         )
@@ -145,7 +147,7 @@ class Maintenance:
                 )
             )
         if not calls:
-            return
+            return self._sleep(now_ms)
         fired: list[cron_marks.Fired] = await w.broker.acall_many(calls)
         for schedule, result in zip(firing_now, fired, strict=True):
             for tick, job_id in result.enqueued:
@@ -154,6 +156,13 @@ class Maintenance:
                 )
             # Only after the fire succeeded: a failed round is tried again next second.
             self._next_due[schedule.task.name] = schedule.policy.next_ticks(now_ms, 1)[0]
+        return self._sleep(now_ms)
+
+    def _sleep(self, now_ms: int) -> float:
+        names = [s.task.name for s in self._schedules()]
+        soonest = min((self._next_due.get(n, now_ms) for n in names), default=now_ms)
+        # 5 ms past the tick: Redis' clock must have reached it when the worker asks.
+        return min(CRON_EVERY, max(0.005, (soonest - now_ms + 5) / 1000))
 
     async def reclaim(self) -> None:
         w = self.worker
