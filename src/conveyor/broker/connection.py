@@ -85,6 +85,65 @@ class _AsyncRetry(redis.asyncio.retry.Retry):
             _retrying.reset(token)
 
 
+def _role(reply: Any) -> str:
+    """The role named by a ROLE reply (``master``, ``slave`` or ``sentinel``)."""
+    first = reply[0] if isinstance(reply, (list, tuple)) and reply else reply
+    return first.decode() if isinstance(first, bytes) else str(first)
+
+
+def _not_master(address: tuple[str, int], role: str) -> redis.ConnectionError:
+    return redis.ConnectionError(
+        f"Redis at {address[0]}:{address[1]} answers as {role}, not master: the sentinels "
+        "are failing over; reconnecting to the master they name"
+    )
+
+
+class SentinelMasterConnection(redis.sentinel.SentinelManagedConnection):
+    """A connection to the master the sentinels name *now*, checked with ROLE.
+
+    redis-py's own class asks the sentinels only in ``connect()``; a connection dropped
+    while in use reconnects through ``send_packed_command``, straight to the address it
+    had, so after a failover it retries the old master's port until that server comes
+    back, empty and saying role:master until the sentinels demote it: workers then ran
+    jobs twice and recreated consumer groups on it. Every (re)connect here asks the
+    sentinels for the address and refuses a server that is not a master; the cost is one
+    sentinel query and one ROLE per connect, never per command.
+    """
+
+    def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if self._sock:
+            return
+        address = self.connection_pool.get_master_address()
+        self.host, self.port = address
+        # one attempt: the caller's retry asks the sentinels again before the next
+        super().connect_check_health(check_health=check_health, retry_socket_connect=False)
+        self.send_command("ROLE", check_health=False)
+        role = _role(self.read_response())
+        if role != "master":
+            self.disconnect()
+            raise _not_master(address, role)
+
+
+class AsyncSentinelMasterConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+    """The asyncio twin of :class:`SentinelMasterConnection`."""
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if self.is_connected:
+            return
+        address = await self.connection_pool.get_master_address()
+        self.host, self.port = address
+        await super().connect_check_health(check_health=check_health, retry_socket_connect=False)
+        await self.send_command("ROLE", check_health=False)
+        role = _role(await self.read_response())
+        if role != "master":
+            await self.disconnect()
+            raise _not_master(address, role)
+
+
 def configured_url(url: str | None = None) -> str:
     """The URL given, else CONVEYOR_REDIS_URL, else REDIS_URL, else localhost."""
     return url or os.environ.get("CONVEYOR_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_URL
@@ -248,6 +307,7 @@ def connect_sync(url: str, options: ClientOptions | None = None) -> Any:
             db=target.db,
             username=target.username,
             password=target.password,
+            connection_class=SentinelMasterConnection,
             **kwargs,
         )
         if options.single_connection:
@@ -278,6 +338,7 @@ def connect_async(url: str, options: ClientOptions | None = None) -> Any:
             db=target.db,
             username=target.username,
             password=target.password,
+            connection_class=AsyncSentinelMasterConnection,
             **kwargs,
         )
         if options.single_connection:
