@@ -29,8 +29,10 @@ TIMEOUT = 60
 #: The line each example prints when the outcome it demonstrates really happened.
 EXPECTED = {
     "api_endpoint": "queued over HTTP, answered at once, result served",
+    "cpu_bound": "CPU work ran in subprocesses; the stuck one was killed",
     "crash_recovery": "killed job recovered, poison job bounded",
     "delayed_jobs": "every delayed job ran once, on time",
+    "flow_control": "cancelled, limited, expired, reported and de-duplicated",
     "interop_redis_cli": "plain XADD job ran; bad entries dead-lettered",
     "pipeline": "every document went through 4 stages",
     "priorities": "high drained first",
