@@ -37,6 +37,9 @@ class JobContext:
     deliveries: int
     worker: str
     _cancel: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+    #: set when the function returned or raised: a cancel mark read later is not this run's
+    _over: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
     _report: Report | None = field(default=None, compare=False, repr=False)
     _areport: AsyncReport | None = field(default=None, compare=False, repr=False)
 
@@ -47,6 +50,19 @@ class JobContext:
         does then, the job ends ``cancelled``, never retried.
         """
         return self._cancel.is_set()
+
+    def _mark_cancelled(self) -> bool:
+        """Set the flag unless the function already returned (the lease thread calls it):
+        a sync job ends ``cancelled`` exactly when this returned True before it ended."""
+        with self._lock:
+            if self._over.is_set():
+                return False
+            self._cancel.set()
+            return True
+
+    def _returned(self) -> None:
+        with self._lock:
+            self._over.set()
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Store how far the job is (0.0 to 1.0) and what it is doing: a blocking call,

@@ -229,7 +229,11 @@ class DeliveryRunner:
             w.flow.ended(job_id)
         ended = time.perf_counter()
         w.job_took(ended - started)
-        if job.cancelled() or outcome.reason == CANCELLED:
+        # Ended by a cancel: an async job whose slot was cancelled or a pool job killed
+        # (the outcome says so), or a sync thread job whose flag was set before it returned
+        # (context.py): whatever it returned then, it ends cancelled, never retried.
+        thread_job = not process and not task.is_async
+        if outcome.reason == CANCELLED or (thread_job and job.cancelled()):
             await self._end_cancelled(d, job_id, ttl, lease)
             return False
         if outcome.ok:

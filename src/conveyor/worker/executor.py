@@ -161,6 +161,7 @@ def _run_sync(
     except BaseException as exc:  # SystemExit included: a task's failure is data, not a crash
         return _failure(exc)
     finally:
+        job._returned()  # a cancel mark read from now on is too late for this run
         _current.reset(token)
 
 

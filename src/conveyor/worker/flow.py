@@ -97,7 +97,8 @@ class FlowState:
                 if run is None or run.stopping:
                     continue
                 run.stopping = True
-            run.ctx._cancel.set()
+            if not run.ctx._mark_cancelled():
+                continue  # it returned meanwhile: it ends as it ended
             log.info("job %s was cancelled while running; stopping it", job_id)
             if run.process and kill is not None:
                 kill(job_id)
