@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from conveyor.broker.connection import ClientOptions, connect_async, connect_sync
 from tests.redis_cluster import SentinelGroup
@@ -92,3 +93,27 @@ def test_a_pinned_connection_never_reaches_the_restarted_empty_master(
     finally:
         loop.close()
         sync_client.close()
+
+
+def test_a_server_the_sentinels_still_name_but_that_is_a_replica_is_refused(
+    group: SentinelGroup,
+) -> None:
+    """A sentinel's answer can be a moment old: the server it names may already be a
+    replica (demoted, or resyncing empty). Reads there would succeed on stale data, so a
+    connect checks ROLE and refuses it, naming what happens next."""
+    old = group.master_port()
+    new = next(s.port for s in group.servers if s.port != old)
+    # swap the roles behind the sentinels' back: they still name ``old`` for a while
+    replica, master = (
+        connect_sync(f"redis://127.0.0.1:{new}/0"),
+        connect_sync(f"redis://127.0.0.1:{old}/0"),
+    )
+    replica.execute_command("REPLICAOF", "NO", "ONE")
+    master.execute_command("REPLICAOF", "127.0.0.1", new)
+    assert group.master_port() == old and group.role_of(old) == "slave"
+
+    # a single-connection client connects when made
+    with pytest.raises(redis.ConnectionError, match="answers as slave, not master"):
+        connect_sync(group.url, ClientOptions(single_connection=True, retries=0)).ping()
+    replica.close()
+    master.close()

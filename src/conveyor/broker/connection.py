@@ -110,6 +110,10 @@ class SentinelMasterConnection(redis.sentinel.SentinelManagedConnection):
     sentinel query and one ROLE per connect, never per command.
     """
 
+    def _connect_retry(self) -> None:
+        # redis-py resolves here and again below: once is enough
+        self.connect_check_health(check_health=self.connection_pool.check_connection)
+
     def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
     ) -> None:
@@ -128,6 +132,9 @@ class SentinelMasterConnection(redis.sentinel.SentinelManagedConnection):
 
 class AsyncSentinelMasterConnection(redis.asyncio.sentinel.SentinelManagedConnection):
     """The asyncio twin of :class:`SentinelMasterConnection`."""
+
+    async def _connect_retry(self) -> None:
+        await self.connect_check_health(check_health=self.connection_pool.check_connection)
 
     async def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
