@@ -68,6 +68,13 @@ class Run:
     def runs(self) -> Counter[int]:
         return Counter(seq for seq, _, _ in self.ledger())
 
+    def log_lines(self, text: str) -> int:
+        """Worker log lines containing ``text``: "lease lost" and "consumer group missing"
+        show workers reaching a server without the queue's state (an empty old master)."""
+        return sum(
+            path.read_text(errors="replace").count(text) for path in self.dir.glob("worker-*.log")
+        )
+
 
 def produce(run: Run, url: str, namespace: str, kill: threading.Event) -> None:
     app = make_app(url, namespace)
@@ -215,6 +222,8 @@ def execute(run: Run, timeout: float) -> dict[str, Any]:
         "lost_acknowledged": len(lost),
         "lost_sample": lost[:10],
         "duplicated_runs": dup,
+        "lease_lost_lines": run.log_lines("lease lost"),
+        "group_missing_lines": run.log_lines("consumer group missing"),
         "promotion_s": round(promoted_in, 2),
         "producer_downtime_s": (
             round(run.producer_down[1] - run.producer_down[0], 2) if run.producer_down else 0.0
