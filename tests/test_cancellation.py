@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from conveyor import Conveyor
-from conveyor.broker import operations, run_script, text
+from conveyor.broker import operations
 from conveyor.cancellation import (
     CancelOutcome,
     cancel,
@@ -24,7 +24,7 @@ from conveyor.cancellation import (
     end_cancelled,
 )
 from conveyor.errors import ConfigurationError, JobNotFound
-from conveyor.keys import GROUP, LEVEL_CODES, QueueKeys, delayed_job_id, job_id_for
+from conveyor.keys import GROUP, QueueKeys, delayed_job_id, job_id_for
 from conveyor.wire import JobRecord, decode_record, encode_record
 
 TTL = 60_000
@@ -280,18 +280,7 @@ def test_block_read_deliveries_of_cancelled_jobs_are_dropped(
     do_cancel(app, keys, gone)
     do_cancel(app, keys, moved)
     read = app.broker.call(operations.block_read({stream: ("q", "normal")}, "w1", 10, 100))
-    pairs: list[str] = []
-    for d in read:
-        pairs += (d.entry_id, d.fields.get(b"id", b"").decode())
-    prefix = f"{keys.queue}:{LEVEL_CODES['normal']}:"
-    dropped = app.broker.call(
-        run_script(
-            "skip_cancelled",
-            [stream, cancelled_key(keys)],
-            [GROUP, "w1", prefix, *pairs],
-            lambda reply: [text(i) for i in reply],
-        )
-    )
+    dropped = app.broker.call(operations.skip_cancelled(keys, "normal", "w1", read))
     assert entry_of(gone) in dropped and len(dropped) == 2
     assert pending(r, keys) == [entry_of(kept)]
     assert r.scard(cancelled_key(keys)) == 0
@@ -304,16 +293,23 @@ def test_skip_cancelled_leaves_entries_of_other_consumers(
     other = enqueue(app, keys)
     (d, _) = app.broker.call(operations.fetch(keys, "w2", 2))
     do_cancel(app, keys, job_id)  # running on w2: signalled
-    prefix = f"{keys.queue}:{LEVEL_CODES['normal']}:"
-    call = run_script(
-        "skip_cancelled",
-        [keys.stream("normal"), cancelled_key(keys)],
-        [GROUP, "w1", prefix, d.entry_id, ""],
-        lambda reply: [text(i) for i in reply],
-    )
-    assert app.broker.call(call) == []
+    assert app.broker.call(operations.skip_cancelled(keys, "normal", "w1", [d])) == set()
     assert pending(r, keys) == [entry_of(job_id), entry_of(other)]
     assert r.sismember(cancelled_key(keys), job_id)
+
+
+def test_a_cancel_landing_between_the_block_read_and_the_skip_keeps_the_entry(
+    app: Conveyor, keys: QueueKeys, r: Any
+) -> None:
+    """The cancel finds the entry pending (signalled, no record written): dropping it would
+    end the job with no record at all, so it stays to run and be stopped by the beat."""
+    stream = keys.stream("normal")
+    job_id = enqueue(app, keys)
+    read = app.broker.call(operations.block_read({stream: ("q", "normal")}, "w1", 10, 100))
+    assert do_cancel(app, keys, job_id).outcome is CancelOutcome.SIGNALLED
+    assert app.broker.call(operations.skip_cancelled(keys, "normal", "w1", read)) == set()
+    assert pending(r, keys) == [entry_of(job_id)]
+    assert r.sismember(cancelled_key(keys), job_id)  # the beat still finds the mark
 
 
 def test_cancel_frees_a_unique_key_held_until_done(app: Conveyor, keys: QueueKeys, r: Any) -> None:

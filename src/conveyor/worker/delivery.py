@@ -249,12 +249,12 @@ class DeliveryRunner:
                     Completion(d.level, d.entry_id, job_id, record, ttl, unique_of(d)),
                     lambda stored: self._acked(d, job_id, stored),
                     ended,
-                    after=None if lease is None else self._release_call(d, lease),
+                    after=None if lease is None else self.release_call(d, lease),
                 )
                 return True
         await transitions.failed(d, env, task, job_id, outcome)
         if lease is not None:
-            await transitions.call(self._release_call(d, lease))
+            await transitions.call(self.release_call(d, lease))
         return False
 
     def _acked(self, d: Delivery, job_id: str, stored: bool) -> None:
@@ -348,7 +348,7 @@ class DeliveryRunner:
         w.transitions.count("limited" if admission.outcome == "wait" else "lost", job_id)
         return False, None
 
-    def _release_call(self, d: Delivery, lease: Held) -> Call[Release]:
+    def release_call(self, d: Delivery, lease: Held) -> Call[Release]:
         self.w.flow.unhold(d.queue, lease.job_id)
         return release(
             self.w.keys[d.queue], self.w.consumer, d, lease.job_id, task=lease.task, key=lease.key
@@ -370,7 +370,7 @@ class DeliveryRunner:
             )
         )
         if lease is not None:
-            await w.transitions.call(self._release_call(d, lease))
+            await w.transitions.call(self.release_call(d, lease))
         w.transitions.count("cancelled" if ok else "lost", job_id)
 
     def _progress(

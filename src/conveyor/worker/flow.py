@@ -71,6 +71,10 @@ class FlowState:
         with self._lock:
             self.leases_by_queue.get(queue, {}).pop(job_id, None)
 
+    def lease_of(self, queue: str, job_id: str) -> Held | None:
+        with self._lock:
+            return self.leases_by_queue.get(queue, {}).get(job_id)
+
     def running_ids(self) -> dict[str, list[str]]:
         """Ids of running jobs by queue, for the beat's cancel-mark read."""
         with self._lock:
