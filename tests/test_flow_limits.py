@@ -177,3 +177,27 @@ def test_concurrency_limit_recovers_within_a_lease_after_a_holder_is_killed(
             break
     assert full_at is not None
     assert full_at - killed_at <= LEASE + 1.5, f"3 ran again {full_at - killed_at:.2f} s later"
+
+
+def test_a_stopping_worker_gives_its_concurrency_leases_back_at_once(
+    flow_app: Conveyor, spawn: Spawn, tmp_path: Path
+) -> None:
+    """SIGTERM past the grace requeues the limited jobs a worker runs and releases their
+    leases then: when those jobs are then cancelled, the jobs waiting for the limit run at
+    once on another worker, not after the leases (10 s) expire."""
+    ledger = tmp_path / "ledger.txt"
+    lease = 10.0
+    first = spawn(lease=lease, concurrency=10, grace=0.3).wait_ready()
+    held = flow.limited.enqueue_many([(str(ledger), i, 30.0) for i in range(3)])
+    wait_until(lambda: len(rows(ledger, "START")) == 3, 30, "three jobs to start")
+    waiting = flow.limited.enqueue_many([(str(ledger), i, 0.0) for i in range(10, 13)])
+    first.signal(signal.SIGTERM)
+    assert first.wait_exit(15) == 0
+    for job in held:  # requeued by the shutdown; cancelled before anyone runs them again
+        job.cancel()
+    stopped_at = time.time()
+    spawn(lease=lease, concurrency=10).wait_ready()
+    for job in waiting:
+        wait_until(lambda job=job: job.status() is JobState.DONE, lease, f"{job.id} to run")
+    assert time.time() - stopped_at < lease / 2
+    assert len(rows(ledger, "START")) == 6  # the cancelled ones never ran again
