@@ -21,6 +21,7 @@ from conveyor.cancellation import (
     cancel_async,
     cancel_flags,
     cancelled_key,
+    cancelled_record,
     end_cancelled,
 )
 from conveyor.errors import ConfigurationError, JobNotFound
@@ -360,3 +361,34 @@ def test_zero_ttl_deletes_the_record_but_still_cancels(
     job_id = schedule(app, keys, "z1", 60_000)
     assert cancel(app.broker, keys, job_id, ttl_ms=0).outcome is CancelOutcome.CANCELLED
     assert not r.exists(keys.record(job_id)) and r.zcard(keys.delayed) == 0
+
+
+def test_requeue_of_a_job_marked_while_running_ends_it_cancelled(
+    app: Conveyor, keys: QueueKeys, r: Any
+) -> None:
+    """requeue.lua (a stopping worker hands back what it runs): a job marked cancelled after
+    its worker's last beat is not handed back to run again; it ends cancelled."""
+    job_id = enqueue(app, keys, unique="rq")
+    r.set(keys.unique("rq"), job_id)
+    (d,) = app.broker.call(operations.fetch(keys, "w1", 1))
+    assert do_cancel(app, keys, job_id).outcome is CancelOutcome.SIGNALLED
+    fields = {k.decode(): v for k, v in d.fields.items()}
+    reply = app.broker.call(
+        operations.requeue(
+            keys, "w1", d, job_id, fields, cancelled_record=cancelled_record(), unique="rq"
+        )
+    )
+    assert reply == "cancelled"
+    assert r.xlen(keys.stream("normal")) == 1  # no copy added
+    assert pending(r, keys) == []
+    rec = record(r, keys, job_id)
+    assert rec is not None and rec.state == "cancelled" and rec.finished_at
+    assert r.scard(cancelled_key(keys)) == 0 and not r.exists(keys.unique("rq"))
+
+
+def test_requeue_of_an_unmarked_job_hands_it_back(app: Conveyor, keys: QueueKeys, r: Any) -> None:
+    job_id = enqueue(app, keys)
+    (d,) = app.broker.call(operations.fetch(keys, "w1", 1))
+    fields = {k.decode(): v for k, v in d.fields.items()}
+    new_id = app.broker.call(operations.requeue(keys, "w1", d, job_id, {**fields, "id": job_id}))
+    assert new_id and new_id != "cancelled" and r.xlen(keys.stream("normal")) == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,3 +217,21 @@ def test_cancel_racing_the_fetch_runs_or_cancels_never_both_never_lost(
     assert pending(r, flow_app) == 0
     assert r.scard(flow_app.keys("default").prefix + "cancelled") == 0
     assert any(s is JobState.CANCELLED for s in states.values())
+
+
+def test_a_job_cancelled_while_its_worker_is_dead_is_not_run_again_when_reclaimed(
+    flow_app: Conveyor, spawn: Spawn, ledger: Path, r: redis.Redis
+) -> None:
+    """SIGKILL the worker running a job, cancel the job (it is still pending, so only
+    marked), then let another worker reclaim it: it ends cancelled instead of running."""
+    first = spawn(lease=LEASE).wait_ready()
+    job = flow.long_async.enqueue(str(ledger), "orphan", 30.0)
+    wait_until(lambda: tags(ledger, "START") == ["orphan"], 10, "the job to start")
+    first.signal(signal.SIGKILL)
+    first.proc.wait(10)
+    assert job.cancel().outcome is CancelOutcome.SIGNALLED
+    spawn(lease=LEASE).wait_ready()
+    assert ended(job, 5 * LEASE) is JobState.CANCELLED
+    time.sleep(LEASE)
+    assert tags(ledger, "START") == ["orphan"]  # never ran again
+    assert pending(r, flow_app) == 0
