@@ -15,7 +15,7 @@ import redis
 
 from conveyor import Conveyor, JobState, progress
 from conveyor.broker import operations
-from conveyor.keys import GROUP, job_id_for
+from conveyor.keys import GROUP, job_id_for, worker_key
 from conveyor.wire import decode_record
 from tests import test_flow_tasks as flow
 from tests.conftest import wait_until
@@ -200,3 +200,22 @@ def test_a_task_with_no_options_pays_no_extra_redis_call_per_job(
     assert evalsha / n < 0.5, f"{evalsha} EVALSHA calls for {n} jobs"
     # Cancel marks are read once per lease beat (every 10 s here), never per job.
     assert flags <= 5, f"{flags} cancel-flag reads for {n} jobs"
+
+
+def test_the_registry_shows_the_process_pool_of_a_worker_that_has_one(
+    flow_app: Conveyor, spawn: Spawn, r: redis.Redis
+) -> None:
+    w = spawn(lease=LEASE).wait_ready()
+    key = worker_key(flow_app.namespace, w.consumer)
+
+    def pool() -> Any:
+        raw = r.get(key)
+        info = json.loads(raw) if raw else {}
+        got = info.get("pool")
+        return got if got and got["ready"] == 2 else None
+
+    wait_until(lambda: pool() is not None, 30, "the registry to show 2 ready pool children")
+    pids = pool()["pids"]
+    assert len(pids) == 2
+    for pid in pids:
+        os.kill(pid, 0)  # alive: the worker's own children
