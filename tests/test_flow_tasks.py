@@ -142,6 +142,11 @@ async def plain(path: str, i: int) -> None:
     note(path, "RUN", i)
 
 
+@app.task(retries=0, concurrency=1000)
+async def wide() -> None:
+    """A concurrency limit that a drain never reaches: the cost of the gate alone."""
+
+
 @app.task(retries=0)
 async def nothing() -> None:
     """No options at all: the hot-path cost test drains these."""

@@ -219,3 +219,27 @@ def test_the_registry_shows_the_process_pool_of_a_worker_that_has_one(
     assert len(pids) == 2
     for pid in pids:
         os.kill(pid, 0)  # alive: the worker's own children
+
+
+def test_a_concurrency_limited_task_pays_one_script_per_job_and_gives_its_leases_back(
+    flow_app: Conveyor, spawn: Spawn, r: redis.Redis
+) -> None:
+    """The gate is the one extra script; the lease goes back inside the batched ack
+    (complete.lua), not in a release script of its own."""
+    n = 1000
+    flow.wide.enqueue_many([() for _ in range(n)])
+    before = command_calls(r)
+    w = spawn(lease=30.0, concurrency=50).wait_ready()
+    keys = flow_app.keys("default")
+
+    def drained() -> bool:
+        info = r.xinfo_groups(keys.stream("normal"))
+        return bool(info) and info[0]["pending"] == 0 and info[0]["lag"] == 0
+
+    wait_until(drained, 60, "the drain")
+    after = command_calls(r)
+    w.close()
+    evalsha = after.get("cmdstat_evalsha", 0) - before.get("cmdstat_evalsha", 0)
+    print(f"per job: evalsha {evalsha / n:.3f}")
+    assert evalsha / n < 1.5, f"{evalsha} EVALSHA calls for {n} limited jobs"
+    assert r.zcard(keys.prefix + "conc:wide") == 0  # every lease given back

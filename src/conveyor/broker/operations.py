@@ -184,6 +184,9 @@ class Completion:
     ttl_ms: int
     #: the unique key (name) the job holds until done, freed by the ack; "" for none
     unique: str = ""
+    #: (leases zset, waiters zset) of the concurrency lease the job holds, given back by
+    #: the ack (limits/concurrency.py); None for none
+    lease: tuple[str, str] | None = None
 
 
 def _cancelled(keys: QueueKeys) -> str:
@@ -208,7 +211,9 @@ def complete(
     args: list[Arg] = [GROUP, consumer, keys.done_channel, publish]
     order: list[int] = []  # positions in ``done``, in the order the script sees them
     unique_keys: list[str] = []
+    lease_keys: list[str] = []
     first_unique = 5 + len(done)  # KEYS index of the first unique key
+    n_unique = sum(1 for c in done if c.unique)
     for level, positions in by_level.items():
         ids = [_stream_id(done[i].entry_id) for i in positions]
         low, high = min(ids), max(ids)
@@ -219,12 +224,16 @@ def complete(
             if c.unique:
                 u = first_unique + len(unique_keys)
                 unique_keys.append(keys.unique(c.unique))
-            args += (c.entry_id, c.record, c.ttl_ms, c.job_id, u)
+            lease = 0
+            if c.lease is not None:
+                lease = first_unique + n_unique + len(lease_keys)
+                lease_keys += (*c.lease, keys.delayed)
+            args += (c.entry_id, c.record, c.ttl_ms, c.job_id, u, lease)
         order += positions
     record_keys = [keys.record(done[i].job_id) for i in order]
     return run_script(
         "complete",
-        [*keys.streams, _cancelled(keys), *record_keys, *unique_keys],
+        [*keys.streams, _cancelled(keys), *record_keys, *unique_keys, *lease_keys],
         args,
         lambda r: [order[int(i) - 1] for i in r],
     )

@@ -3,16 +3,22 @@
 -- Entries the consumer no longer owns (its lease was lost and the job reclaimed) are left
 -- alone and reported, so a late worker cannot finish a job another worker now holds.
 -- A job that ends here loses its cancel mark (cancelled after its last lease beat, it ran to
--- the end) and frees a unique key it held until done, in the same step.
+-- the end), frees a unique key it held until done and gives back its concurrency lease
+-- (waking the oldest waiter), in the same step: a limited task pays no release script.
 -- KEYS[1..3]      ready streams (high, normal, low), KEYS[4] the queue's cancelled set
--- KEYS[5..4+n]    record key of each job, in ARGV order, then the unique keys held until done
+-- KEYS[5..4+n]    record key of each job, in ARGV order, then the unique keys held until done,
+--                 then per job holding a concurrency lease: its leases zset, waiters zset and
+--                 the delayed zset
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] done channel, ARGV[4] PUBLISH or SPUBLISH
 --                 (sharded pub/sub on Redis Cluster 7+: the channel has the queue's tag)
 -- ARGV[5..]       per level: level_index, count, lowest and highest entry_id of the level's
 --                 jobs, then per job of that level: entry_id, record_json, ttl_ms (0 deletes
---                 the record), job_id, index in KEYS of its unique key or 0
+--                 the record), job_id, index in KEYS of its unique key or 0, index in KEYS
+--                 of its leases zset or 0
 -- returns         indexes (1-based, in ARGV order) of rejected jobs
 -- @include unique
+-- @include leases
+-- @include time
 local group, consumer, channel, publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local rejected, done_keys = {}, {}
 local a, j = 5, 0
@@ -45,6 +51,8 @@ while a <= #ARGV do
       if marks then redis.call('SREM', KEYS[4], ARGV[a + 3]) end
       local u = tonumber(ARGV[a + 4])
       if u > 0 then release_unique(KEYS[u], ARGV[a + 3]) end
+      local l = tonumber(ARGV[a + 5])
+      if l > 0 then lease_release(KEYS[l], KEYS[l + 1], KEYS[l + 2], ARGV[a + 3], now_ms()) end
       local ttl = ARGV[a + 2]
       if ttl ~= '0' then
         redis.call('SET', key, ARGV[a + 1], 'PX', ttl)
@@ -55,7 +63,7 @@ while a <= #ARGV do
     else
       rejected[#rejected + 1] = j
     end
-    a = a + 5
+    a = a + 6
   end
   if #acks > 0 then
     redis.call('XACK', stream, group, unpack(acks))

@@ -21,7 +21,7 @@ from ..context import JobContext
 from ..errors import ConfigurationError, PayloadError
 from ..expiry import EXPIRES_FIELD, expire, expires_ms
 from ..keys import QueueKeys, job_id_for, parse_job_id
-from ..limits import Held, Release, release
+from ..limits import Held, Release, leases_key, release, waiters_key
 from ..producer import delayed_payload
 from ..settings import TaskOptions
 from ..signing import resign
@@ -246,10 +246,17 @@ class DeliveryRunner:
             else:
                 w.completer.submit(
                     d.queue,
-                    Completion(d.level, d.entry_id, job_id, record, ttl, unique_of(d)),
+                    Completion(
+                        d.level,
+                        d.entry_id,
+                        job_id,
+                        record,
+                        ttl,
+                        unique_of(d),
+                        self._lease(d, lease),
+                    ),
                     lambda stored: self._acked(d, job_id, stored),
                     ended,
-                    after=None if lease is None else self.release_call(d, lease),
                 )
                 return True
         await transitions.failed(d, env, task, job_id, outcome)
@@ -347,6 +354,14 @@ class DeliveryRunner:
             return True, held
         w.transitions.count("limited" if admission.outcome == "wait" else "lost", job_id)
         return False, None
+
+    def _lease(self, d: Delivery, lease: Held | None) -> tuple[str, str] | None:
+        """The keys of the lease the ack gives back (complete.lua), or None."""
+        if lease is None:
+            return None
+        self.w.flow.unhold(d.queue, lease.job_id)
+        keys = self.w.keys[d.queue]
+        return leases_key(keys, lease.task, lease.key), waiters_key(keys, lease.task, lease.key)
 
     def release_call(self, d: Delivery, lease: Held) -> Call[Release]:
         self.w.flow.unhold(d.queue, lease.job_id)

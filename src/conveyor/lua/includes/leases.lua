@@ -25,3 +25,20 @@ local function lease_queue(waiters, job_id, lease_ms, retry_ms, now)
   redis.call('ZADD', waiters, 'NX', math.floor(now), job_id)
   redis.call('PEXPIRE', waiters, math.max(retry_ms, lease_ms) * 10)
 end
+-- lease_release(leases, waiters, delayed, job_id, now): give a lease back and make the
+-- oldest waiter still parked in the delayed set due now (waiters gone from it are dropped).
+-- Returns 1 and the woken job id or '', or 0 when no lease was held.
+local function lease_release(leases, waiters, delayed, job_id, now)
+  if redis.call('ZREM', leases, job_id) == 0 then return 0, '' end
+  for _, w in ipairs(redis.call('ZRANGE', waiters, 0, 15)) do
+    local due = redis.call('ZSCORE', delayed, w)
+    if not due then
+      redis.call('ZREM', waiters, w)
+    elseif tonumber(due) > now then
+      redis.call('ZADD', delayed, 'XX', now, w)
+      redis.call('ZREM', waiters, w)
+      return 1, w
+    end
+  end
+  return 1, ''
+end
