@@ -141,6 +141,16 @@ def test_process_pool_crash_fails_only_its_job(
     assert w.alive()
 
 
+def test_progress_from_a_process_pool_task_is_a_clear_error(
+    flow_app: Conveyor, spawn: Spawn, r: redis.Redis
+) -> None:
+    spawn(lease=LEASE).wait_ready()
+    job = flow.pool_reports.enqueue()
+    assert ended(job, 30) is JobState.DEAD
+    error = record(r, flow_app, job.id).error or ""
+    assert "ConfigurationError" in error and "process pool" in error
+
+
 # -- unique until done ----------------------------------------------------------------------
 def test_unique_key_held_until_done_is_freed_by_the_worker_that_ends_the_job(
     flow_app: Conveyor, spawn: Spawn, ledger: Path, r: redis.Redis

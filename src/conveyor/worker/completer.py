@@ -19,7 +19,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from ..backoff import Backoff
 from ..broker import Broker, Call, command, operations
@@ -44,8 +44,6 @@ class _Finished(NamedTuple):
     completion: operations.Completion
     on_done: Callable[[bool], None]
     ended_at: float  # time.perf_counter() when the job's function returned
-    #: sent right behind the ack in the same round trip (a concurrency lease's release)
-    after: Call[Any] | None = None
 
 
 class Completer:
@@ -97,7 +95,6 @@ class Completer:
         completion: operations.Completion,
         on_done: Callable[[bool], None],
         ended_at: float | None = None,
-        after: Call[Any] | None = None,
     ) -> None:
         """Queue an ack; ``on_done`` gets True once stored, False if the lease was lost.
 
@@ -105,7 +102,7 @@ class Completer:
         is measured from it.
         """
         at = time.perf_counter() if ended_at is None else ended_at
-        self._items.append(_Finished(queue, completion, on_done, at, after))
+        self._items.append(_Finished(queue, completion, on_done, at))
         self._wake.set()
 
     async def _loop(self) -> None:
@@ -151,7 +148,7 @@ class Completer:
         by_queue: dict[str, list[_Finished]] = defaultdict(list)
         for item in batch:
             by_queue[item.queue].append(item)
-        calls: list[Call[Any]] = []
+        calls: list[Call[list[int]]] = []
         parts: list[list[_Finished]] = []
         for q, items in by_queue.items():
             for start in range(0, len(items), MAX_BATCH):
@@ -165,8 +162,6 @@ class Completer:
                     )
                 )
                 parts.append(part)
-        # Releases ride behind the acks (after them, so each sees its ack landed).
-        calls += [item.after for item in batch if item.after is not None]
         delay = 0.05
         while True:
             try:
@@ -180,7 +175,7 @@ class Completer:
                 delay = min(delay * 2, 2.0)
         stored_at = time.perf_counter()
         self.lag.add([stored_at - item.ended_at for item in batch])
-        for part, rejected in zip(parts, replies[: len(parts)], strict=True):
+        for part, rejected in zip(parts, replies, strict=True):
             refused = set(rejected)
             for i, item in enumerate(part):
                 item.on_done(i not in refused)
