@@ -249,7 +249,8 @@ PRODUCER_COMMANDS = (
 WORKER_COMMANDS = (
     "+xreadgroup +xack +xadd +xclaim +xautoclaim +xpending +xinfo +xgroup +xrange +xtrim +xlen "
     "+zadd +zrem +zrange +zrangebyscore +zscore +zcard +hset +hget +hdel +set +get +del +exists "
-    "+publish +time +evalsha +script|load +info +ping +client|id +client|unblock"
+    "+publish +time +evalsha +script|load +info +ping +client|id +client|unblock "
+    "+scard +srem +sismember +smismember +pexpire +zremrangebyscore"
 )
 
 

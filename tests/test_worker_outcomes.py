@@ -159,3 +159,34 @@ def test_a_signed_copy_of_a_job_that_ended_is_not_run_again(
         assert r.get(app.keys("default").record(job.id)) == record
     finally:
         app.close()
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_a_retry_keeps_the_options_its_entry_carried(
+    redis_url: str, namespace: str, r: redis.Redis, signed: bool
+) -> None:
+    """A unique key held until done is freed when the job ends after a retry, and the
+    ``expires`` field survives the move through the delayed set."""
+    app = Conveyor(redis_url, namespace=namespace, signing_keys=[KEY] if signed else None)
+    attempts: list[int] = []
+
+    @app.task(retries=2, backoff=Backoff(base=0.01), expires=600)
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("first attempt fails")
+        return "ok"
+
+    try:
+        job = flaky.using(unique_key="until-done", unique_for=None).enqueue()
+        unique = app.keys("default").unique("until-done")
+        assert r.exists(unique)
+        with worker_thread(app, fast(concurrency=2)):
+            assert job.result(timeout=10) == "ok"
+            wait_until(lambda: not r.exists(unique), 5, "the unique key freed by the ending")
+        assert len(attempts) == 2
+        retried = [f for _, f in r.xrange(app.keys("default").stream("normal")) if b"id" in f]
+        assert retried and all(f[b"expires"] == b"600000" for f in retried)
+        assert all(f[b"unique"] == b"until-done" for f in retried)
+    finally:
+        app.close()

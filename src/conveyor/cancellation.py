@@ -26,15 +26,6 @@ CANCELLED_STATE = "cancelled"
 UNIQUE_FIELD = "unique"
 
 
-class JobCancelled(ConveyorError):
-    """The job was cancelled before it finished; it has no result."""
-
-    def __init__(self, job_id: str, reason: str | None = None) -> None:
-        super().__init__(f"job {job_id} was cancelled{f': {reason}' if reason else ''}")
-        self.job_id = job_id
-        self.reason = reason
-
-
 def cancelled_key(keys: QueueKeys) -> str:
     """Set of ids of queued or running jobs that are cancelled but not yet skipped or
     ended. (For the lead: a ``QueueKeys.cancelled`` property.)"""

@@ -108,7 +108,7 @@ def fetch(keys: QueueKeys, consumer: str, count: int) -> Call[list[Delivery]]:
     prefixes = [job_id_for(keys.queue, level, "") for level in LEVELS]
     return run_script(
         "fetch",
-        [*keys.streams, _cancelled(keys)],
+        [*keys.streams, keys.cancelled],
         [GROUP, consumer, count, *prefixes],
         parse,
     )
@@ -130,7 +130,7 @@ def skip_cancelled(
         records.append(keys.record(job_id))
     return run_script(
         "skip_cancelled",
-        [keys.stream(level), _cancelled(keys), *records],
+        [keys.stream(level), keys.cancelled, *records],
         args,
         lambda reply: {text(x) for x in reply},
     )
@@ -189,11 +189,6 @@ class Completion:
     lease: tuple[str, str] | None = None
 
 
-def _cancelled(keys: QueueKeys) -> str:
-    """The queue's set of jobs cancelled while queued or running (cancellation.py)."""
-    return f"{keys.prefix}cancelled"
-
-
 def _stream_id(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
@@ -233,7 +228,7 @@ def complete(
     record_keys = [keys.record(done[i].job_id) for i in order]
     return run_script(
         "complete",
-        [*keys.streams, _cancelled(keys), *record_keys, *unique_keys, *lease_keys],
+        [*keys.streams, keys.cancelled, *record_keys, *unique_keys, *lease_keys],
         args,
         lambda r: [order[int(i) - 1] for i in r],
     )
@@ -258,7 +253,7 @@ def retry(
     cancelled while it ran: then it ended ``cancelled`` (``cancelled_record``, kept
     ``ttl_ms``) instead, freeing its until-done ``unique`` key."""
     key_list = [keys.stream(d.level), keys.delayed, keys.payloads, keys.record(job_id)]
-    key_list.append(_cancelled(keys))
+    key_list.append(keys.cancelled)
     if unique:
         key_list.append(keys.unique(unique))
     return run_script(
@@ -306,7 +301,7 @@ def dead(
     ]
     for name, value in fields:
         args += (name, value)
-    key_list = [keys.stream(d.level), keys.dead, keys.record(job_id), _cancelled(keys)]
+    key_list = [keys.stream(d.level), keys.dead, keys.record(job_id), keys.cancelled]
     if unique:
         key_list.append(keys.unique(unique))
     return run_script("dead", key_list, args, lambda r: text(r) if r else None)
@@ -352,7 +347,7 @@ def requeue(
     ]
     for name, value in fields.items():
         args += (name, value)
-    key_list = [keys.stream(d.level), keys.record(job_id), _cancelled(keys)]
+    key_list = [keys.stream(d.level), keys.record(job_id), keys.cancelled]
     if unique:
         key_list.append(keys.unique(unique))
     return run_script("requeue", key_list, args, lambda r: text(r) if r else None)

@@ -24,9 +24,8 @@ from ..keys import QueueKeys, job_id_for, parse_job_id
 from ..limits import Held, Release, leases_key, release, waiters_key
 from ..producer import delayed_payload
 from ..settings import TaskOptions
-from ..signing import resign
 from ..task import Task
-from ..wire import Envelope, decode_fields, decode_record, envelope_fields
+from ..wire import Envelope, decode_fields, decode_record
 from . import outcomes
 from .executor import CANCELLED, Outcome
 from .flow import Running
@@ -328,10 +327,7 @@ class DeliveryRunner:
         conc_value = (
             opts.concurrency_key(*args, **kwargs) if opts.concurrency_key is not None else None
         )
-        payload = delayed_payload(
-            resign(envelope_fields(env, None, id=job_id), w.app.signer, d.queue, d.level),
-            d.level,
-        )
+        payload = delayed_payload(outcomes.moved_fields(env, d, w.app.signer, id=job_id), d.level)
         admission = await w.transitions.call(
             limits.gate(
                 w.keys[d.queue],

@@ -142,7 +142,12 @@ class Fetcher:
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
-                log.warning("consumer group missing (stream deleted?); creating it again")
+                log.error(
+                    "consumer group missing: Redis lost this queue's state (restarted without "
+                    "persistence, or the stream was deleted); jobs that were waiting or running "
+                    "in it are gone. Creating the group again so new jobs run; run Redis with "
+                    "appendonly yes (and, under Sentinel, persistence on every server)"
+                )
                 await w.ensure_groups()
                 continue
             for d in got:

@@ -7,7 +7,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..broker.operations import Delivery
-from ..wire import Envelope, JobRecord, encode_json, encode_record
+from ..signing import Signer, resign
+from ..wire import Envelope, JobRecord, encode_json, encode_record, envelope_fields
+
+#: Entry fields of the task's options (``expires`` ms, a ``unique`` key held until done) that
+#: every move of the job keeps: a retry, a bounce or a rate-limited wait must not drop them.
+CARRIED_FIELDS = (b"expires", b"unique")
 
 TRACEBACK_LIMIT = 8000
 #: Attempts kept in a job's history, newest last: a retry must never outgrow the size limit
@@ -140,3 +145,16 @@ def _clip(text: str | None) -> str | None:
     if text is None or len(text) <= TRACEBACK_LIMIT:
         return text
     return text[: TRACEBACK_LIMIT // 2] + "\n...\n" + text[-TRACEBACK_LIMIT // 2 :]
+
+
+def moved_fields(
+    env: Envelope, d: Delivery, signer: Signer | None, **changes: Any
+) -> dict[str, bytes | str | int]:
+    """The fields of a job moving to the delayed set: its envelope with ``changes``, the
+    option fields its entry carried, signed afresh for the stream it comes back to."""
+    fields = envelope_fields(env, None, **changes)
+    for name in CARRIED_FIELDS:
+        value = d.fields.get(name)
+        if value is not None and name.decode() not in fields:
+            fields[name.decode()] = value.decode(errors="replace")
+    return resign(fields, signer, d.queue, d.level)

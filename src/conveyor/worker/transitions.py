@@ -23,7 +23,7 @@ from ..producer import delayed_payload
 from ..settings import TaskOptions
 from ..signing import Signer, resign
 from ..task import Task
-from ..wire import Envelope, envelope_fields
+from ..wire import Envelope
 from . import outcomes
 from .executor import Outcome
 
@@ -76,14 +76,8 @@ class Transitions:
         history = outcomes.next_history(env, error, self.consumer)
         if env.attempt <= task.options.retries and not outcome.final:
             delay = task.options.backoff.delay(env.attempt)
-            fields = envelope_fields(
-                env,
-                self.signer,
-                queue=d.queue,
-                level=d.level,
-                attempt=env.attempt + 1,
-                id=job_id,
-                history=history,
+            fields = outcomes.moved_fields(
+                env, d, self.signer, attempt=env.attempt + 1, id=job_id, history=history
             )
             ok = await self.call(
                 operations.retry(
@@ -201,7 +195,7 @@ class Transitions:
             )
             await self.dead(d, job_id, env, "unknown_task", error)
             return
-        fields = envelope_fields(env, None, id=job_id)
+        fields = outcomes.moved_fields(env, d, self.signer, id=job_id)
         if bounces:
             fields["bounces"] = bounces
         fields = resign(fields, self.signer, d.queue, d.level)
