@@ -15,10 +15,12 @@ class Admission:
     ``run``: the job may run now (the delivery is untouched and still this consumer's);
     ``wait``: it was parked in the delayed set until ``at_ms`` (Redis time), its delivery
     acked, no attempt counted; ``lost``: this consumer no longer owns the entry, nothing
-    changed, and the worker must drop the job as it does when any transition reports it.
+    changed, and the worker must drop the job as it does when any transition reports it;
+    ``cancelled``: a cancel marked it after its delivery, so it was ended ``cancelled``
+    instead of parked (a parked job would lose the mark).
     """
 
-    outcome: Literal["run", "wait", "lost"]
+    outcome: Literal["run", "wait", "lost", "cancelled"]
     at_ms: int
 
     @property
@@ -32,6 +34,8 @@ def parse_admission(reply: Any) -> Admission:
         return Admission("run", at)
     if code == 0:
         return Admission("wait", at)
+    if code == -2:
+        return Admission("cancelled", 0)
     return Admission("lost", 0)
 
 

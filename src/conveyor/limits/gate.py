@@ -12,9 +12,14 @@ from dataclasses import dataclass
 from ..broker.calls import Arg, Call, run_script
 from ..broker.operations import Delivery
 from ..keys import GROUP, QueueKeys
+from ..wire import JobRecord, encode_record
 from .admission import Admission, parse_admission
 from .concurrency import ConcurrencyLimit, leases_key, waiters_key
 from .rate import RateLimit, rate_key
+
+#: The record of a job a cancel marked before its gate (conveyor.cancellation builds the same;
+#: importing it here would be circular).
+_CANCELLED = encode_record(JobRecord(state="cancelled", reason="cancelled while queued"))
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,9 @@ class Limits:
         lease_ms: int,
         rate_key_value: object = None,
         concurrency_key_value: object = None,
+        ttl_ms: int = 86_400_000,
+        unique_name: str = "",
+        publish: str = "PUBLISH",
     ) -> Call[Admission]:
         """The gate for one delivery this consumer holds.
 
@@ -74,5 +82,22 @@ class Limits:
             keys_list.append(leases_key(keys, task, concurrency_key_value))
             keys_list.append(waiters_key(keys, task, concurrency_key_value))
             conc_args = (self.concurrency.limit, lease_ms, self.concurrency.retry_ms)
-        args = (GROUP, consumer, d.entry_id, job_id, payload, record, mode, *rate_args, *conc_args)
+        keys_list.append(keys.cancelled)
+        if unique_name:
+            keys_list.append(keys.unique(unique_name))
+        args = (
+            GROUP,
+            consumer,
+            d.entry_id,
+            job_id,
+            payload,
+            record,
+            mode,
+            *rate_args,
+            *conc_args,
+            _CANCELLED,
+            ttl_ms,
+            keys.done_channel,
+            publish,
+        )
         return run_script("limit_gate", keys_list, args, parse_admission)

@@ -17,10 +17,21 @@
 -- unclaimed reservation and an idle limiter are kept), ARGV[11] concurrency limit,
 -- ARGV[12] lease_ms, ARGV[13] retry_ms (longest wait of a parked job without a wake-up);
 -- the arguments of a limit not in ARGV[7] are ignored ('' is fine)
+-- After the limiter keys: the queue's cancelled set, then the job's unique key held until
+-- done (optional); ARGV[14] cancelled record_json (finished_at is stamped here), ARGV[15]
+-- its ttl_ms, ARGV[16] done channel, ARGV[17] publish command.
+-- A job cancelled between its delivery and this gate (cancel.lua found its entry pending, so
+-- it only marked it) is never parked: a parked job comes back as a new entry, with a record
+-- no longer saying it was cancelled, so the mark would be lost. It ends `cancelled` here
+-- instead, as retry.lua ends a marked job, freeing its unique key.
 -- returns {1, now_ms}: run now (the delivery is untouched and still this consumer's; with
 -- 'c' a lease is held until now_ms + lease_ms); {0, due_ms}: parked until due_ms;
--- {-1, 0}: the consumer no longer owns the entry (nothing changed)
+-- {-1, 0}: the consumer no longer owns the entry (nothing changed); {-2, 0}: it was
+-- marked cancelled and ended `cancelled` (acked, unmarked)
 -- @include owner
+-- @include time
+-- @include unique
+-- @include ending
 -- @include gcra
 -- @include leases
 if not owns(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return {-1, 0} end
@@ -30,8 +41,18 @@ local rated, limited = string.find(mode, 'r', 1, true), string.find(mode, 'c', 1
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 
+local extra = 4 + (rated and 1 or 0) + (limited and 2 or 0)
+local cancelled, unique_key = KEYS[extra + 1], KEYS[extra + 2]
+
 local function park(due)
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+  if redis.call('SREM', cancelled, job_id) == 1 then
+    if limited then redis.call('ZREM', KEYS[rated and 7 or 6], job_id) end
+    release_unique(unique_key, job_id)
+    store_end(KEYS[4], stamp(ARGV[14], now_ms()), ARGV[15])
+    redis.call(ARGV[17], ARGV[16], KEYS[4])
+    return {-2, 0}
+  end
   redis.call('ZADD', KEYS[2], due, job_id)
   redis.call('HSET', KEYS[3], job_id, ARGV[5])
   redis.call('SET', KEYS[4], ARGV[6])

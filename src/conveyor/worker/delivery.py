@@ -340,6 +340,9 @@ class DeliveryRunner:
                 lease_ms=int(w.settings.leases.timeout * 1000),
                 rate_key_value=rate_value,
                 concurrency_key_value=conc_value,
+                ttl_ms=int(opts.result_ttl * 1000),
+                unique_name=unique_of(d),
+                publish=w.broker.publish_command,
             )
         )
         if admission.outcome == "run":
@@ -348,7 +351,8 @@ class DeliveryRunner:
             held = Held(task.name, conc_value, job_id)
             w.flow.hold(d.queue, held)
             return True, held
-        w.transitions.count("limited" if admission.outcome == "wait" else "lost", job_id)
+        counted = {"wait": "limited", "cancelled": "cancelled"}
+        w.transitions.count(counted.get(admission.outcome, "lost"), job_id)
         return False, None
 
     def _lease(self, d: Delivery, lease: Held | None) -> tuple[str, str] | None:
