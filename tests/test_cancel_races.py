@@ -6,16 +6,20 @@ frees its unique key and publishes, instead of leaving a job with no end.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import redis
 
-from conveyor import Conveyor
+from conveyor import Conveyor, Job, JobState
 from conveyor.broker import operations
 from conveyor.cancellation import CancelOutcome, cancel
+from conveyor.errors import JobCancelled
 from conveyor.keys import GROUP, QueueKeys
 from conveyor.limits import Limits, RateLimit
+from conveyor.scripts import script
 from tests import limits_driver as driver
+from tests.conftest import fast, wait_until, worker_thread
 
 TTL = 60_000
 
@@ -58,3 +62,78 @@ def test_a_cancel_between_delivery_and_the_limit_gate_ends_the_job_instead_of_pa
     driver.promote_due(app, keys)
     assert app.broker.call(operations.fetch(keys, "w", 10)) == []
     assert record(r, keys, id2)["state"] == "cancelled"
+
+
+def promote_now(app: Conveyor, keys: QueueKeys) -> None:
+    ids, _ = app.broker.call(operations.due(keys, 10))
+    assert ids and app.broker.call(operations.promote(keys, ids)) == len(ids)
+
+
+@pytest.mark.parametrize("path", ["fetch", "blocking read"])
+def test_a_stale_cancel_mark_ends_the_job_cancelled_instead_of_dropping_it_with_no_end(
+    app: Conveyor, r: redis.Redis, path: str
+) -> None:
+    """A mark whose job's record does not say `cancelled` (a cancel that found the entry
+    delivered, the job then moved back to the queue): the fetch used to ack the entry and
+    drop the mark, leaving the record `queued` for ever, the unique key held and result()
+    waiting. Now the worker ends it: `cancelled`, with a TTL, key freed, published. Both
+    ways a worker reads: fetch.lua (the job is queued when the worker starts) and the
+    blocking read (promoted while the worker idles)."""
+    ran: list[int] = []
+
+    @app.task
+    def t() -> None:
+        ran.append(1)
+
+    keys = app.keys("default")
+    once = t.using(unique_key="k", unique_for=None)
+
+    def stale() -> Job[None]:
+        job = once.enqueue_in(0)
+        r.sadd(keys.cancelled, job.id)  # the mark of a cancel that found it delivered
+        promote_now(app, keys)
+        return job
+
+    job = stale() if path == "fetch" else None
+    with worker_thread(app, fast(promote_every=3600.0, block_ms=5000)):
+        if job is None:
+            time.sleep(0.3)  # the worker is idle, in its blocking read
+            job = stale()
+        wait_until(lambda: job.status() is JobState.CANCELLED, 15, "the job to end cancelled")
+        with pytest.raises(JobCancelled):
+            job.result(timeout=5)
+    assert ran == []
+    assert r.pttl(keys.record(job.id)) > 0
+    assert not r.exists(keys.unique("k")) and r.scard(keys.cancelled) == 0
+    assert r.xpending(keys.stream("normal"), GROUP)["pending"] == 0
+
+
+def commands(r: redis.Redis, name: str) -> int:
+    return int(r.info("commandstats").get(f"cmdstat_{name}", {}).get("calls", 0))
+
+
+def test_jobs_read_by_the_blocking_read_pay_no_cancel_check_when_nothing_is_cancelled(
+    app: Conveyor, r: redis.Redis
+) -> None:
+    """The cancelled set is counted in the blocking read's own pipeline: with no cancel
+    pending, no script and no SMISMEMBER follow a read (skip_cancelled.lua used to be
+    sent after every blocking read that returned entries: one more round trip per job at
+    low load). Run alone, the counters are Redis' own (INFO commandstats)."""
+    done: list[int] = []
+
+    @app.task
+    def t(i: int) -> None:
+        done.append(i)
+
+    skip = script("skip_cancelled")
+    with worker_thread(app, fast(promote_every=3600.0, block_ms=5000)):
+        time.sleep(0.3)  # idle, in its blocking read
+        r.script_flush()  # a call of it after this would load it again
+        before = commands(r, "smismember")
+        for i in range(5):
+            t.enqueue(i)
+            wait_until(lambda i=i: len(done) == i + 1, 10, f"job {i} to run")  # type: ignore[misc]
+            time.sleep(0.05)  # back in the blocking read
+        assert commands(r, "smismember") == before
+    assert r.script_exists(skip.sha, skip.flagged_sha) == [False, False]
+    assert done == [0, 1, 2, 3, 4]

@@ -52,8 +52,18 @@ def schedule(app: Conveyor, keys: QueueKeys, token: str, delay_ms: int, **extra:
 
 
 def skip_fetch(app: Conveyor, keys: QueueKeys, consumer: str, count: int = 10) -> list[str]:
-    """Entry ids fetch.lua delivers: cancelled ones are left out."""
-    return [d.entry_id for d in app.broker.call(operations.fetch(keys, consumer, count))]
+    """Entry ids fetch.lua delivers to run; those it sets apart as marked cancelled are
+    ended with end_cancelled.lua, as the worker does."""
+    got = app.broker.call(operations.fetch(keys, consumer, count))
+    for d in got.marked:
+        raw = d.fields.get(b"id")
+        job_id = raw.decode() if raw else job_id_for(keys.queue, d.level, d.entry_id)
+        unique = d.fields.get(b"unique", b"").decode()
+        ended = end_cancelled(
+            keys, consumer, d.level, d.entry_id, job_id, ttl_ms=TTL, unique_name=unique
+        )
+        assert app.broker.call(ended)
+    return [d.entry_id for d in got]
 
 
 def pending(r: Any, keys: QueueKeys) -> list[str]:

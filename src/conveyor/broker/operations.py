@@ -94,17 +94,28 @@ def ensure_group(stream: str) -> Call[bool]:
     return run_script("create_group", [stream], [GROUP], lambda r: bool(int(r)))
 
 
-def fetch(keys: QueueKeys, consumer: str, count: int) -> Call[list[Delivery]]:
-    def parse(reply: Any) -> list[Delivery]:
-        out = []
-        for level_index, entries in reply:
-            level = LEVELS[int(level_index) - 1]
-            for entry_id, flat in entries:
+class Fetched(list[Delivery]):
+    """What fetch.lua delivered to run, and apart (``marked``) the deliveries of jobs marked
+    cancelled: still this consumer's and marked, for the worker to end with
+    end_cancelled.lua (the script knows their job ids, not their record keys)."""
+
+    marked: list[Delivery]
+
+
+def fetch(keys: QueueKeys, consumer: str, count: int) -> Call[Fetched]:
+    def parse(reply: Any) -> Fetched:
+        out = Fetched()
+        out.marked = []
+        for item in reply:
+            level = LEVELS[int(item[0]) - 1]
+            for entry_id, flat in item[1]:
                 out.append(Delivery(keys.queue, level, text(entry_id), _fields(flat)))
+            for entry_id, flat in item[2] if len(item) > 2 else ():
+                out.marked.append(Delivery(keys.queue, level, text(entry_id), _fields(flat)))
         return out
 
-    # The cancelled set and each stream's job id prefix let the script skip entries of jobs
-    # cancelled while queued (one SCARD per call when none is pending).
+    # The cancelled set and each stream's job id prefix let the script set apart entries of
+    # jobs marked cancelled (one SCARD per call when none is pending).
     prefixes = [job_id_for(keys.queue, level, "") for level in LEVELS]
     return run_script(
         "fetch",

@@ -1,6 +1,10 @@
 -- end_cancelled: end a running job whose cancel mark its worker read on the lease beat:
 -- acked and recorded `cancelled`, never retried.
 -- @flags allow-oom
+-- The fetch hands this script the entries it found marked (fetch.lua, the blocking read):
+-- a job cancelled while queued already has its `cancelled` record (cancel.lua wrote and
+-- published it), which is kept as it is; any other marked entry (a cancel that found it
+-- delivered, a stale mark) is ended here, so a mark never just vanishes.
 -- XACK takes no consumer name, so the worker must still own the entry: one that lost its
 -- lease cannot end a job another worker now holds.
 -- KEYS[1] ready stream the job was read from, KEYS[2] job record, KEYS[3] cancelled set,
@@ -17,6 +21,9 @@ if not owns(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('SREM', KEYS[3], ARGV[4])
 release_unique(KEYS[4], ARGV[4])
+local raw = redis.call('GET', KEYS[2])
+local ok, rec = pcall(cjson.decode, raw or '')
+if ok and type(rec) == 'table' and rec['state'] == 'cancelled' then return 1 end
 store_end(KEYS[2], stamp(ARGV[5], now_ms()), ARGV[6])
 redis.call(ARGV[8], ARGV[7], KEYS[2])
 return 1

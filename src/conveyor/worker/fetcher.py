@@ -47,6 +47,8 @@ class Fetcher:
         # until jobs have shown they are short.
         self.mean_job_seconds = 1.0
         self._blocker = BlockingReader(worker.broker)
+        #: each queue's cancelled set, counted with every blocking read (no extra round trip)
+        self._cancelled = {queue: keys.cancelled for queue, keys in worker.keys.items()}
 
     def job_took(self, seconds: float) -> None:
         self.mean_job_seconds += 0.1 * (seconds - self.mean_job_seconds)
@@ -119,15 +121,21 @@ class Fetcher:
                         operations.fetch(keys, w.consumer, free - len(got))
                     )
                     got.extend(batch)
+                    if batch.marked:
+                        got.extend(await w.runner.drop_cancelled(batch.marked))
                     if len(got) >= free:
                         break
                 turn += 1
                 if not got:
                     if w.stopping.is_set():
                         break
-                    got = await self._blocker.read(w.streams, w.consumer, 1, w.settings.block_ms)
-                    if got:
-                        got = await self._skip_cancelled(got)
+                    got = await self._blocker.read(
+                        w.streams, w.consumer, 1, w.settings.block_ms, self._cancelled
+                    )
+                    marked = [d for d in got if d.queue in self._blocker.marked]
+                    if marked:
+                        got = [d for d in got if d.queue not in self._blocker.marked]
+                        got += await w.runner.drop_cancelled(marked)
                 failures = 0
                 if got:
                     unchecked = got
@@ -160,25 +168,6 @@ class Fetcher:
             unchecked += await self._blocker.drain()
         for d in unchecked:
             w.dispatch(d)
-
-    async def _skip_cancelled(self, got: list[Delivery]) -> list[Delivery]:
-        """Drop what a blocking read delivered of jobs cancelled while queued (fetch.lua
-        does this itself for the entries it reads)."""
-        w = self.w
-        by_stream: dict[tuple[str, str], list[Delivery]] = {}
-        for d in got:
-            by_stream.setdefault((d.queue, d.level), []).append(d)
-        keys = list(by_stream)
-        replies = await w.broker.acall_many(
-            [
-                operations.skip_cancelled(w.keys[q], level, w.consumer, by_stream[(q, level)])
-                for q, level in keys
-            ]
-        )
-        dropped = {
-            (q, level, e) for (q, level), ids in zip(keys, replies, strict=True) for e in ids
-        }
-        return [d for d in got if (d.queue, d.level, d.entry_id) not in dropped]
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
