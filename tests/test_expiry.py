@@ -93,3 +93,15 @@ def test_expiry_frees_a_unique_key_held_until_done(app: Conveyor, keys: QueueKey
     call = expire(keys, "w1", "normal", d.entry_id, job_id, 10, ttl_ms=TTL, unique_name="nightly")
     assert app.broker.call(call) == 1
     assert not r.exists(keys.unique("nightly"))
+
+
+def test_expiry_clears_a_cancel_mark_of_the_job(app: Conveyor, keys: QueueKeys, r: Any) -> None:
+    """A cancel that found the job delivered only marks it; if the job then expires, the
+    mark must go with it (else SCARD > 0 for ever and every fetch pays the per-entry check)."""
+    job_id, d = deliver(app, keys)
+    r.sadd(keys.cancelled, job_id)
+    time.sleep(0.01)
+    ended = app.broker.call(expire(keys, "w1", "normal", d.entry_id, job_id, 1, ttl_ms=TTL))
+    assert ended == 1
+    assert decode_record(r.get(keys.record(job_id))).state == "expired"
+    assert r.scard(keys.cancelled) == 0

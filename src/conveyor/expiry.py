@@ -67,7 +67,7 @@ def expire(
 ) -> Call[int]:
     """End the delivery if the job waited past its limit: 1 ended ``expired``, 0 in time
     (run it), -1 no longer owned by this consumer (nothing changed)."""
-    key_list = [keys.stream(level), keys.record(job_id)]
+    key_list = [keys.stream(level), keys.record(job_id), keys.cancelled]
     if unique_name:
         key_list.append(keys.unique(unique_name))
     args: list[Arg] = [

@@ -5,8 +5,11 @@
 -- Redis' clock (the enqueue, or the promotion of a delayed or retried job), and is compared
 -- with Redis' clock here, so skewed workers agree. The worker calls this for a job with an
 -- `expires` field before running it; 0 means run it.
--- KEYS[1] ready stream the job was read from, KEYS[2] job record, KEYS[3] the job's unique
--- key held until done (optional)
+-- A cancel mark on the job (a cancel that found it delivered, before this check) is cleared
+-- here, as dead.lua does: a mark left behind would stay in the set for ever, and every fetch
+-- would pay the per-entry check while the set is not empty.
+-- KEYS[1] ready stream the job was read from, KEYS[2] job record, KEYS[3] the queue's
+-- cancelled set, KEYS[4] the job's unique key held until done (optional)
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry_id, ARGV[4] job_id, ARGV[5] expires_ms,
 -- ARGV[6] record_json (finished_at and waited_ms are stamped here), ARGV[7] record ttl_ms
 -- (0 deletes it), ARGV[8] done channel, ARGV[9] publish command ('PUBLISH' or 'SPUBLISH')
@@ -21,7 +24,8 @@ local ready_at = tonumber(string.match(ARGV[3], '^(%d+)-'))
 if now - ready_at <= tonumber(ARGV[5]) then return 0 end
 if not owns(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return -1 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-release_unique(KEYS[3], ARGV[4])
+redis.call('SREM', KEYS[3], ARGV[4])
+release_unique(KEYS[4], ARGV[4])
 local obj = cjson.decode(stamp(ARGV[6], now))
 obj['waited_ms'] = now - ready_at
 store_end(KEYS[2], cjson.encode(obj), ARGV[7])
