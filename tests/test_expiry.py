@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 
-from conveyor import Conveyor
+from conveyor import Conveyor, JobState
 from conveyor.broker import operations
+from conveyor.broker.operations import Delivery
 from conveyor.errors import ConfigurationError
 from conveyor.expiry import expire, expires_ms, is_expired, ready_at_ms
 from conveyor.keys import GROUP, QueueKeys, job_id_for
-from conveyor.wire import decode_record
+from conveyor.wire import decode_fields, decode_record
+from conveyor.worker import outcomes
+from tests.conftest import fast, wait_until, worker_thread
 
 TTL = 60_000
 FIELDS = {"task": "t", "args": "[]", "kwargs": "{}", "version": "1"}
@@ -105,3 +108,43 @@ def test_expiry_clears_a_cancel_mark_of_the_job(app: Conveyor, keys: QueueKeys, 
     assert ended == 1
     assert decode_record(r.get(keys.record(job_id))).state == "expired"
     assert r.scard(keys.cancelled) == 0
+
+
+def test_a_rate_limited_job_is_not_given_a_new_expiry_clock_each_time_it_waits(
+    app: Conveyor, r: Any
+) -> None:
+    """A limited job waits as a new entry: measured from that entry, its wait restarted at
+    every park, so 1,000 jobs at 1/s with expires=300 ran for 1,000 s. The first park writes
+    `ready_at` (when it first became ready) and expire.lua measures from it. At 1/s with
+    expires=1.5 s, 4 jobs enqueued together run about 1 s apart: the last two must expire
+    (whichever order the gate admits them in)."""
+    ran: list[int] = []
+
+    @app.task(rate="1/s", expires=1.5)
+    def limited(i: int) -> None:
+        ran.append(i)
+
+    jobs = [limited.enqueue(i) for i in range(4)]
+    with worker_thread(app, fast()):
+        wait_until(lambda: all(j.status().finished for j in jobs), 20, "all 4 jobs to end")
+    expired = [j for j in jobs if j.status() is JobState.EXPIRED]
+    assert 1 <= len(ran) <= 3 and len(ran) + len(expired) == 4
+    for job in expired:
+        waited = json.loads(r.get(app.keys("default").record(job.id)))["waited_ms"]
+        assert waited > 1500
+
+
+def test_ready_at_is_kept_by_waits_for_a_limit_and_dropped_by_a_retry() -> None:
+    """moved_fields: the first wait writes when the job first became ready (its entry id),
+    later waits keep it, and a retry drops it (a retried job is ready at its due time)."""
+    first = Delivery("q", "normal", "1000-0", {k.encode(): v.encode() for k, v in FIELDS.items()})
+    env = decode_fields(first.fields)
+    moved = outcomes.moved_fields(env, first, None, keep_clock=True, id="q:n:1000-0")
+    assert moved["ready_at"] == "1000"
+    again = Delivery(
+        "q", "normal", "9000-0", {k.encode(): str(v).encode() for k, v in moved.items()}
+    )
+    assert outcomes.ready_at(again) == "1000"
+    kept = outcomes.moved_fields(env, again, None, keep_clock=True, id="q:n:1000-0")
+    assert kept["ready_at"] == "1000"
+    assert "ready_at" not in outcomes.moved_fields(env, again, None, id="q:n:1000-0", attempt=2)

@@ -64,9 +64,12 @@ def expire(
     unique_name: str = "",
     attempt: int | None = None,
     publish: str = "PUBLISH",
+    ready_at: str = "",
 ) -> Call[int]:
     """End the delivery if the job waited past its limit: 1 ended ``expired``, 0 in time
-    (run it), -1 no longer owned by this consumer (nothing changed)."""
+    (run it), -1 no longer owned by this consumer (nothing changed). ``ready_at`` is the
+    entry's ``ready_at`` field (Redis ms) when a wait for a limit or a shutdown requeue
+    moved it: the wait counts from there, not from the entry id."""
     key_list = [keys.stream(level), keys.record(job_id), keys.cancelled]
     if unique_name:
         key_list.append(keys.unique(unique_name))
@@ -80,5 +83,6 @@ def expire(
         ttl_ms,
         keys.done_channel,
         publish,
+        ready_at,
     ]
     return run_script("expire", key_list, args, int)

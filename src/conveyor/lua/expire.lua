@@ -3,8 +3,11 @@
 -- @flags allow-oom
 -- The wait counts from the moment the job became ready, which its entry id records on
 -- Redis' clock (the enqueue, or the promotion of a delayed or retried job), and is compared
--- with Redis' clock here, so skewed workers agree. The worker calls this for a job with an
--- `expires` field before running it; 0 means run it.
+-- with Redis' clock here, so skewed workers agree. A job moved back to its stream without a
+-- new attempt (a wait for a rate or concurrency limit, a shutdown requeue) carries the time
+-- it first became ready (its `ready_at` field, ARGV[10]), so a new entry does not restart
+-- the clock; a retry drops it (a retried job is ready again at its due time). The worker
+-- calls this for a job with an `expires` field before running it; 0 means run it.
 -- A cancel mark on the job (a cancel that found it delivered, before this check) is cleared
 -- here, as dead.lua does: a mark left behind would stay in the set for ever, and every fetch
 -- would pay the per-entry check while the set is not empty.
@@ -12,7 +15,8 @@
 -- cancelled set, KEYS[4] the job's unique key held until done (optional)
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry_id, ARGV[4] job_id, ARGV[5] expires_ms,
 -- ARGV[6] record_json (finished_at and waited_ms are stamped here), ARGV[7] record ttl_ms
--- (0 deletes it), ARGV[8] done channel, ARGV[9] publish command ('PUBLISH' or 'SPUBLISH')
+-- (0 deletes it), ARGV[8] done channel, ARGV[9] publish command ('PUBLISH' or 'SPUBLISH'),
+-- ARGV[10] the entry's `ready_at` ms or ''
 -- returns 1 when expired and ended, 0 when not expired (run it; nothing changed), -1 when
 -- the consumer no longer owns the entry (nothing changed)
 -- @include owner
@@ -20,7 +24,7 @@
 -- @include unique
 -- @include ending
 local now = now_ms()
-local ready_at = tonumber(string.match(ARGV[3], '^(%d+)-'))
+local ready_at = tonumber(ARGV[10] or '') or tonumber(string.match(ARGV[3], '^(%d+)-'))
 if now - ready_at <= tonumber(ARGV[5]) then return 0 end
 if not owns(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return -1 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])

@@ -298,6 +298,7 @@ class DeliveryRunner:
                 unique_name=unique_of(d),
                 attempt=env.attempt,
                 publish=w.broker.publish_command,
+                ready_at=outcomes.ready_at(d),
             )
         )
         if ended == 0:
@@ -327,7 +328,8 @@ class DeliveryRunner:
         conc_value = (
             opts.concurrency_key(*args, **kwargs) if opts.concurrency_key is not None else None
         )
-        payload = delayed_payload(outcomes.moved_fields(env, d, w.app.signer, id=job_id), d.level)
+        moved = outcomes.moved_fields(env, d, w.app.signer, keep_clock=True, id=job_id)
+        payload = delayed_payload(moved, d.level)
         admission = await w.transitions.call(
             limits.gate(
                 w.keys[d.queue],

@@ -13,6 +13,11 @@ from ..wire import Envelope, JobRecord, encode_json, encode_record, envelope_fie
 #: Entry fields of the task's options (``expires`` ms, a ``unique`` key held until done) that
 #: every move of the job keeps: a retry, a bounce or a rate-limited wait must not drop them.
 CARRIED_FIELDS = (b"expires", b"unique")
+#: When the job first became ready (Redis ms): written by the first move that is not a new
+#: attempt (a rate- or concurrency-limited wait, a shutdown requeue), kept by later ones, so
+#: its ``expires`` clock (expire.lua) does not restart each time it comes back as a new
+#: entry. A retry drops it: a retried job becomes ready again at its due time.
+READY_AT_FIELD = b"ready_at"
 
 TRACEBACK_LIMIT = 8000
 #: Attempts kept in a job's history, newest last: a retry must never outgrow the size limit
@@ -147,14 +152,25 @@ def _clip(text: str | None) -> str | None:
     return text[: TRACEBACK_LIMIT // 2] + "\n...\n" + text[-TRACEBACK_LIMIT // 2 :]
 
 
+def ready_at(d: Delivery) -> str:
+    """When the job of ``d`` first became ready: its ``ready_at`` field, else its entry id's
+    time (the enqueue, or the promotion of a delayed or retried job)."""
+    raw = d.fields.get(READY_AT_FIELD)
+    return raw.decode(errors="replace") if raw else d.entry_id.split("-", 1)[0]
+
+
 def moved_fields(
-    env: Envelope, d: Delivery, signer: Signer | None, **changes: Any
+    env: Envelope, d: Delivery, signer: Signer | None, *, keep_clock: bool = False, **changes: Any
 ) -> dict[str, bytes | str | int]:
     """The fields of a job moving to the delayed set: its envelope with ``changes``, the
-    option fields its entry carried, signed afresh for the stream it comes back to."""
+    option fields its entry carried, signed afresh for the stream it comes back to.
+    ``keep_clock`` (a wait for a limit, not a new attempt) keeps when it first became
+    ready, for its ``expires``."""
     fields = envelope_fields(env, None, **changes)
     for name in CARRIED_FIELDS:
         value = d.fields.get(name)
         if value is not None and name.decode() not in fields:
             fields[name.decode()] = value.decode(errors="replace")
+    if keep_clock:
+        fields[READY_AT_FIELD.decode()] = ready_at(d)
     return resign(fields, signer, d.queue, d.level)

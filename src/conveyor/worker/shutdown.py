@@ -17,7 +17,7 @@ from ..broker.operations import Delivery
 from ..cancellation import cancelled_record
 from ..keys import job_id_for
 from ..signing import resign
-from . import acklag
+from . import acklag, outcomes
 from .cancellation import cancel_and_wait
 from .transitions import unique_of
 
@@ -72,9 +72,14 @@ async def requeue(w: Worker, d: Delivery) -> None:
     """Give an unfinished job back to its stream now, so any worker can run it at once."""
     job_id = job_id_for(d.queue, d.level, d.entry_id)
     fields: dict[str, Any] = {k.decode(errors="replace"): v for k, v in d.fields.items()}
-    if "id" not in fields:
-        # A changed entry needs a fresh signature (it goes back to the same queue and level).
-        fields = resign({**fields, "id": job_id}, w.app.signer, d.queue, d.level)
+    # Not a new attempt: the job keeps when it first became ready (its `expires` clock).
+    # A changed entry needs a fresh signature (it goes back to the same queue and level).
+    fields = resign(
+        {"id": job_id, **fields, outcomes.READY_AT_FIELD.decode(): outcomes.ready_at(d)},
+        w.app.signer,
+        d.queue,
+        d.level,
+    )
     new_id = await w.transitions.call(
         operations.requeue(
             w.keys[d.queue],
