@@ -6,6 +6,7 @@ frees its unique key and publishes, instead of leaving a job with no end.
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -137,3 +138,30 @@ def test_jobs_read_by_the_blocking_read_pay_no_cancel_check_when_nothing_is_canc
         assert commands(r, "smismember") == before
     assert r.script_exists(skip.sha, skip.flagged_sha) == [False, False]
     assert done == [0, 1, 2, 3, 4]
+
+
+def test_a_job_cancelled_while_held_ends_at_shutdown_with_its_tasks_result_ttl(
+    app: Conveyor, r: redis.Redis
+) -> None:
+    """The shutdown requeue ends a marked job `cancelled`: its record is kept for its task's
+    result_ttl (30 s here), not the default day."""
+    started = threading.Event()
+    release = threading.Event()
+
+    @app.task(result_ttl=30)
+    def slow(i: int) -> None:
+        if i == 0:
+            started.set()
+            release.wait(10)
+
+    keys = app.keys("default")
+    first = slow.enqueue(0)
+    with worker_thread(app, fast(concurrency=1, prefetch=1, shutdown_grace=5.0)):
+        assert started.wait(10)
+        held = slow.enqueue(1)
+        wait_until(lambda: r.xinfo_groups(keys.stream("normal"))[0]["lag"] == 0, 10, "the prefetch")
+        assert cancel(app.broker, keys, held.id, ttl_ms=TTL).outcome == CancelOutcome.SIGNALLED
+        threading.Timer(0.5, release.set).start()  # after the stop below has begun
+    assert first.status() is JobState.DONE
+    assert held.status() is JobState.CANCELLED
+    assert 0 < r.pttl(keys.record(held.id)) <= 30_000

@@ -19,7 +19,7 @@ from ..keys import job_id_for
 from ..signing import resign
 from . import acklag, outcomes
 from .cancellation import cancel_and_wait
-from .transitions import unique_of
+from .transitions import DEFAULTS, unique_of
 
 if TYPE_CHECKING:
     from .runtime import Worker
@@ -68,6 +68,13 @@ async def shut_down(w: Worker) -> None:
     )
 
 
+def result_ttl_ms(w: Worker, d: Delivery) -> int:
+    """How long the record of ``d``'s job is kept once it ends: its task's ``result_ttl``
+    (the default for a task this worker does not register)."""
+    task = w.app.tasks.get(d.fields.get(b"task", b"").decode(errors="replace"))
+    return int((task.options if task is not None else DEFAULTS).result_ttl * 1000)
+
+
 async def requeue(w: Worker, d: Delivery) -> None:
     """Give an unfinished job back to its stream now, so any worker can run it at once."""
     job_id = job_id_for(d.queue, d.level, d.entry_id)
@@ -88,6 +95,7 @@ async def requeue(w: Worker, d: Delivery) -> None:
             text(fields["id"]),
             fields,
             cancelled_record=cancelled_record("cancelled while running"),
+            ttl_ms=result_ttl_ms(w, d),
             unique=unique_of(d),
             publish=w.broker.publish_command,
         )
