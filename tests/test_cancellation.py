@@ -17,6 +17,7 @@ from conveyor import Conveyor
 from conveyor.broker import operations
 from conveyor.cancellation import (
     CancelOutcome,
+    CancelResult,
     cancel,
     cancel_async,
     cancel_flags,
@@ -24,6 +25,7 @@ from conveyor.cancellation import (
     cancelled_record,
     end_cancelled,
 )
+from conveyor.cli.jobs import describe
 from conveyor.errors import ConfigurationError, JobNotFound
 from conveyor.keys import GROUP, QueueKeys, delayed_job_id, job_id_for
 from conveyor.wire import JobRecord, decode_record, encode_record
@@ -196,7 +198,7 @@ def test_finished_jobs_are_left_alone_and_say_how_they_ended(
     assert app.broker.call(
         operations.dead(keys, "w1", d_dead, dead_id, dead_rec, TTL, [("error", "boom")])
     )
-    for job_id, state in ((done_id, "done"), (dead_id, "dead"), (gone_id, "expired")):
+    for job_id, state in ((done_id, "done"), (dead_id, "dead"), (gone_id, "record_expired")):
         before = r.get(keys.record(job_id))
         res = do_cancel(app, keys, job_id)
         assert (res.outcome, res.detail) == (CancelOutcome.ALREADY_ENDED, state)
@@ -402,3 +404,12 @@ def test_requeue_of_an_unmarked_job_hands_it_back(app: Conveyor, keys: QueueKeys
     fields = {k.decode(): v for k, v in d.fields.items()}
     new_id = app.broker.call(operations.requeue(keys, "w1", d, job_id, {**fields, "id": job_id}))
     assert new_id and new_id != "cancelled" and r.xlen(keys.stream("normal")) == 2
+
+
+def test_the_cli_does_not_call_a_job_whose_record_expired_expired() -> None:
+    """cancel.lua says `record_expired` for a job acked so long ago that its record's TTL
+    passed: the CLI must not confuse it with the `expires` option's `expired` state."""
+    gone = describe("q:n:1-0", CancelResult(CancelOutcome.ALREADY_ENDED, "record_expired"))
+    assert "record expired" in gone and "result_ttl" in gone and "as " not in gone
+    late = describe("q:n:1-0", CancelResult(CancelOutcome.ALREADY_ENDED, "expired"))
+    assert late.endswith("already ended as expired")

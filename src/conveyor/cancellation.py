@@ -32,17 +32,24 @@ def cancelled_key(keys: QueueKeys) -> str:
     return f"{keys.prefix}cancelled"
 
 
+#: The detail of ALREADY_ENDED for a job acked so long ago that its record's TTL passed (not
+#: the ``expires`` option's ``expired`` state).
+RECORD_EXPIRED = "record_expired"
+
+
 class CancelOutcome(enum.Enum):
     CANCELLED = "cancelled"  # was delayed or retrying: ended now
     WILL_SKIP = "will_skip"  # was queued: ended now, its entry is skipped when delivered
     SIGNALLED = "signalled"  # running: marked, its worker ends it within one lease beat
-    ALREADY_ENDED = "already_ended"  # done, dead, cancelled or expired: nothing changed
+    ALREADY_ENDED = "already_ended"  # done, dead, cancelled, expired, record gone: no change
 
 
 @dataclass(frozen=True)
 class CancelResult:
     outcome: CancelOutcome
-    #: the state it had ended in (ALREADY_ENDED), or the consumer running it (SIGNALLED)
+    #: the state it had ended in (ALREADY_ENDED; ``record_expired`` when it ended so long ago
+    #: that its record's TTL passed, not the ``expires`` option's ``expired``), or the
+    #: consumer running it (SIGNALLED)
     detail: str = ""
 
     @property

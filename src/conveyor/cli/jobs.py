@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..cancellation import CancelOutcome, CancelResult
+from ..cancellation import RECORD_EXPIRED, CancelOutcome, CancelResult
 from ..errors import redact_url
 from ..job import JobState
 from .base import Context, app_option, errors, main, parse_json, pass_context
@@ -125,6 +125,11 @@ def describe(job_id: str, result: CancelResult) -> str:
             return (
                 f"signalled {job_id} to worker {result.detail or '(unknown)'}: it is running "
                 "and stops within one lease renewal, ending cancelled"
+            )
+        case CancelOutcome.ALREADY_ENDED if result.detail == RECORD_EXPIRED:
+            return (
+                f"nothing to cancel: {job_id} already ended, so long ago that its record "
+                "expired (its task's result_ttl); there is no state left to show"
             )
         case CancelOutcome.ALREADY_ENDED:
             return f"nothing to cancel: {job_id} already ended as {result.detail or 'finished'}"

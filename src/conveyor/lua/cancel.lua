@@ -18,7 +18,8 @@
 --   {1, ''}        cancelled: was delayed or retrying, now ended
 --   {2, ''}        will skip: was queued, now ended and marked
 --   {3, consumer}  signalled: running on `consumer`, marked
---   {4, state}     already ended: done, dead, cancelled, expired (nothing changed)
+--   {4, state}     already ended: done, dead, cancelled, expired, or record_expired (ended
+--                  long enough ago that its record's TTL passed) (nothing changed)
 --   {5, name}      pass the unique key `name` and call again (nothing changed)
 --   {0, ''}        unknown id
 -- @include ids
@@ -78,7 +79,8 @@ if ok then
     end
   end
 end
-if not queued then return {4, 'expired'} end -- delivered and acked, record gone
+-- delivered and acked, its record's TTL passed: not the `expires` option's `expired`
+if not queued then return {4, 'record_expired'} end
 local unique_name = field_of(found[2], 'unique')
 if not finish(unique_name) then return {5, unique_name} end
 redis.call('SADD', KEYS[7], job_id)
