@@ -18,7 +18,6 @@ from conveyor.cancellation import CancelOutcome, cancel
 from conveyor.errors import JobCancelled
 from conveyor.keys import GROUP, QueueKeys
 from conveyor.limits import Limits, RateLimit
-from conveyor.scripts import script
 from tests import limits_driver as driver
 from tests.conftest import fast, wait_until, worker_thread
 
@@ -126,17 +125,14 @@ def test_jobs_read_by_the_blocking_read_pay_no_cancel_check_when_nothing_is_canc
     def t(i: int) -> None:
         done.append(i)
 
-    skip = script("skip_cancelled")
     with worker_thread(app, fast(promote_every=3600.0, block_ms=5000)):
         time.sleep(0.3)  # idle, in its blocking read
-        r.script_flush()  # a call of it after this would load it again
         before = commands(r, "smismember")
         for i in range(5):
             t.enqueue(i)
             wait_until(lambda i=i: len(done) == i + 1, 10, f"job {i} to run")  # type: ignore[misc]
             time.sleep(0.05)  # back in the blocking read
         assert commands(r, "smismember") == before
-    assert r.script_exists(skip.sha, skip.flagged_sha) == [False, False]
     assert done == [0, 1, 2, 3, 4]
 
 

@@ -281,50 +281,6 @@ def test_cancels_racing_fetches_never_both_run_and_cancel_and_lose_none(
     assert 0 < len(running) < len(ids), len(running)
 
 
-def test_block_read_deliveries_of_cancelled_jobs_are_dropped(
-    app: Conveyor, keys: QueueKeys, r: Any
-) -> None:
-    """skip_cancelled.lua: the plain blocking XREADGROUP bypasses fetch.lua, so what it
-    delivers goes through the same include afterwards."""
-    stream = keys.stream("normal")
-    kept, gone = enqueue(app, keys), enqueue(app, keys)
-    moved = schedule(app, keys, "b1", 0)
-    app.broker.call(operations.promote(keys, [moved]))
-    do_cancel(app, keys, gone)
-    do_cancel(app, keys, moved)
-    read = app.broker.call(operations.block_read({stream: ("q", "normal")}, "w1", 10, 100))
-    dropped = app.broker.call(operations.skip_cancelled(keys, "normal", "w1", read))
-    assert entry_of(gone) in dropped and len(dropped) == 2
-    assert pending(r, keys) == [entry_of(kept)]
-    assert r.scard(cancelled_key(keys)) == 0
-
-
-def test_skip_cancelled_leaves_entries_of_other_consumers(
-    app: Conveyor, keys: QueueKeys, r: Any
-) -> None:
-    job_id = enqueue(app, keys)
-    other = enqueue(app, keys)
-    (d, _) = app.broker.call(operations.fetch(keys, "w2", 2))
-    do_cancel(app, keys, job_id)  # running on w2: signalled
-    assert app.broker.call(operations.skip_cancelled(keys, "normal", "w1", [d])) == set()
-    assert pending(r, keys) == [entry_of(job_id), entry_of(other)]
-    assert r.sismember(cancelled_key(keys), job_id)
-
-
-def test_a_cancel_landing_between_the_block_read_and_the_skip_keeps_the_entry(
-    app: Conveyor, keys: QueueKeys, r: Any
-) -> None:
-    """The cancel finds the entry pending (signalled, no record written): dropping it would
-    end the job with no record at all, so it stays to run and be stopped by the beat."""
-    stream = keys.stream("normal")
-    job_id = enqueue(app, keys)
-    read = app.broker.call(operations.block_read({stream: ("q", "normal")}, "w1", 10, 100))
-    assert do_cancel(app, keys, job_id).outcome is CancelOutcome.SIGNALLED
-    assert app.broker.call(operations.skip_cancelled(keys, "normal", "w1", read)) == set()
-    assert pending(r, keys) == [entry_of(job_id)]
-    assert r.sismember(cancelled_key(keys), job_id)  # the beat still finds the mark
-
-
 def test_cancel_frees_a_unique_key_held_until_done(app: Conveyor, keys: QueueKeys, r: Any) -> None:
     delayed = schedule(app, keys, "u1", 60_000, unique="report-7")
     r.set(keys.unique("report-7"), delayed)

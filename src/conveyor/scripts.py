@@ -39,7 +39,6 @@ NAMES: Final = (
     "cron_fire",
     "cancel",
     "end_cancelled",
-    "skip_cancelled",
     "expire",
     "progress",
 )

@@ -125,28 +125,6 @@ def fetch(keys: QueueKeys, consumer: str, count: int) -> Call[Fetched]:
     )
 
 
-def skip_cancelled(
-    keys: QueueKeys, level: str, consumer: str, got: Sequence[Delivery]
-) -> Call[set[str]]:
-    """Of entries a blocking read just delivered (a read no script can wrap), ack and drop
-    those whose job was cancelled while queued (their record says so), as fetch.lua does;
-    the reply is the dropped entry ids. Costs one SCARD in the script when no cancel is
-    pending; it runs only on the idle path (a blocking read), never in a drain."""
-    args: list[Arg] = [GROUP, consumer, job_id_for(keys.queue, level, "")]
-    records: list[str] = []
-    for d in got:
-        raw = d.fields.get(b"id")
-        args += [d.entry_id, raw if raw is not None else ""]
-        job_id = raw.decode(errors="replace") if raw else job_id_for(keys.queue, level, d.entry_id)
-        records.append(keys.record(job_id))
-    return run_script(
-        "skip_cancelled",
-        [keys.stream(level), keys.cancelled, *records],
-        args,
-        lambda reply: {text(x) for x in reply},
-    )
-
-
 def block_read(
     streams: Mapping[str, tuple[str, str]], consumer: str, count: int, block_ms: int
 ) -> Call[list[Delivery]]:
