@@ -22,7 +22,7 @@ from tests.redis_servers import configured_url, redis_for
 __all__ = ["fast", "wait_until", "worker_task", "worker_thread"]
 
 # Cluster and Sentinel groups (started only by the tests that ask for them).
-pytest_plugins = ["tests.conftest_scale"]
+pytest_plugins = ["tests.conftest_scale", "tests.flow_fixtures"]
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,40 +26,6 @@ from tests.conftest import wait_until
 from tests.test_reliability import Spawn, WorkerProc
 
 LEASE = 1.5  # renewals (and so cancel checks) every 0.5 s
-APP = "tests.test_flow_tasks:app"
-
-
-@pytest.fixture
-def spawn(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[Spawn]:
-    """Real worker processes of the flow app; killed at the end, their logs shown on
-    failure."""
-    started: list[WorkerProc] = []
-
-    def start(**options: Any) -> WorkerProc:
-        log = tmp_path / f"worker-{len(started)}.log"
-        w = WorkerProc(redis_url, namespace, log, app=APP, **options)
-        started.append(w)
-        return w
-
-    try:
-        yield start
-    finally:
-        for w in started:
-            w.close()
-        for w in started:
-            print(f"----- worker pid {w.pid} exit {w.proc.returncode} -----\n{w.log()}")
-
-
-@pytest.fixture
-def flow_app(redis_url: str, namespace: str) -> Iterator[Conveyor]:
-    flow.app.rebind(url=redis_url, namespace=namespace)
-    yield flow.app
-    flow.app.broker.close()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    return tmp_path / "ledger.txt"
 
 
 def lines(path: Path, event: str | None = None) -> list[list[str]]:

@@ -10,45 +10,15 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from conveyor import Conveyor, JobState
 from tests import test_flow_tasks as flow
 from tests.conftest import wait_until
 from tests.test_reliability import Spawn, WorkerProc
 
-APP = "tests.test_flow_tasks:app"
 LEASE = 1.5
-
-
-@pytest.fixture
-def spawn(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[Spawn]:
-    started: list[WorkerProc] = []
-
-    def start(**options: Any) -> WorkerProc:
-        log = tmp_path / f"worker-{len(started)}.log"
-        w = WorkerProc(redis_url, namespace, log, app=APP, **options)
-        started.append(w)
-        return w
-
-    try:
-        yield start
-    finally:
-        for w in started:
-            w.close()
-        for w in started:
-            print(f"----- worker pid {w.pid} exit {w.proc.returncode} -----\n{w.log()}")
-
-
-@pytest.fixture
-def flow_app(redis_url: str, namespace: str) -> Iterator[Conveyor]:
-    flow.app.rebind(url=redis_url, namespace=namespace)
-    yield flow.app
-    flow.app.broker.close()
 
 
 def rows(path: Path, event: str) -> list[list[str]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,41 +18,9 @@ from conveyor.keys import GROUP, job_id_for, worker_key
 from conveyor.wire import decode_record
 from tests import test_flow_tasks as flow
 from tests.conftest import wait_until
-from tests.test_reliability import Spawn, WorkerProc
+from tests.test_reliability import Spawn
 
-APP = "tests.test_flow_tasks:app"
 LEASE = 1.5
-
-
-@pytest.fixture
-def spawn(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[Spawn]:
-    started: list[WorkerProc] = []
-
-    def start(**options: Any) -> WorkerProc:
-        log = tmp_path / f"worker-{len(started)}.log"
-        w = WorkerProc(redis_url, namespace, log, app=APP, **options)
-        started.append(w)
-        return w
-
-    try:
-        yield start
-    finally:
-        for w in started:
-            w.close()
-        for w in started:
-            print(f"----- worker pid {w.pid} exit {w.proc.returncode} -----\n{w.log()}")
-
-
-@pytest.fixture
-def flow_app(redis_url: str, namespace: str) -> Iterator[Conveyor]:
-    flow.app.rebind(url=redis_url, namespace=namespace)
-    yield flow.app
-    flow.app.broker.close()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    return tmp_path / "ledger.txt"
 
 
 def tags(path: Path, event: str) -> list[str]:
