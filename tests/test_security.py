@@ -53,10 +53,10 @@ def test_signed_jobs_run_and_unsigned_or_tampered_entries_are_dead_lettered(
     entries = client.xrange(dead)
     assert [f[b"dead_reason"] for _, f in entries] == [b"bad_signature", b"bad_signature"]
     assert all(b"not signed" in f[b"dead_error"] for _, f in entries)
-    assert [f[b"dead_from"] for _, f in entries] == [
-        b"normal:" + unsigned,
-        b"normal:" + forged,
-    ]
+    # Slots reject the two at once, so their order in the dead stream is not fixed.
+    assert sorted(f[b"dead_from"] for _, f in entries) == sorted(
+        [b"normal:" + unsigned, b"normal:" + forged]
+    )
 
 
 def test_key_rotation_verifies_old_keys_and_retries_are_resigned(

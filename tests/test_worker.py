@@ -675,3 +675,19 @@ def test_waiting_for_a_result_async_does_not_busy_poll(
     assert 1 <= status_calls < 10, f"{status_calls} status script calls during one wait"
     assert measured["cpu"] < 0.3, f"the waiting loop used {measured['cpu']:.2f}s of CPU"
     assert 1.3 <= measured["elapsed"] < 1.95, f"result after {measured['elapsed']:.2f}s"
+
+
+def test_stop_ends_an_idle_workers_blocking_read_at_once(app: Conveyor) -> None:
+    """CLIENT UNBLOCK must name the connection the blocking read runs on: a pipelined read
+    on another connection than the one whose CLIENT ID was taken waited out its BLOCK."""
+
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    with worker_thread(app, fast(block_ms=5000)):
+        time.sleep(0.5)  # nothing queued: the worker is in its blocking read
+        assert add.enqueue(2, 3).result(timeout=10) == 5
+        time.sleep(0.5)  # blocked again
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 2.0, "stop waited for the 5 s blocking read"

@@ -5,8 +5,8 @@ Cluster (CROSSSLOT otherwise, even on one node), so there is one blocking read p
 (its levels share the queue's hash tag), all running at once: the first to return wakes the
 worker, and the others keep waiting for the next call instead of being cancelled, because a
 cancelled read may already have moved entries into the pending list. Each read has a
-connection of its own (``single_connection``), so its CLIENT ID is the one CLIENT UNBLOCK
-must name.
+client of its own, used one call at a time, so its pool holds one connection and the CLIENT ID
+read through it is the one CLIENT UNBLOCK must name.
 
 Each read carries, in the same pipeline right after the XREADGROUP, an SCARD of the
 cancelled set of each queue it reads: ``marked`` names the queues with a cancel pending, so
@@ -68,7 +68,10 @@ class BlockingReader:
             node = key[0]
             url = self.broker.url if node == ONE else node_url(self.broker.url, *node)
             options = self.broker.options if node == ONE else self.broker.node_options
-            reader = Broker(url, replace(options, single_connection=True))
+            # Not a single-connection client: redis-py sends a pipeline on a pooled
+            # connection, never on the client's own one, so CLIENT ID must come from the
+            # pool too. Used one call at a time, the pool holds exactly one connection.
+            reader = Broker(url, replace(options, single_connection=False))
             self._readers[key] = reader
         return reader
 
