@@ -23,6 +23,9 @@ from .errors import ConfigurationError
 
 #: stores one progress report: (fraction, message) -> None, and its awaitable twin
 Report = Callable[[float, str], None]
+#: Orders a cancel mark (lease thread) against a sync job's return (its thread): rare and
+#: short, so one lock serves every job.
+_MARK = threading.Lock()
 AsyncReport = Callable[[float, str], Awaitable[None]]
 
 
@@ -36,10 +39,10 @@ class JobContext:
     #: how often this entry was handed out (more than 1 after a worker died running it)
     deliveries: int
     worker: str
-    _cancel: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+    #: [cancelled, returned]: plain flags under one module lock, not two Events and a Lock
+    #: per job (those cost more than a short job on the hot path)
+    _flags: list[bool] = field(default_factory=lambda: [False, False], compare=False, repr=False)
     #: set when the function returned or raised: a cancel mark read later is not this run's
-    _over: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
     _report: Report | None = field(default=None, compare=False, repr=False)
     _areport: AsyncReport | None = field(default=None, compare=False, repr=False)
 
@@ -49,20 +52,20 @@ class JobContext:
         A sync task checks it between steps and returns (or raises) early; whatever it
         does then, the job ends ``cancelled``, never retried.
         """
-        return self._cancel.is_set()
+        return self._flags[0]
 
     def _mark_cancelled(self) -> bool:
         """Set the flag unless the function already returned (the lease thread calls it):
         a sync job ends ``cancelled`` exactly when this returned True before it ended."""
-        with self._lock:
-            if self._over.is_set():
+        with _MARK:
+            if self._flags[1]:
                 return False
-            self._cancel.set()
+            self._flags[0] = True
             return True
 
     def _returned(self) -> None:
-        with self._lock:
-            self._over.set()
+        with _MARK:
+            self._flags[1] = True
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Store how far the job is (0.0 to 1.0) and what it is doing: a blocking call,

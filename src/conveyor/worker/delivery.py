@@ -264,8 +264,7 @@ class DeliveryRunner:
         return False
 
     def _acked(self, d: Delivery, job_id: str, stored: bool) -> None:
-        self.w.held.discard(d.queue, d.level, d.entry_id)
-        self.w.flow.unhold(d.queue, job_id)
+        self.w.held.discard(d.queue, d.level, d.entry_id)  # a lease was unheld at submit
         self.w.transitions.count("done" if stored else "lost", job_id)
 
     async def _expired(

@@ -55,13 +55,13 @@ class FlowState:
             self._limits[name] = limits
             return limits
 
+    # Every job passes through started/ended: a dict store and pop are atomic under the
+    # GIL, so they take no lock; the lease thread reads a copy (also atomic).
     def started(self, run: Running) -> None:
-        with self._lock:
-            self._running[run.ctx.id] = run
+        self._running[run.ctx.id] = run
 
     def ended(self, job_id: str) -> None:
-        with self._lock:
-            self._running.pop(job_id, None)
+        self._running.pop(job_id, None)
 
     def hold(self, queue: str, held: Held) -> None:
         with self._lock:
@@ -79,7 +79,7 @@ class FlowState:
         """Ids of running jobs by queue, for the beat's cancel-mark read."""
         with self._lock:
             out: dict[str, list[str]] = {}
-            for job_id, run in self._running.items():
+            for job_id, run in self._running.copy().items():
                 out.setdefault(run.queue, []).append(job_id)
             return out
 
