@@ -21,7 +21,6 @@ from conveyor.cancellation import (
     cancel,
     cancel_async,
     cancel_flags,
-    cancelled_key,
     cancelled_record,
     end_cancelled,
 )
@@ -125,14 +124,14 @@ def test_queued_job_keeps_its_entry_and_is_skipped_when_delivered(
     assert res.outcome is CancelOutcome.WILL_SKIP and res.stopped
     # the entry stays until its turn, so the group's lag still counts it
     assert r.xlen(keys.stream("normal")) == 2
-    assert r.sismember(cancelled_key(keys), first)
+    assert r.sismember(keys.cancelled, first)
     assert record(r, keys, first).state == "cancelled"  # type: ignore[union-attr]
     delivered = skip_fetch(app, keys, "w1")
     assert delivered == [entry_of(second)]
     # the skipped entry is acked (no worker holds it), read past, and unmarked
     assert pending(r, keys) == delivered
     assert r.xinfo_groups(keys.stream("normal"))[0]["lag"] == 0
-    assert r.scard(cancelled_key(keys)) == 0
+    assert r.scard(keys.cancelled) == 0
     assert record(r, keys, first).state == "cancelled"  # type: ignore[union-attr]
 
 
@@ -141,7 +140,7 @@ def test_promoted_job_is_skipped_by_its_id_field(app: Conveyor, keys: QueueKeys,
     assert app.broker.call(operations.promote(keys, [job_id])) == 1
     assert do_cancel(app, keys, job_id).outcome is CancelOutcome.WILL_SKIP
     assert skip_fetch(app, keys, "w1") == []
-    assert pending(r, keys) == [] and r.scard(cancelled_key(keys)) == 0
+    assert pending(r, keys) == [] and r.scard(keys.cancelled) == 0
 
 
 def test_fetch_without_pending_cancels_delivers_everything(
@@ -180,7 +179,7 @@ def test_end_cancelled_by_a_worker_that_lost_the_entry_changes_nothing(
     assert not app.broker.call(end_cancelled(keys, "w1", "normal", d.entry_id, job_id, ttl_ms=TTL))
     assert r.xpending(keys.stream("normal"), GROUP)["pending"] == 1
     assert record(r, keys, job_id) is None
-    assert r.sismember(cancelled_key(keys), job_id)  # the new holder still sees the mark
+    assert r.sismember(keys.cancelled, job_id)  # the new holder still sees the mark
 
 
 def test_finished_jobs_are_left_alone_and_say_how_they_ended(
@@ -203,7 +202,7 @@ def test_finished_jobs_are_left_alone_and_say_how_they_ended(
         res = do_cancel(app, keys, job_id)
         assert (res.outcome, res.detail) == (CancelOutcome.ALREADY_ENDED, state)
         assert r.get(keys.record(job_id)) == before
-    assert r.scard(cancelled_key(keys)) == 0
+    assert r.scard(keys.cancelled) == 0
     cancelled = schedule(app, keys, "c1", 60_000)
     do_cancel(app, keys, cancelled)
     res = do_cancel(app, keys, cancelled)
@@ -276,7 +275,7 @@ def test_cancels_racing_fetches_never_both_run_and_cancel_and_lose_none(
             assert outcomes[job_id] is CancelOutcome.WILL_SKIP
             assert record(r, keys, job_id).state == "cancelled"  # type: ignore[union-attr]
     # the marks left are exactly the running jobs' (their workers end them on the beat)
-    assert {m.decode() for m in r.smembers(cancelled_key(keys))} == running
+    assert {m.decode() for m in r.smembers(keys.cancelled)} == running
     # they met: some jobs were cancelled in time, some were already running
     assert 0 < len(running) < len(ids), len(running)
 
@@ -351,7 +350,7 @@ def test_requeue_of_a_job_marked_while_running_ends_it_cancelled(
     assert pending(r, keys) == []
     rec = record(r, keys, job_id)
     assert rec is not None and rec.state == "cancelled" and rec.finished_at
-    assert r.scard(cancelled_key(keys)) == 0 and not r.exists(keys.unique("rq"))
+    assert r.scard(keys.cancelled) == 0 and not r.exists(keys.unique("rq"))
 
 
 def test_requeue_of_an_unmarked_job_hands_it_back(app: Conveyor, keys: QueueKeys, r: Any) -> None:

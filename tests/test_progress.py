@@ -9,7 +9,7 @@ import pytest
 
 from conveyor import Conveyor
 from conveyor.errors import ConfigurationError
-from conveyor.progress import MAX_MESSAGE, progress_key, read, report
+from conveyor.progress import MAX_MESSAGE, read, report
 
 
 def test_latest_progress_is_read_back_stamped_on_redis_clock(app: Conveyor, r: Any) -> None:
@@ -27,7 +27,7 @@ def test_latest_progress_is_read_back_stamped_on_redis_clock(app: Conveyor, r: A
 def test_progress_expires_after_its_ttl(app: Conveyor, r: Any) -> None:
     keys = app.keys("q")
     app.broker.call(report(keys, "q:n:1-0", 1, ttl_ms=60_000))
-    assert 0 < r.pttl(progress_key(keys, "q:n:1-0")) <= 60_000
+    assert 0 < r.pttl(keys.progress("q:n:1-0")) <= 60_000
     app.broker.call(report(keys, "q:n:1-0", 1, ttl_ms=1))
     time.sleep(0.02)
     assert app.broker.call(read(keys, "q:n:1-0")) is None
@@ -35,7 +35,7 @@ def test_progress_expires_after_its_ttl(app: Conveyor, r: Any) -> None:
 
 def test_progress_key_shares_the_queue_hash_tag(app: Conveyor) -> None:
     keys = app.keys("q")
-    assert progress_key(keys, "q:n:1-0").startswith(keys.prefix)
+    assert keys.progress("q:n:1-0").startswith(keys.prefix)
 
 
 def test_bad_progress_is_refused_naming_what(app: Conveyor) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from conveyor import Conveyor
 from conveyor.broker import operations
-from conveyor.cancellation import CancelOutcome, cancel, cancelled_key, cancelled_record
+from conveyor.cancellation import CancelOutcome, cancel, cancelled_record
 from conveyor.keys import GROUP, QueueKeys, job_id_for
 from conveyor.wire import JobRecord, decode_record, encode_record
 
@@ -65,7 +65,7 @@ def test_complete_drops_the_mark_of_a_job_cancelled_after_its_last_beat(
     job_id, d = running(app, keys, r, None)
     assert cancel(app.broker, keys, job_id, ttl_ms=TTL).outcome is CancelOutcome.SIGNALLED
     assert complete(app, keys, [(job_id, d, None)]) == []
-    assert r.scard(cancelled_key(keys)) == 0  # fetches stop paying for the check
+    assert r.scard(keys.cancelled) == 0  # fetches stop paying for the check
 
 
 def test_dead_frees_the_unique_key_and_the_mark(app: Conveyor, keys: QueueKeys, r: Any) -> None:
@@ -76,7 +76,7 @@ def test_dead_frees_the_unique_key_and_the_mark(app: Conveyor, keys: QueueKeys, 
         operations.dead(keys, "w1", d, job_id, rec, TTL, [("error", "boom")], unique="u")
     )
     assert r.xrange(keys.dead)[0][0].decode() == dead_id
-    assert not r.exists(keys.unique("u")) and r.scard(cancelled_key(keys)) == 0
+    assert not r.exists(keys.unique("u")) and r.scard(keys.cancelled) == 0
 
 
 def retry(app: Conveyor, keys: QueueKeys, job_id: str, d: Any, unique: str | None) -> int:
@@ -104,7 +104,7 @@ def test_retry_of_a_job_cancelled_while_running_ends_it_cancelled(
     assert retry(app, keys, job_id, d, "r") == 2
     assert r.zcard(keys.delayed) == 0 and r.hlen(keys.payloads) == 0
     assert decode_record(r.get(keys.record(job_id))).state == "cancelled"
-    assert not r.exists(keys.unique("r")) and r.scard(cancelled_key(keys)) == 0
+    assert not r.exists(keys.unique("r")) and r.scard(keys.cancelled) == 0
 
 
 def test_retry_of_an_unmarked_job_parks_it_as_before(

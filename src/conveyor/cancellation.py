@@ -26,12 +26,6 @@ CANCELLED_STATE = "cancelled"
 UNIQUE_FIELD = "unique"
 
 
-def cancelled_key(keys: QueueKeys) -> str:
-    """Set of ids of queued or running jobs that are cancelled but not yet skipped or
-    ended. (For the lead: a ``QueueKeys.cancelled`` property.)"""
-    return f"{keys.prefix}cancelled"
-
-
 #: The detail of ALREADY_ENDED for a job acked so long ago that its record's TTL passed (not
 #: the ``expires`` option's ``expired`` state).
 RECORD_EXPIRED = "record_expired"
@@ -95,7 +89,7 @@ def cancel_call(
         *keys.streams,
         keys.delayed,
         keys.payloads,
-        cancelled_key(keys),
+        keys.cancelled,
     ]
     if unique_name:
         key_list.append(keys.unique(unique_name))
@@ -180,7 +174,7 @@ def cancel_flags(keys: QueueKeys, job_ids: Sequence[str]) -> Call[set[str]]:
     def parse(reply: Any) -> set[str]:
         return {job_id for job_id, hit in zip(ids, reply, strict=True) if int(hit)}
 
-    return command("SMISMEMBER", cancelled_key(keys), *ids, parse=parse)
+    return command("SMISMEMBER", keys.cancelled, *ids, parse=parse)
 
 
 def end_cancelled(
@@ -197,7 +191,7 @@ def end_cancelled(
 ) -> Call[bool]:
     """End a running job its worker found marked: acked, recorded ``cancelled``, not
     retried. False when the worker no longer owns the entry (nothing changed)."""
-    key_list = [keys.stream(level), keys.record(job_id), cancelled_key(keys)]
+    key_list = [keys.stream(level), keys.record(job_id), keys.cancelled]
     if unique_name:
         key_list.append(keys.unique(unique_name))
     args: list[Arg] = [

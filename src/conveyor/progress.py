@@ -39,11 +39,6 @@ class _Stored(msgspec.Struct):
 _decode = msgspec.json.Decoder(_Stored).decode
 
 
-def progress_key(keys: QueueKeys, job_id: str) -> str:
-    """(For the lead: a ``QueueKeys.progress(job_id)`` method.)"""
-    return f"{keys.prefix}progress:{job_id}"
-
-
 def validate(fraction: float, message: str) -> tuple[float, str]:
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
         raise ConfigurationError(f"progress fraction must be a number, not {fraction!r}")
@@ -61,7 +56,7 @@ def report(
     value, text = validate(fraction, message)
     if ttl_ms <= 0:
         raise ConfigurationError(f"progress ttl_ms must be positive, not {ttl_ms!r}")
-    return run_script("progress", [progress_key(keys, job_id)], [repr(value), text, ttl_ms], int)
+    return run_script("progress", [keys.progress(job_id)], [repr(value), text, ttl_ms], int)
 
 
 def _parse(reply: Any) -> Progress | None:
@@ -73,4 +68,4 @@ def _parse(reply: Any) -> Progress | None:
 
 def read(keys: QueueKeys, job_id: str) -> Call[Progress | None]:
     """The latest progress, or None when none was reported (or it expired)."""
-    return command("GET", progress_key(keys, job_id), parse=_parse)
+    return command("GET", keys.progress(job_id), parse=_parse)
