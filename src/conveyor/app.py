@@ -21,7 +21,7 @@ from .errors import (
 from .job import Job
 from .keys import QueueKeys, parse_job_id, validate_name
 from .schedules import DEFAULT_MISFIRE_CAP, Misfire, SchedulePolicy
-from .settings import Durability, TaskOptions
+from .settings import Durability, TaskOptions, WorkerSettings
 from .signing import Signer
 from .task import Signature, Task, TaskHost, active
 from .wire import DEFAULT_MAX_BYTES
@@ -45,7 +45,9 @@ class TaskDecorator(Protocol):
 class Conveyor:
     """A registry of tasks bound to one Redis (URL, or CONVEYOR_REDIS_URL, REDIS_URL, localhost).
 
-    ``namespace`` prefixes every key, so several apps can share one Redis.
+    ``namespace`` prefixes every key, so several apps can share one Redis. ``worker`` holds
+    the defaults of this app's workers; flags of `conveyor worker` and ``CONVEYOR_*``
+    variables override them field by field (see worker_config.py).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class Conveyor:
         signing_keys: Sequence[bytes | str] | None = None,
         redact: Callable[[str, dict[str, str]], dict[str, str]] | None = None,
         durability: Durability | None = None,
+        worker: WorkerSettings | None = None,
     ) -> None:
         self.namespace = validate_name("namespace", namespace)
         self.default_queue = validate_name("queue", default_queue)
@@ -70,6 +73,12 @@ class Conveyor:
         #: what every enqueue waits for unless a task's ``using(wait_replicas=...)`` says
         #: otherwise: replicas (WAIT) and AOF fsyncs (WAITAOF); see Durability
         self.durability = durability
+        if worker is not None and not isinstance(worker, WorkerSettings):
+            raise ConfigurationError(
+                f"worker= takes a WorkerSettings(...), not {type(worker).__name__}"
+            )
+        #: what a worker of this app uses where no flag or CONVEYOR_* variable says otherwise
+        self.worker_settings = worker or WorkerSettings()
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: list[CronSchedule] = []
         self._keys: dict[str, QueueKeys] = {}

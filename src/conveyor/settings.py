@@ -166,7 +166,12 @@ class Retention:
 class WorkerSettings:
     """One worker process: how many jobs at once, from which queues, how it stops.
 
-    ``queues`` None means every queue the app's tasks use.
+    ``queues`` None means every queue the app's tasks use. The last three end a worker
+    process on its own: ``burst`` once its queues and their delayed sets are empty (exit
+    0), ``max_jobs`` after that many jobs and ``max_memory_mb`` past that resident size
+    (the supervisor of `conveyor worker` then starts a fresh process; see
+    worker/lifetime.py). Every field can also be set with a flag of `conveyor worker`, a
+    ``CONVEYOR_*`` environment variable or the app's defaults (see worker_config.py).
     """
 
     queues: tuple[str, ...] | None = None
@@ -184,6 +189,9 @@ class WorkerSettings:
     max_payload_bytes: int = 1024 * 1024
     #: subprocesses for tasks with ``executor="process"`` (started only when a task asks)
     pool_size: int = 2
+    burst: bool = False
+    max_jobs: int | None = None
+    max_memory_mb: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.queues, str):
@@ -203,3 +211,16 @@ class WorkerSettings:
         if self.prefetch is not None and self.prefetch < 0:
             raise ConfigurationError("WorkerSettings.prefetch must be >= 0")
         positive_int(self.pool_size, "WorkerSettings.pool_size")
+        if not isinstance(self.burst, bool):
+            raise ConfigurationError(f"WorkerSettings.burst must be a bool, not {self.burst!r}")
+        if self.max_jobs is not None and (
+            isinstance(self.max_jobs, bool)
+            or not isinstance(self.max_jobs, int)
+            or self.max_jobs < 1
+        ):
+            raise ConfigurationError(
+                f"WorkerSettings.max_jobs must be an int >= 1, not {self.max_jobs!r} (a process "
+                "would restart before its first job); leave it unset (None) for no limit"
+            )
+        if self.max_memory_mb is not None:
+            _positive("WorkerSettings", "max_memory_mb", self.max_memory_mb)
