@@ -41,6 +41,7 @@ NAMES: Final = (
     "end_cancelled",
     "expire",
     "progress",
+    "idle",
 )
 
 

@@ -20,6 +20,7 @@ import signal
 import socket
 import sys
 import threading
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 from ..app import Conveyor
@@ -35,6 +36,7 @@ from .executor import Executor, Outcome
 from .fetcher import Fetcher
 from .flow import FlowState
 from .lease import HeldJobs, LeaseKeeper
+from .lifetime import RECYCLE_EXIT, Lifetime
 from .maintenance import Maintenance
 from .process_pool import ProcessPool, ProcessPoolSettings
 from .registry import LiveTasks
@@ -66,13 +68,17 @@ def consumer_name() -> str:
 
 
 class Worker:
-    """Runs jobs from one or more queues until ``stop()`` (or SIGTERM/SIGINT) is received."""
+    """Runs jobs from one or more queues until ``stop()`` (or SIGTERM/SIGINT) is received,
+    or until its burst, job or memory limit ends it (see lifetime.py).
+
+    ``settings`` None takes the app's defaults (``Conveyor(..., worker=WorkerSettings())``).
+    """
 
     def __init__(
         self, app: Conveyor, settings: WorkerSettings | None = None, *, name: str | None = None
     ) -> None:
         self.app = app
-        self.settings = settings or WorkerSettings()
+        self.settings = settings or app.worker_settings
         self.queues = self.settings.queues or app_queues(app)
         self.consumer = name or consumer_name()
         self.broker: Broker = app.broker
@@ -118,6 +124,8 @@ class Worker:
         #: why the worker stopped on its own, raised by run() once its jobs are handed back
         self.crash: WorkerCrashed | None = None
         self.ready = asyncio.Event()
+        #: burst, max_jobs and max_memory_mb; its ``reason`` says why the worker ended
+        self.lifetime = Lifetime(self)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def run(self, *, handle_signals: bool = False) -> None:
@@ -130,6 +138,7 @@ class Worker:
             ".".join(map(str, info.version)),
             ",".join(self.queues),
             self.settings.concurrency,
+            extra={"settings": asdict(self.settings)},
         )
         await self.ensure_groups()
         self.lease = LeaseKeeper(
@@ -163,11 +172,13 @@ class Worker:
         if handle_signals:
             self._install_signals()
         self.ready.set()
+        self.lifetime.start()
         try:
             await self.fetcher.loop()
         except Exception as exc:
             self._crashed("the fetch loop", exc)
         finally:
+            await self.lifetime.stop()
             await shut_down(self)
         if self.crash is not None:
             raise self.crash
@@ -253,6 +264,7 @@ class Worker:
 
     def job_took(self, seconds: float) -> None:
         self.fetcher.job_took(seconds)
+        self.lifetime.job_ended()
 
     async def _slot(self, n: int) -> None:
         """One slot: run deliveries one after another until the worker stops.
@@ -296,14 +308,20 @@ def serve(app: Conveyor, settings: WorkerSettings | None = None) -> None:
 
     Python cannot stop a thread: a sync task still running after the shutdown grace (its
     job already handed back) would keep the process alive, so the process exits without
-    waiting for it. A crashed worker ends the process with status 1.
+    waiting for it. A crashed worker ends the process with status 1, one that reached its
+    job or memory limit with RECYCLE_EXIT (the supervisor starts a fresh one), a drained
+    burst worker with 0.
     """
     code = 0
+    worker = Worker(app, settings)
     try:
-        asyncio.run(Worker(app, settings).run(handle_signals=True))
+        asyncio.run(worker.run(handle_signals=True))
     except WorkerCrashed as exc:
         log.error("%s", exc)
         code = 1
+    else:
+        if worker.lifetime.recycled:
+            code = RECYCLE_EXIT
     exit_if_task_threads_linger(code)
     if code:
         sys.exit(code)
