@@ -9,6 +9,7 @@ their children) are ever signalled.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -111,6 +112,55 @@ def test_resolve_takes_flag_then_environment_then_app_then_builtin() -> None:
     assert s.leases == Leases(timeout=3.0, reclaim_every=2.0)
     s = resolve(WorkerSettings(), {}, {"CONVEYOR_QUEUES": "a, b", "CONVEYOR_BURST": "yes"}).settings
     assert s.queues == ("a", "b") and s.burst is True
+
+
+#: a valid value, other than the built-in default, for each field, as a variable would hold it
+SAMPLES = {
+    "queues": ("a,b", ("a", "b")),
+    "concurrency": ("7", 7),
+    "prefetch": ("3", 3),
+    "leases.timeout": ("9.5", 9.5),
+    "leases.reclaim_every": ("2", 2.0),
+    "retention.keep_count": ("77", 77),
+    "retention.keep_seconds": ("60", 60.0),
+    "retention.trim_every": ("1.5", 1.5),
+    "retention.max_trim": ("99", 99),
+    "shutdown_grace": ("4", 4.0),
+    "block_ms": ("250", 250),
+    "promote_every": ("0.5", 0.5),
+    "max_payload_bytes": ("2048", 2048),
+    "pool_size": ("3", 3),
+    "burst": ("true", True),
+    "max_jobs": ("100", 100),
+    "max_memory_mb": ("512", 512.0),
+}
+
+
+def _leaves(obj: Any, prefix: str = "") -> set[str]:
+    out = set()
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out |= _leaves(value, f"{prefix}{f.name}.")
+        else:
+            out.add(prefix + f.name)
+    return out
+
+
+def test_every_worker_settings_field_has_a_flag_and_a_variable() -> None:
+    from conveyor.cli.worker import worker
+
+    assert {s.path for s in SETTINGS} == _leaves(WorkerSettings()) == set(SAMPLES)
+    options = {opt for p in worker.params for opt in p.opts}
+    for s in SETTINGS:
+        raw, value = SAMPLES[s.path]
+        assert s.flag in options and s.env == "CONVEYOR_" + s.flag[2:].upper().replace("-", "_")
+        got = resolve(WorkerSettings(), {}, {s.env: raw})
+        assert got.sources[s.path] == s.env
+        settings: Any = got.settings
+        for part in s.path.split("."):
+            settings = getattr(settings, part)
+        assert settings == value, s.path
 
 
 @pytest.mark.parametrize(

@@ -100,15 +100,19 @@ class Lifetime:
             run_script("idle", [keys.delayed, *keys.streams], [GROUP], _counts)
             for keys in w.keys.values()
         ]
+        failing = False
         while not w.stopping.is_set():
             await asyncio.sleep(BURST_CHECK)
             if w.running or w.handoff or w.completer.unacked:
                 continue
             try:
                 counts = await w.broker.acall_many(calls)
-            except Exception as exc:  # Redis away: the fetch loop reports it; ask again
-                log.debug("burst check failed: %s", exc)
+            except Exception as exc:  # Redis away: ask again; said once, not every 0.2 s
+                if not failing:
+                    log.warning("burst check failed (retrying): %s", exc)
+                failing = True
                 continue
+            failing = False
             if not any(any(c) for c in counts):
                 self._end(DRAINED, "found its queues and delayed sets empty (burst)")
 
