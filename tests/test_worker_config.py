@@ -278,17 +278,17 @@ async def test_burst_worker_in_process_returns_when_drained(app: Conveyor) -> No
 def test_max_jobs_restarts_processes_under_the_supervisor_and_loses_nothing(
     env: dict[str, str], namespace: str, wapp: Any, r: redis.Redis
 ) -> None:
-    jobs = [wapp.record.enqueue(i) for i in range(16)]
+    jobs = [wapp.record.enqueue(i) for i in range(12)]
     p = worker_run(env, APP, "-p", "2", "-c", "2", "--max-jobs", "4", "--burst", timeout=60)
     assert p.returncode == 0, describe(p)
     runs = ledger(r, namespace)
-    assert sorted(n for n, _ in runs) == list(range(16)), "a job was lost or ran twice"
+    assert sorted(n for n, _ in runs) == list(range(12)), "a job was lost or ran twice"
     per_pid = Counter(pid for _, pid in runs)
     # a process stops taking jobs at its 4th; its other slot may finish one more
     assert max(per_pid.values()) <= 4 + 1, per_pid
-    assert len(per_pid) >= 4, per_pid
+    assert len(per_pid) >= 3, per_pid
     recycled = p.stderr.count("reached its job or memory limit; starting a fresh one")
-    assert recycled >= 3, describe(p)
+    assert recycled >= 2, describe(p)
     assert "exited with" not in p.stderr, "a recycle must not look like a crash"
     assert all(j.status() == "done" for j in jobs)
     assert_drained(wapp.app)
