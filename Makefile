@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format redis chaos scale bench bench-quick clean
+.PHONY: install demo test lint format redis chromium chaos scale bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Conveyor needs Python 3.10+, found " + sys.version.split()[0])'
@@ -23,7 +23,8 @@ demo: $(STAMP)
 	$(BIN)/conveyor demo
 
 ## Lint, then every test against a real Redis (started on 127.0.0.1:6379 if none answers).
-test: lint redis
+## The dashboard's browser tests drive Debian's chromium (installed here when missing).
+test: lint redis chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -37,6 +38,19 @@ format: $(STAMP)
 
 redis: $(STAMP)
 	@$(BIN)/python -m tests.redis_servers ensure
+
+## Headless Chromium for the dashboard's browser tests (Playwright drives /usr/bin/chromium;
+## its own browser download cannot be fetched here). Installed with apt-get when missing.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	echo "$(CHROMIUM) is missing: installing Debian's chromium for the dashboard's browser tests"; \
+	if ! command -v apt-get >/dev/null; then \
+		echo "cannot install chromium: no apt-get here; install a Chromium at $(CHROMIUM) (the browser tests fail without it)" >&2; exit 1; fi; \
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null ) \
+		|| { echo "cannot install chromium with apt-get (needs root or sudo, and Debian's package lists); install it at $(CHROMIUM) by hand: the dashboard's browser tests fail without it" >&2; exit 1; }; \
+	[ -x $(CHROMIUM) ] || { echo "apt-get installed chromium but $(CHROMIUM) is still missing" >&2; exit 1; }
 
 clean:
 	rm -rf $(VENV) bench/.peers-venv .mypy_cache .ruff_cache .pytest_cache

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,3 +168,12 @@ def replay(app: Conveyor, queue: str, entry_id: str) -> str | None:
 def purge(app: Conveyor, queue: str) -> int:
     """Delete every dead job of a queue; returns how many were deleted."""
     return int(app.broker.call(command("XTRIM", app.keys(queue).dead, "MAXLEN", 0)))
+
+
+def delete(app: Conveyor, queue: str, entry_ids: Sequence[str]) -> int:
+    """Delete the named dead jobs (one XDEL per batch); returns how many were there."""
+    deleted = 0
+    for start in range(0, len(entry_ids), 500):
+        batch = entry_ids[start : start + 500]
+        deleted += int(app.broker.call(command("XDEL", app.keys(queue).dead, *batch)))
+    return deleted

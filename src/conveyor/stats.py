@@ -20,6 +20,11 @@ class LevelStats:
     ready: int  # undelivered entries (the group's lag)
     running: int  # pending entries (delivered, not acked)
     consumers: int
+    #: entries the group has read since it was made (Redis 7+; None before): the dashboard's
+    #: throughput is its rise minus the rise of ``running``
+    entries_read: int | None = None
+    #: the group's last delivered entry: the next entry after it is the oldest waiting job
+    last_delivered: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,17 @@ def queue_stats(app: Conveyor, queue: str) -> QueueStats:
             continue
         lag = group.get("lag")
         ready = int(lag) if lag is not None else _undelivered(app, keys.stream(level), group)
+        read = group.get("entries-read")
         levels.append(
-            LevelStats(level, length, ready, int(group["pending"]), int(group["consumers"]))
+            LevelStats(
+                level,
+                length,
+                ready,
+                int(group["pending"]),
+                int(group["consumers"]),
+                int(read) if read is not None else None,
+                str(group["last-delivered-id"]),
+            )
         )
     return QueueStats(queue, tuple(levels), int(replies[-2]), int(replies[-1]))
 
