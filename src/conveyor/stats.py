@@ -86,12 +86,13 @@ def queue_stats(app: Conveyor, queue: str) -> QueueStats:
     for i, level in enumerate(LEVELS):
         length = int(replies[2 * i])
         group = _group(replies[2 * i + 1])
-        if group is None:
-            levels.append(LevelStats(level, length, length, 0, 0))
+        if group is None:  # no worker made the group yet: nothing read
+            levels.append(LevelStats(level, length, length, 0, 0, entries_read=0))
             continue
         lag = group.get("lag")
         ready = int(lag) if lag is not None else _undelivered(app, keys.stream(level), group)
-        read = group.get("entries-read")
+        # Redis 7 reports nil for a group that has read nothing; 6.2 has no such field.
+        read = int(group.get("entries-read") or 0) if "entries-read" in group else None
         levels.append(
             LevelStats(
                 level,
@@ -99,7 +100,7 @@ def queue_stats(app: Conveyor, queue: str) -> QueueStats:
                 ready,
                 int(group["pending"]),
                 int(group["consumers"]),
-                int(read) if read is not None else None,
+                read,
                 str(group["last-delivered-id"]),
             )
         )

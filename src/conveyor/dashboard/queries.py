@@ -146,6 +146,10 @@ def _fields(
             data = None
         if isinstance(data, dict):
             return {str(k): str(v) for k, v in data.items()}, "delayed set", None
+    if info.state is JobState.DEAD:  # its dead letter holds every attempt
+        dead = _dead_letter(app, keys.queue, info.id)
+        if dead is not None:
+            return dict(dead.fields), "dead letters", dead.entry_id
     rec = info.record
     places = []
     if rec is not None and rec.level in LEVELS and rec.entry:
@@ -158,16 +162,22 @@ def _fields(
             fields = {text(k): text(v) for k, v in (found[0][1] or {}).items()}
             if (fields.get("id") or job_id_for(keys.queue, lv, entry)) == info.id:
                 return fields, f"ready stream ({lv}, entry {entry})", None
-    if info.state in (JobState.DEAD, JobState.EXPIRED, JobState.UNKNOWN):
-        origin = f"{level}:{entry_id}" if level and entry_id else None
-        for n, dead in enumerate(dead_letters.find(app, keys.queue, batch=200)):
-            if n >= DEAD_SEARCH:
-                break
-            if dead.job_id == info.id or (
-                not dead.job_id and origin and dead.fields.get("dead_from") == origin
-            ):
-                return dict(dead.fields), "dead letters", dead.entry_id
+    if info.state in (JobState.EXPIRED, JobState.UNKNOWN):
+        dead = _dead_letter(app, keys.queue, info.id)
+        if dead is not None:
+            return dict(dead.fields), "dead letters", dead.entry_id
     return {}, None, None
+
+
+def _dead_letter(app: Conveyor, queue: str, job_id: str) -> dead_letters.DeadJob | None:
+    """The job's dead letter, among the newest DEAD_SEARCH (the dead-letter step writes the
+    job's id into every entry)."""
+    for n, dead in enumerate(dead_letters.find(app, queue, batch=200)):
+        if n >= DEAD_SEARCH:
+            return None
+        if dead.job_id == job_id:
+            return dead
+    return None
 
 
 def _attempts(fields: dict[str, str]) -> list[Attempt]:

@@ -1,0 +1,239 @@
+"""The dashboard over HTTP (a real uvicorn, a real worker, a real Redis): auth, CSRF,
+read-only mode, bad input, redaction, mounting; and the pure chart arithmetic."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from conveyor import Conveyor
+from conveyor.cli import main
+from conveyor.dashboard import BasicAuth, TokenAuth, asgi, check_bind
+from conveyor.dashboard.series import Point, Sample, Series, polylines
+from conveyor.errors import ConfigurationError
+from conveyor.testing import result
+from tests.conftest import fast, wait_until, worker_thread
+from tests.dashboard_server import serve
+
+TOKEN = "s3cret-token-for-tests-0123"
+
+
+def register(app: Conveyor) -> dict[str, Any]:
+    @app.task(retries=0)
+    def boom(n: int) -> None:
+        raise ValueError(f"boom {n}")
+
+    @app.task
+    def double(n: int) -> int:
+        return n * 2
+
+    return {"boom": boom, "double": double}
+
+
+def dead_count(app: Conveyor) -> int:
+    return int(app.broker.client.xlen(app.keys("default").dead))
+
+
+def csrf_of(client: httpx.Client, path: str = "/dead") -> str:
+    """Load a page (which sets the CSRF cookie) and read the token from its forms."""
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found, "no CSRF token in the page's forms"
+    return found.group(1)
+
+
+@pytest.fixture
+def one_dead(app: Conveyor) -> Iterator[str]:
+    """A job of ``boom`` that ended in the dead-letter stream; yields its entry id."""
+    tasks = register(app)
+    job = tasks["boom"].enqueue(1)
+    with worker_thread(app, fast()):
+        wait_until(lambda: dead_count(app) == 1, 15, "the failed job to be dead-lettered")
+    entry = app.broker.client.xrange(app.keys("default").dead)[0][0].decode()
+    assert job.status().value == "dead"
+    yield entry
+
+
+# -- CSRF ---------------------------------------------------------------------------------
+def test_action_without_csrf_token_is_refused_and_changes_nothing(
+    app: Conveyor, one_dead: str
+) -> None:
+    with serve(asgi(app)) as url, httpx.Client(base_url=url) as client:
+        token = csrf_of(client)
+        form = {"queue": "default", "entry": one_dead}
+        missing = client.post("/dead/delete", data=form)
+        assert missing.status_code == 403
+        assert "CSRF" in missing.text
+        wrong = client.post("/dead/delete", data={**form, "csrf_token": "x" + token})
+        assert wrong.status_code == 403
+        # The right token from a client without the cookie (another site's form) is refused.
+        with httpx.Client(base_url=url) as stranger:
+            assert (
+                stranger.post("/dead/delete", data={**form, "csrf_token": token}).status_code == 403
+            )
+        assert dead_count(app) == 1
+        ok = client.post("/dead/delete", data={**form, "csrf_token": token})
+        assert ok.status_code == 303
+        assert "notice=deleted+1" in ok.headers["location"]
+        assert dead_count(app) == 0
+
+
+def test_delete_all_matching_a_filter_keeps_the_others(app: Conveyor) -> None:
+    tasks = register(app)
+    for n in range(3):
+        tasks["boom"].enqueue(n)
+    with worker_thread(app, fast()):
+        wait_until(lambda: dead_count(app) == 3, 15, "three dead jobs")
+    # A dead job of another task, which a filter on "boom" must not touch.
+    entry = app.broker.client.xrange(app.keys("default").dead)[0][1]
+    other = {k: v for k, v in entry.items() if k != b"task"}
+    app.broker.client.xadd(app.keys("default").dead, {**other, b"task": b"other"})
+    with serve(asgi(app)) as url, httpx.Client(base_url=url) as client:
+        token = csrf_of(client)
+        form = {"queue": "default", "task": "boom", "all": "1", "csrf_token": token}
+        assert client.post("/dead/delete", data=form).status_code == 303
+    left = app.broker.client.xrange(app.keys("default").dead)
+    assert [e[1][b"task"] for e in left] == [b"other"]
+
+
+# -- auth ---------------------------------------------------------------------------------
+def test_token_auth_without_credentials_gets_401(app: Conveyor) -> None:
+    with serve(asgi(app, auth=TokenAuth(TOKEN))) as url, httpx.Client(base_url=url) as client:
+        for path in ("/", "/jobs", "/dead", "/workers", "/partials/overview"):
+            assert client.get(path).status_code == 401, path
+        assert client.get("/", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert client.post("/dead/replay", data={}).status_code == 401
+        assert client.get("/", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        # A browser gets the login form with its 401; a good token there opens a session.
+        page = client.get("/", headers={"Accept": "text/html"})
+        assert page.status_code == 401 and 'name="token"' in page.text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token
+        login = client.post("/login", data={"token": TOKEN, "csrf_token": token.group(1)})
+        assert login.status_code == 303
+        assert TOKEN not in login.headers.get("set-cookie", "")
+        assert client.get("/").status_code == 200
+        assert client.get("/static/htmx.min.js").status_code == 200
+
+
+def test_basic_auth_without_credentials_gets_401_and_a_challenge(app: Conveyor) -> None:
+    auth = BasicAuth("ops", "correct horse")
+    with serve(asgi(app, auth=auth)) as url:
+        bare = httpx.get(url + "/")
+        assert bare.status_code == 401
+        assert bare.headers["www-authenticate"].startswith("Basic")
+        assert httpx.get(url + "/", auth=("ops", "wrong")).status_code == 401
+        assert httpx.get(url + "/", auth=("ops", "correct horse")).status_code == 200
+
+
+def test_binding_beyond_loopback_without_auth_refuses_to_start() -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match=re.escape("refusing to serve the dashboard on 0.0.0.0 without auth"),
+    ):
+        check_bind("0.0.0.0", None)
+    check_bind("0.0.0.0", TokenAuth(TOKEN))
+    for host in ("127.0.0.1", "::1", "localhost"):
+        check_bind(host, None)
+    run = CliRunner().invoke(main, ["dashboard", "--app", "tests.cliapp:app", "--host", "0.0.0.0"])
+    assert run.exit_code == 1
+    assert "refusing to serve the dashboard on 0.0.0.0 without auth" in run.output
+    short = CliRunner().invoke(
+        main, ["dashboard", "--app", "tests.cliapp:app", "--host", "0.0.0.0", "--token", "short"]
+    )
+    assert short.exit_code == 1 and "at least 16 characters" in short.output
+
+
+# -- read-only, bad input, redaction, mounting --------------------------------------------
+def test_read_only_has_no_actions(app: Conveyor, one_dead: str) -> None:
+    with serve(asgi(app, read_only=True)) as url, httpx.Client(base_url=url) as client:
+        page = client.get("/dead")
+        assert one_dead in page.text
+        assert 'method="post"' not in page.text
+        posted = client.post("/dead/replay", data={"queue": "default", "entry": one_dead})
+        assert posted.status_code in (404, 405)
+    assert dead_count(app) == 1
+
+
+def test_job_id_with_html_is_escaped(app: Conveyor) -> None:
+    evil = '<img src=x onerror="alert(1)">'
+    # An entry whose id field carries markup, as a hostile producer could write it.
+    app.broker.client.xadd(
+        app.keys("default").stream("normal"),
+        {"version": 1, "task": "t", "args": "[]", "kwargs": "{}", "id": evil},
+    )
+    with serve(asgi(app)) as url, httpx.Client(base_url=url) as client:
+        history = client.get("/jobs")
+        assert history.status_code == 200
+        assert evil not in history.text
+        assert "&lt;img src=x onerror=" in history.text
+        lookup = client.get("/jobs/find", params={"id": evil}, follow_redirects=True)
+        assert lookup.status_code == 400
+        assert evil not in lookup.text and "not a Conveyor job id" in lookup.text
+        assert client.get("/jobs", params={"state": "<b>"}).status_code == 400
+        assert client.get("/dead", params={"queue": "no{such}"}).status_code == 400
+        token = client.cookies["conveyor_csrf"]  # no form on an empty page; the cookie is set
+        bad = client.post(
+            "/dead/replay", data={"queue": "default", "entry": "1-x", "csrf_token": token}
+        )
+        assert bad.status_code == 400
+
+
+def test_job_page_shows_arguments_through_the_redaction_hook(
+    redis_url: str, namespace: str
+) -> None:
+    def redact(task: str, fields: dict[str, str]) -> dict[str, str]:
+        return {**fields, "args": '["***"]'} if task == "double" else fields
+
+    app = Conveyor(redis_url, namespace=namespace, redact=redact)
+    try:
+        job = register(app)["double"].enqueue(21)
+        with worker_thread(app, fast()):
+            assert result(job) == 42
+        with serve(asgi(app)) as url, httpx.Client(base_url=url) as client:
+            page = client.get(f"/jobs/{job.id}").text
+            assert "***" in page and "21" not in page.split('id="args"')[1].split("</pre>")[0]
+            assert "42" in page.split('id="result"')[1].split("</pre>")[0]
+    finally:
+        app.close()
+
+
+def test_mounted_under_a_prefix_links_stay_inside_it(app: Conveyor) -> None:
+    outer = Starlette(routes=[Mount("/conveyor", asgi(app))])
+    with serve(outer) as url, httpx.Client(base_url=url) as client:
+        page = client.get("/conveyor/")
+        assert page.status_code == 200
+        assert 'href="/conveyor/jobs"' in page.text
+        assert 'src="/conveyor/static/htmx.min.js"' in page.text
+        assert client.get("/conveyor/static/htmx.min.js").status_code == 200
+        assert "path=/conveyor" in page.headers["set-cookie"].lower()
+
+
+# -- charts -------------------------------------------------------------------------------
+def test_throughput_is_jobs_finished_per_second_between_samples() -> None:
+    series = Series(window_s=60, min_interval_s=1)
+    series.add({"q": Sample(10.0, 100, 0.0)})
+    series.add({"q": Sample(12.0, 130, 1.5)})
+    series.add({"q": Sample(13.0, 5, 0.0)})  # group recreated: the count restarts
+    assert series.throughput("q") == [Point(12.0, 15.0), Point(13.0, 0.0)]
+    assert [p.value for p in series.wait("q")] == [0.0, 1.5, 0.0]
+    assert not series.due(13.5) and series.due(14.0)
+    series.add({"q": Sample(100.0, 5, 0.0)})
+    assert [p.at for p in series.wait("q")] == [100.0]  # older than the window: dropped
+
+
+def test_polylines_scale_into_the_box() -> None:
+    lines, top = polylines(
+        {"a": [Point(0.0, 0.0), Point(30.0, 5.0), Point(60.0, 10.0)], "b": []}, 60.0, 60.0, 600, 100
+    )
+    assert top == 10.0
+    assert lines[0].points == "0.0,100.0 300.0,50.0 600.0,0.0"
+    assert lines[1].points == "" and lines[1].latest == 0.0
