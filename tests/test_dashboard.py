@@ -3,7 +3,11 @@ read-only mode, bad input, redaction, mounting; and the pure chart arithmetic.""
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,6 +156,40 @@ def test_binding_beyond_loopback_without_auth_refuses_to_start() -> None:
     assert short.exit_code == 1 and "at least 16 characters" in short.output
 
 
+def test_conveyor_dashboard_command_serves_on_loopback(redis_url: str, namespace: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "CONVEYOR_REDIS_URL": redis_url, "TEST_NAMESPACE": namespace}
+    cmd = [sys.executable, "-m", "conveyor", "dashboard", "--app", "tests.cliapp:app"]
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port), "--read-only"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        page = None
+
+        def answers() -> bool:
+            nonlocal page
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            except httpx.TransportError:
+                return proc.poll() is not None  # stop waiting if it died
+            return True
+
+        wait_until(answers, 20, "conveyor dashboard to answer")
+        assert page is not None, proc.communicate()[0]
+        assert page.status_code == 200 and "read-only" in page.text
+        assert namespace in page.text
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    assert "Conveyor dashboard of tests.cliapp:app on http://127.0.0.1:" in out
+
+
 # -- read-only, bad input, redaction, mounting --------------------------------------------
 def test_read_only_has_no_actions(app: Conveyor, one_dead: str) -> None:
     with serve(asgi(app, read_only=True)) as url, httpx.Client(base_url=url) as client:
@@ -226,8 +264,14 @@ def test_throughput_is_jobs_finished_per_second_between_samples() -> None:
     assert series.throughput("q") == [Point(12.0, 15.0), Point(13.0, 0.0)]
     assert [p.value for p in series.wait("q")] == [0.0, 1.5, 0.0]
     assert not series.due(13.5) and series.due(14.0)
+    assert series.span(20.0) == 60.0  # young: at least a minute
     series.add({"q": Sample(100.0, 5, 0.0)})
     assert [p.at for p in series.wait("q")] == [100.0]  # older than the window: dropped
+    assert series.span(130.0) == 60.0
+    longer = Series(window_s=300)
+    longer.add({"q": Sample(100.0, 5, 0.0)})
+    assert longer.span(190.0) == 90.0  # the charts cover what was sampled
+    assert longer.span(1000.0) == 300.0
 
 
 def test_polylines_scale_into_the_box() -> None:

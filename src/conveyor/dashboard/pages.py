@@ -100,6 +100,7 @@ class Pages:
     def _overview_context(self) -> dict[str, Any]:
         rows = queries.overview(self.app, self.series)
         now = time.monotonic()
+        span = self.series.span(now)
         charts = []
         for title, unit, read in (
             ("Throughput", "jobs/s", self.series.throughput),
@@ -108,7 +109,7 @@ class Pages:
             lines, top = polylines(
                 {r.queue: read(r.queue) for r in rows},
                 now,
-                self.series.window_s,
+                span,
                 CHART_W,
                 CHART_H,
             )
@@ -120,7 +121,7 @@ class Pages:
             "colors": colors,
             "width": CHART_W,
             "height": CHART_H,
-            "window_min": int(self.series.window_s // 60),
+            "span": f"{span / 60:.0f} min" if span >= 120 else f"{span:.0f} s",
         }
 
     # -- jobs -----------------------------------------------------------------------------

@@ -74,6 +74,14 @@ class Series:
                 while kept and sample.at - kept[0].at > self.window_s:
                     kept.popleft()
 
+    def span(self, now: float, least: float = 60.0) -> float:
+        """Seconds the charts show: the time since the oldest kept sample, at least
+        ``least`` and at most the window, so a young dashboard's charts are not a sliver."""
+        with self._lock:
+            starts = [kept[0].at for kept in self._samples.values() if kept]
+        oldest = min(starts, default=now)
+        return max(least, min(self.window_s, now - oldest))
+
     def throughput(self, queue: str) -> list[Point]:
         """Jobs finished per second between consecutive samples."""
         with self._lock:
