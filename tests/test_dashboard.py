@@ -15,7 +15,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Mount, Route
 
 from conveyor import Conveyor
 from conveyor.cli import main
@@ -245,11 +247,27 @@ def test_job_page_shows_arguments_through_the_redaction_hook(
 
 
 def test_mounted_under_a_prefix_links_stay_inside_it(app: Conveyor) -> None:
-    outer = Starlette(routes=[Mount("/conveyor", asgi(app))])
-    with serve(outer) as url, httpx.Client(base_url=url) as client:
+    def feed(request: Request) -> HTMLResponse:
+        return HTMLResponse("<p>an event</p>")
+
+    dashboard = asgi(
+        app,
+        auth=TokenAuth(TOKEN),
+        extra_routes=[Route("/events", feed)],
+        extra_nav=[("Events", "/events")],
+        live_partials=[("Recent events", "/events")],
+    )
+    outer = Starlette(routes=[Mount("/conveyor", dashboard)])
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    with serve(outer) as url, httpx.Client(base_url=url, headers=bearer) as client:
         page = client.get("/conveyor/")
         assert page.status_code == 200
         assert 'href="/conveyor/jobs"' in page.text
+        # The places left for a metrics route and an events feed: behind the same auth.
+        assert 'href="/conveyor/events">Events</a>' in page.text
+        assert 'hx-get="/conveyor/events"' in page.text
+        assert client.get("/conveyor/events").text == "<p>an event</p>"
+        assert httpx.get(url + "/conveyor/events").status_code == 401
         assert 'src="/conveyor/static/htmx.min.js"' in page.text
         assert client.get("/conveyor/static/htmx.min.js").status_code == 200
         assert "path=/conveyor" in page.headers["set-cookie"].lower()

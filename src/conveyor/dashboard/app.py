@@ -67,6 +67,7 @@ def asgi(
     read_only: bool = False,
     extra_routes: Sequence[BaseRoute] = (),
     extra_nav: Sequence[tuple[str, str]] = (),
+    live_partials: Sequence[tuple[str, str]] = (),
 ) -> Starlette:
     """The dashboard of ``app`` as an ASGI app, to serve (``conveyor dashboard``) or mount
     (``starlette_app.mount("/conveyor", asgi(app, auth=TokenAuth(...)))``).
@@ -74,14 +75,17 @@ def asgi(
     ``auth``: TokenAuth or BasicAuth; without it anyone who reaches the app can use it, so
     serve it on loopback only (``conveyor dashboard`` refuses otherwise). ``read_only``
     leaves out every action. ``extra_routes`` are served behind the same auth (a
-    ``/metrics`` route, a live events page) and ``extra_nav`` adds ``(label, path)`` links
-    to the menu, paths relative to the dashboard's root.
+    ``/metrics`` route, a live events page); ``extra_nav`` adds ``(label, path)`` links to
+    the menu, and ``live_partials`` adds ``(title, path)`` sections to the overview, each an
+    HTML fragment it loads every 2 s (a feed of recent events). Paths are relative to the
+    dashboard's root.
     """
     pages = Pages(
         app,
         read_only=read_only,
         token_login=isinstance(auth, TokenAuth),
         nav=extra_nav,
+        live=live_partials,
     )
     routes: list[BaseRoute] = [
         Route("/", pages.overview, name="overview"),

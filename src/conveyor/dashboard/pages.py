@@ -49,12 +49,19 @@ class Pages:
     """The endpoints, bound to one app, its templates and the overview's samples."""
 
     def __init__(
-        self, app: Conveyor, *, read_only: bool, token_login: bool, nav: Sequence[tuple[str, str]]
+        self,
+        app: Conveyor,
+        *,
+        read_only: bool,
+        token_login: bool,
+        nav: Sequence[tuple[str, str]],
+        live: Sequence[tuple[str, str]],
     ) -> None:
         self.app = app
         self.read_only = read_only
         self.token_login = token_login
         self.nav = list(nav)
+        self.live = list(live)
         self.series = Series()
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -92,7 +99,8 @@ class Pages:
 
     # -- overview -------------------------------------------------------------------------
     def overview(self, request: Request) -> Response:
-        return self.render(request, "overview.html", self._overview_context())
+        context = {**self._overview_context(), "live": self.live}
+        return self.render(request, "overview.html", context)
 
     def overview_partial(self, request: Request) -> Response:
         return self.render(request, "_overview.html", self._overview_context())
