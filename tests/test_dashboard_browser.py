@@ -181,3 +181,28 @@ def test_job_id_with_html_is_shown_as_text(app: Conveyor, page: Page) -> None:
         expect(page.locator("#message")).to_contain_text("not a Conveyor job id: '<img src=x")
         assert page.locator("main img").count() == 0
         assert page.title() != "pwned"
+
+
+def test_delete_all_that_match_asks_first(app: Conveyor, page: Page) -> None:
+    tasks = register(app, threading.Event())
+    jobs = [tasks["charge"].enqueue(f"order-{n}") for n in (20, 21)]
+    with worker_thread(app, fast()):
+        wait_until(
+            lambda: all(j.status().value == "dead" for j in jobs), 15, "both charges to fail"
+        )
+    dead = app.keys("default").dead
+    with serve(asgi(app)) as url:
+        page.goto(url + "/dead?task=charge")
+        answers = iter([False, True])
+
+        def answer(dialog: Any) -> None:
+            assert "Delete every dead job of default of task charge?" in dialog.message
+            dialog.accept() if next(answers) else dialog.dismiss()
+
+        page.on("dialog", answer)
+        page.click("#delete-all button")
+        page.wait_for_timeout(300)
+        assert app.broker.client.xlen(dead) == 2  # dismissed: nothing sent
+        page.click("#delete-all button")
+        expect(page.locator("#notice")).to_have_text("deleted 2")
+    assert app.broker.client.xlen(dead) == 0
