@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Mount, Route
 
-from conveyor import Conveyor
+from conveyor import Conveyor, current_job
 from conveyor.cli import main
 from conveyor.dashboard import BasicAuth, TokenAuth, asgi, check_bind
 from conveyor.dashboard.series import Point, Sample, Series, polylines
@@ -271,6 +272,40 @@ def test_mounted_under_a_prefix_links_stay_inside_it(app: Conveyor) -> None:
         assert 'src="/conveyor/static/htmx.min.js"' in page.text
         assert client.get("/conveyor/static/htmx.min.js").status_code == 200
         assert "path=/conveyor" in page.headers["set-cookie"].lower()
+
+
+def test_delayed_cron_and_workers_pages_show_what_redis_holds(app: Conveyor) -> None:
+    release = threading.Event()
+
+    @app.task
+    def convert(doc: str) -> str:
+        current_job().progress(0.4, "page 2 of 5")
+        release.wait(10)
+        return doc
+
+    @app.cron("*/5 * * * *")
+    def nightly() -> None:
+        pass
+
+    later = convert.enqueue_in(3600, "later.pdf")
+    running = convert.enqueue("now.pdf")
+    with worker_thread(app, fast(concurrency=3)) as worker:
+        try:
+            wait_until(lambda: running.progress() is not None, 15, "the job to report progress")
+            with serve(asgi(app)) as url, httpx.Client(base_url=url) as client:
+                delayed = client.get("/delayed").text
+                assert later.id in delayed and "convert" in delayed and "scheduled" in delayed
+                cron = client.get("/cron").text
+                assert "nightly" in cron and "*/5 * * * *" in cron
+                workers = client.get("/workers").text
+                assert worker.consumer in workers
+                assert running.id in workers  # its running job
+                assert ">3<" in workers  # concurrency
+                job = client.get(f"/jobs/{running.id}").text
+                assert "running" in job and "page 2 of 5" in job and 'value="0.4"' in job
+        finally:
+            release.set()
+        assert result(running) == "now.pdf"
 
 
 # -- charts -------------------------------------------------------------------------------

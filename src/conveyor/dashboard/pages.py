@@ -33,6 +33,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 LIMIT = 50
 CHART_W, CHART_H = 600, 120
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777")
+#: How often the queue list is rebuilt with SCAN.
+DISCOVER_EVERY_S = 15.0
 STATES = [s.value for s in JobState if s is not JobState.UNKNOWN]
 
 
@@ -63,6 +65,8 @@ class Pages:
         self.nav = list(nav)
         self.live = list(live)
         self.series = Series()
+        self._discovered: list[str] = []
+        self._discovered_at = -float("inf")
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES),
             autoescape=True,  # every value is escaped: a job id with HTML in it stays text
@@ -91,7 +95,15 @@ class Pages:
         return response
 
     def _queues(self) -> list[str]:
-        return stats.discover_queues(self.app)
+        """The app's task queues and every queue with keys in the namespace. SCAN walks
+        every key of the namespace (job records too), so it runs at most every
+        DISCOVER_EVERY_S seconds, not on each 2 s poll."""
+        now = time.monotonic()
+        if now - self._discovered_at >= DISCOVER_EVERY_S:
+            self._discovered = stats.discover_queues(self.app)
+            self._discovered_at = now
+        own = {t.options.queue for t in self.app.tasks.values()}
+        return sorted(own | set(self._discovered))
 
     def _queue(self, request: Request) -> str:
         queue = request.query_params.get("queue") or self.app.default_queue
@@ -106,7 +118,7 @@ class Pages:
         return self.render(request, "_overview.html", self._overview_context())
 
     def _overview_context(self) -> dict[str, Any]:
-        rows = queries.overview(self.app, self.series)
+        rows = queries.overview(self.app, self._queues(), self.series)
         now = time.monotonic()
         span = self.series.span(now)
         charts = []

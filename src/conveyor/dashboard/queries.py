@@ -41,10 +41,10 @@ def _time_ms(reply: Any) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-def overview(app: Conveyor, series: Series) -> list[QueueRow]:
-    """One row per queue found in the namespace; feeds ``series`` when a sample is due."""
-    queues = stats.discover_queues(app)
+def overview(app: Conveyor, queues: list[str], series: Series) -> list[QueueRow]:
+    """One row per queue; feeds ``series`` when a sample is due."""
     workers = stats.live_workers(app)
+    queues = sorted(set(queues).union(*(w.queues for w in workers)))
     all_stats = [stats.queue_stats(app, q) for q in queues]
     calls: list[Call[Any]] = [command("TIME", parse=_time_ms)]
     for s in all_stats:
