@@ -28,12 +28,15 @@ from .job import Job, JobInfo, JobState
 from .progress import Progress
 from .settings import Durability, Leases, Retention, TaskOptions, WorkerSettings
 from .task import Signature, Task
+from .workflows import ChainHandle, ChordHandle, GroupHandle, chain, chord, group
 
 __all__ = [
     "AuthenticationFailed",
     "Backoff",
     "CancelOutcome",
     "CancelResult",
+    "ChainHandle",
+    "ChordHandle",
     "ConfigurationError",
     "ConnectionFailed",
     "Conveyor",
@@ -41,6 +44,7 @@ __all__ = [
     "Durability",
     "EnqueueRejected",
     "EnqueueUncertain",
+    "GroupHandle",
     "Job",
     "JobCancelled",
     "JobContext",
@@ -64,5 +68,8 @@ __all__ = [
     "UnsupportedServer",
     "WorkerCrashed",
     "WorkerSettings",
+    "chain",
+    "chord",
     "current_job",
+    "group",
 ]

@@ -100,6 +100,16 @@ class QueueKeys:
         """The latest progress a running job reported, beside its record."""
         return f"{self.prefix}progress:{job_id}"
 
+    def chord(self, chord_id: str) -> str:
+        """Hash of a chord's fan-in, under its callback's queue: the callback's entry (``cb``)
+        and each member's result by index (workflows/)."""
+        return f"{self.prefix}chord:{chord_id}"
+
+    def handoff(self, job_id: str) -> str:
+        """Marker of a workflow step forwarded from another queue (forward_step.lua): a re-run
+        of the step before it adds nothing."""
+        return f"{self.prefix}handoff:{job_id}"
+
 
 #: Hash tag of the live-workers registry: '~' is not allowed in queue names, so it never
 #: shares keys with a queue, and the heartbeat script's two keys share one slot.

@@ -42,6 +42,10 @@ NAMES: Final = (
     "expire",
     "progress",
     "idle",
+    "forward_step",
+    "chord_open",
+    "chord_report",
+    "chord_failed",
 )
 
 

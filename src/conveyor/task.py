@@ -7,7 +7,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, get_type_hints
 
 import msgspec
 
@@ -20,6 +20,9 @@ from .job import Job, JobHost
 from .keys import level_of, validate_name
 from .settings import Durability, TaskOptions
 from .signing import Signer
+
+if TYPE_CHECKING:
+    from .workflows import Chain
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,11 +61,17 @@ class TaskHost(JobHost, Protocol):
 
 @dataclass(frozen=True)
 class Signature:
-    """A task with its arguments, not yet enqueued (for ``enqueue_many``)."""
+    """A task with its arguments, not yet enqueued: for ``enqueue_many``, and a step of a
+    workflow (``extract.s(doc) | analyze.s()`` is ``chain(extract.s(doc), analyze.s())``)."""
 
     task: Task[Any, Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+
+    def __or__(self, other: Signature | Chain) -> Chain:
+        from .workflows import chain
+
+        return chain(self, other)
 
 
 class Task(Generic[P, R]):

@@ -165,6 +165,41 @@ def block_read(
 
 
 @dataclass(frozen=True, slots=True)
+class NextStep:
+    """A workflow's next job, added by the ack of the step before it (complete.lua) or
+    forwarded ahead of that ack to another queue (forward_step.lua)."""
+
+    stream: str
+    record: str
+    level: str
+    fields: tuple[Arg, ...]  # field, value, field, value...
+
+
+@dataclass(frozen=True, slots=True)
+class ChordReport:
+    """A chord member's result (JSON) for its slot in the chord's hash; the last one in adds
+    the callback (stream, record, level)."""
+
+    chord: str
+    index: int
+    value: bytes
+    size: int
+    callback_stream: str
+    callback_record: str
+    callback_level: str
+
+
+@dataclass(frozen=True, slots=True)
+class DropChord:
+    """A chord's hash, deleted by the ack of its callback."""
+
+    chord: str
+
+
+Handoff = NextStep | ChordReport | DropChord
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
     level: str
     entry_id: str
@@ -176,6 +211,8 @@ class Completion:
     #: (leases zset, waiters zset) of the concurrency lease the job holds, given back by
     #: the ack (limits/concurrency.py); None for none
     lease: tuple[str, str] | None = None
+    #: what the ack adds in the same step for a workflow job (its queue's keys only)
+    handoffs: tuple[Handoff, ...] = ()
 
 
 def _stream_id(entry_id: str) -> tuple[int, int]:
@@ -192,16 +229,17 @@ def complete(
     by_level: dict[str, list[int]] = {}
     for i, c in enumerate(done):
         by_level.setdefault(c.level, []).append(i)
-    args: list[Arg] = [GROUP, consumer, keys.done_channel, publish]
+    args: list[Arg] = [GROUP, consumer, keys.done_channel, publish, 0]
     order: list[int] = []  # positions in ``done``, in the order the script sees them
     unique_keys: list[str] = []
     lease_keys: list[str] = []
     first_unique = 5 + len(done)  # KEYS index of the first unique key
     n_unique = sum(1 for c in done if c.unique)
+    levels: list[Arg] = []
     for level, positions in by_level.items():
         ids = [_stream_id(done[i].entry_id) for i in positions]
         low, high = min(ids), max(ids)
-        args += (LEVEL_INDEX[level], len(positions), f"{low[0]}-{low[1]}", f"{high[0]}-{high[1]}")
+        levels += (LEVEL_INDEX[level], len(positions), f"{low[0]}-{low[1]}", f"{high[0]}-{high[1]}")
         for i in positions:
             c = done[i]
             u = 0
@@ -212,14 +250,86 @@ def complete(
             if c.lease is not None:
                 lease = first_unique + n_unique + len(lease_keys)
                 lease_keys += (*c.lease, keys.delayed)
-            args += (c.entry_id, c.record, c.ttl_ms, c.job_id, u, lease)
+            levels += (c.entry_id, c.record, c.ttl_ms, c.job_id, u, lease)
         order += positions
     record_keys = [keys.record(done[i].job_id) for i in order]
+    key_list = [*keys.streams, keys.cancelled, *record_keys, *unique_keys, *lease_keys]
+    handoffs: list[Arg] = []
+    for j, i in enumerate(order, start=1):
+        for h in done[i].handoffs:
+            handoffs += _handoff_args(j, h, key_list)
+    args[4] = len(handoffs)
     return run_script(
         "complete",
-        [*keys.streams, keys.cancelled, *record_keys, *unique_keys, *lease_keys],
-        args,
+        key_list,
+        args + handoffs + levels,
         lambda r: [order[int(i) - 1] for i in r],
+    )
+
+
+def _handoff_args(j: int, h: Handoff, key_list: list[str]) -> list[Arg]:
+    """complete.lua's arguments for one handoff of the ``j``-th job; its keys join KEYS."""
+
+    def key(name: str) -> int:
+        key_list.append(name)
+        return len(key_list)
+
+    if isinstance(h, NextStep):
+        return [j, "step", key(h.stream), key(h.record), h.level, len(h.fields), *h.fields]
+    if isinstance(h, ChordReport):
+        return [
+            j,
+            "chord",
+            key(h.chord),
+            h.index,
+            h.value,
+            h.size,
+            key(h.callback_stream),
+            key(h.callback_record),
+            h.callback_level,
+        ]
+    return [j, "drop", key(h.chord)]
+
+
+def forward_step(marker: str, step: NextStep, ttl_ms: int) -> Call[bool]:
+    """Add a chain's next step to another queue, once per marker (forward-then-ack)."""
+    return run_script(
+        "forward_step",
+        [marker, step.stream, step.record],
+        [ttl_ms, step.level, *step.fields],
+        lambda r: bool(int(r)),
+    )
+
+
+def chord_report(report: ChordReport) -> Call[int]:
+    """Report a member's result to a chord on another queue (forward-then-ack)."""
+    return run_script(
+        "chord_report",
+        [report.chord, report.callback_stream, report.callback_record],
+        [report.index, report.value, report.size, report.callback_level],
+        int,
+    )
+
+
+def chord_open(chord: str, callback_fields: bytes, ttl_ms: int) -> Call[int]:
+    return run_script("chord_open", [chord], [callback_fields, ttl_ms], int)
+
+
+def chord_failed(
+    chord: str,
+    index: int,
+    callback_record: str,
+    record: bytes,
+    ttl_ms: int,
+    channel: str,
+    publish: str = "PUBLISH",
+) -> Call[bool]:
+    """Record a chord's callback dead because member ``index`` died (on_error="fail")."""
+    return run_script(
+        "chord_failed",
+        [chord, callback_record],
+        [index, record, ttl_ms, channel, publish],
+        lambda r: bool(int(r)),
     )
 
 

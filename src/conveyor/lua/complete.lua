@@ -8,10 +8,18 @@
 -- KEYS[1..3]      ready streams (high, normal, low), KEYS[4] the queue's cancelled set
 -- KEYS[5..4+n]    record key of each job, in ARGV order, then the unique keys held until done,
 --                 then per job holding a concurrency lease: its leases zset, waiters zset and
---                 the delayed zset
+--                 the delayed zset, then the keys of workflow handoffs (all under this tag)
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] done channel, ARGV[4] PUBLISH or SPUBLISH
 --                 (sharded pub/sub on Redis Cluster 7+: the channel has the queue's tag)
--- ARGV[5..]       per level: level_index, count, lowest and highest entry_id of the level's
+-- ARGV[5]         how many ARGV slots the workflow handoffs take (0 for plain jobs), then
+--                 per handoff: the job's index (1-based, in ARGV order), a kind and its args:
+--                 'step' stream, record (KEYS indexes), level, n, then n field/value items:
+--                 add a chain's next step; 'chord' hash, member index, result JSON, size,
+--                 callback stream, callback record (KEYS indexes), callback level: report to
+--                 a chord, adding its callback when last; 'drop' hash (KEYS index): a chord's
+--                 results, read by the callback that just succeeded. Each runs only if its
+--                 job is acked here, so the next step is added exactly when its step ends.
+-- ARGV[6+h..]     per level: level_index, count, lowest and highest entry_id of the level's
 --                 jobs, then per job of that level: entry_id, record_json, ttl_ms (0 deletes
 --                 the record), job_id, index in KEYS of its unique key or 0, index in KEYS
 --                 of its leases zset or 0
@@ -19,9 +27,38 @@
 -- @include unique
 -- @include leases
 -- @include time
+-- @include workflow
 local group, consumer, channel, publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local rejected, done_keys = {}, {}
-local a, j = 5, 0
+local handoffs = {}
+local a = 6
+local h_end = 5 + tonumber(ARGV[5])
+while a <= h_end do
+  local job, kind = tonumber(ARGV[a]), ARGV[a + 1]
+  handoffs[job] = handoffs[job] or {}
+  table.insert(handoffs[job], a + 1)
+  if kind == 'step' then
+    a = a + 6 + tonumber(ARGV[a + 5])
+  elseif kind == 'chord' then
+    a = a + 9
+  else
+    a = a + 3
+  end
+end
+local function hand_off(at)
+  local kind = ARGV[at]
+  if kind == 'step' then
+    local n = tonumber(ARGV[at + 4])
+    add_step(KEYS[tonumber(ARGV[at + 1])], KEYS[tonumber(ARGV[at + 2])], ARGV[at + 3],
+      {unpack(ARGV, at + 5, at + 4 + n)})
+  elseif kind == 'chord' then
+    chord_add(KEYS[tonumber(ARGV[at + 1])], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4],
+      KEYS[tonumber(ARGV[at + 5])], KEYS[tonumber(ARGV[at + 6])], ARGV[at + 7])
+  else
+    redis.call('DEL', KEYS[tonumber(ARGV[at + 1])])
+  end
+end
+local j = 0
 local marks = redis.call('SCARD', KEYS[4]) > 0
 while a <= #ARGV do
   local stream = KEYS[tonumber(ARGV[a])]
@@ -60,6 +97,9 @@ while a <= #ARGV do
         redis.call('DEL', key)
       end
       done_keys[#done_keys + 1] = key
+      if handoffs[j] then
+        for _, at in ipairs(handoffs[j]) do hand_off(at) end
+      end
     else
       rejected[#rejected + 1] = j
     end

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import progress
 from ..broker import Call, command
-from ..broker.operations import Completion, Delivery
+from ..broker.operations import Completion, Delivery, Handoff
 from ..cancellation import cancel_flags, end_cancelled
 from ..context import JobContext
 from ..errors import ConfigurationError, PayloadError
@@ -25,7 +25,9 @@ from ..limits import Held, Release, leases_key, release, waiters_key
 from ..producer import delayed_payload
 from ..settings import TaskOptions
 from ..task import Task
-from ..wire import Envelope, decode_fields, decode_record
+from ..wire import Envelope, decode_fields, decode_json, decode_record, encode_json
+from ..workflows import flow as workflow
+from ..workflows import handoff
 from . import outcomes
 from .executor import CANCELLED, Outcome
 from .flow import Running
@@ -189,8 +191,19 @@ class DeliveryRunner:
             known = ", ".join(sorted(w.app.tasks)) or "none"
             await transitions.bounce(d, env, job_id, registered=registered, known=known)
             return False
+        flow: workflow.Flow | None = None
+        given = env.args
+        raw_flow = d.fields.get(workflow.FIELD_BYTES)
+        if raw_flow is not None:
+            try:
+                flow = workflow.decode(raw_flow)
+                if flow.gather:
+                    given = [await self._gathered(d, flow), *env.args]
+            except PayloadError as exc:
+                await transitions.dead(d, job_id, env, "bad_arguments", str(exc))
+                return False
         try:
-            args, kwargs = task.bind(env.args, env.kwargs)
+            args, kwargs = task.bind(given, env.kwargs)
         except PayloadError as exc:
             await transitions.dead(d, job_id, env, "bad_arguments", str(exc))
             return False
@@ -235,9 +248,12 @@ class DeliveryRunner:
         if outcome.reason == CANCELLED or (thread_job and job.cancelled()):
             await self._end_cancelled(d, job_id, ttl, lease)
             return False
+        handoffs: tuple[Handoff, ...] = ()
         if outcome.ok:
             try:
                 record = outcomes.done_record(env, outcome.value, w.consumer, task.result_type)
+                if flow is not None:
+                    handoffs = await self._hand_off(d, flow, outcome.value)
             except PayloadError as exc:
                 # Running it again returns the same kind of value: fail now, without retries.
                 error = f"the task's result cannot be stored as JSON: {exc}"
@@ -253,6 +269,7 @@ class DeliveryRunner:
                         ttl,
                         unique_of(d),
                         self._lease(d, lease),
+                        handoffs,
                     ),
                     lambda stored: self._acked(d, job_id, stored),
                     ended,
@@ -262,6 +279,34 @@ class DeliveryRunner:
         if lease is not None:
             await transitions.call(self.release_call(d, lease))
         return False
+
+    async def _hand_off(self, d: Delivery, flow: workflow.Flow, value: Any) -> tuple[Handoff, ...]:
+        """What a workflow job's ack adds (same queue), after forwarding to other queues what
+        their scripts add there (workflows/handoff.py). PayloadError when the next step
+        cannot carry the result."""
+        w = self.w
+        plan = handoff.on_success(
+            w.app.keys,
+            d.queue,
+            flow,
+            decode_json(encode_json(value)),
+            w.app.signer,
+            w.settings.max_payload_bytes,
+        )
+        for call in plan.forwards:
+            await w.transitions.call(call)
+        return tuple(plan.handoffs)
+
+    async def _gathered(self, d: Delivery, flow: workflow.Flow) -> list[Any]:
+        """A chord callback's first argument: its members' results, in member order."""
+        raws = await self.w.transitions.call(handoff.gather(self.w.keys[d.queue], flow))
+        found = [r for r in raws if r is not None]
+        if len(found) < len(raws):
+            raise PayloadError(
+                f"the results of chord {flow.id} are gone ({len(raws) - len(found)} of "
+                f"{len(raws)} missing): its hash expired or was deleted"
+            )
+        return [decode_json(r) for r in found]
 
     def _acked(self, d: Delivery, job_id: str, stored: bool) -> None:
         self.w.held.discard(d.queue, d.level, d.entry_id)  # a lease was unheld at submit

@@ -7,12 +7,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..broker.operations import Delivery
+from ..errors import PayloadError
 from ..signing import Signer, resign
 from ..wire import Envelope, JobRecord, encode_json, encode_record, envelope_fields
+from ..workflows.flow import FIELD_BYTES as FLOW_FIELD_BYTES
+from ..workflows.flow import Flow
+from ..workflows.flow import decode as decode_flow
 
-#: Entry fields of the task's options (``expires`` ms, a ``unique`` key held until done) that
-#: every move of the job keeps: a retry, a bounce or a rate-limited wait must not drop them.
-CARRIED_FIELDS = (b"expires", b"unique")
+#: Entry fields of the task's options (``expires`` ms, a ``unique`` key held until done) and
+#: its place in a workflow (what follows it) that every move of the job keeps: a retry, a
+#: bounce or a rate-limited wait must not drop them.
+CARRIED_FIELDS = (b"expires", b"unique", FLOW_FIELD_BYTES)
 #: When the job first became ready (Redis ms): written by the first move that is not a new
 #: attempt (a rate- or concurrency-limited wait, a shutdown requeue), kept by later ones, so
 #: its ``expires`` clock (expire.lua) does not restart each time it comes back as a new
@@ -143,7 +148,23 @@ def dead_fields(
     ]
     if history:
         fields.append(("dead_history", encode_json(list(history)).decode()))
+    flow = flow_of(d)
+    if flow is not None:
+        task = d.fields.get(b"task", b"?").decode(errors="replace")
+        fields.append(("dead_workflow", flow.describe(task)))
     return fields
+
+
+def flow_of(d: Delivery) -> Flow | None:
+    """The job's place in a workflow (its ``workflow`` field), None for a plain job or a
+    field that does not decode (the job is dead-lettered as malformed then)."""
+    raw = d.fields.get(FLOW_FIELD_BYTES)
+    if raw is None:
+        return None
+    try:
+        return decode_flow(raw)
+    except PayloadError:
+        return None
 
 
 def _clip(text: str | None) -> str | None:

@@ -24,6 +24,9 @@ from ..settings import TaskOptions
 from ..signing import Signer, resign
 from ..task import Task
 from ..wire import Envelope
+from ..workflows import handoff
+from ..workflows.flow import Flow
+from ..workflows.handles import MEMBER_FAILED
 from . import outcomes
 from .executor import Outcome
 
@@ -146,6 +149,9 @@ class Transitions:
             worker=self.consumer,
         )
         ttl = ttl_ms if ttl_ms is not None else int(DEFAULTS.result_ttl * 1000)
+        flow = outcomes.flow_of(d)
+        if flow is not None and flow.member is not None:
+            await self._member_died(d, flow, job_id, reason, error)
         dead_id = await self.call(
             operations.dead(
                 self.keys[d.queue],
@@ -161,6 +167,51 @@ class Transitions:
         )
         log.warning("job %s moved to the dead-letter stream (%s): %s", job_id, reason, error)
         self.count("dead" if dead_id else "lost", job_id)
+
+    async def _member_died(
+        self, d: Delivery, flow: Flow, job_id: str, reason: str, error: str
+    ) -> None:
+        """Tell a chord that a member failed for good, before it is dead-lettered (forward-
+        then-dead: a repeat after a crash changes nothing). Under on_error="fail" its callback
+        is recorded dead, naming the member; under "include" the error takes its slot."""
+        m = flow.member
+        assert m is not None
+        keys = self._keys_of(m.queue)
+        if m.on_error == "include":
+            value = handoff.error_value(job_id, reason, error)
+            await self.call(
+                operations.chord_report(handoff.chord_report(self._keys_of, flow, value))
+            )
+            return
+        record = outcomes.dead_record(
+            task=None,
+            attempt=None,
+            reason=MEMBER_FAILED,
+            error=f"{flow.describe(d.fields.get(b'task', b'?').decode(errors='replace'))} "
+            f"failed for good ({reason}): {error}; replay it to let the chord finish",
+            traceback=None,
+            worker=self.consumer,
+        )
+        await self.call(
+            operations.chord_failed(
+                keys.chord(flow.id),
+                m.index,
+                keys.record(m.callback),
+                record,
+                int(DEFAULTS.result_ttl * 1000),
+                keys.done_channel,
+                self.broker.publish_command,
+            )
+        )
+
+    def _keys_of(self, queue: str) -> QueueKeys:
+        """The keys of any queue of this namespace (a chord's callback may live on a queue
+        this worker does not serve)."""
+        known = self.keys.get(queue)
+        if known is not None:
+            return known
+        namespace = next(iter(self.keys.values())).namespace
+        return QueueKeys(namespace, queue)
 
     async def reject(self, d: Delivery, job_id: str, reason: str, error: str) -> None:
         """Dead-letter an entry that must not touch a record (its id may name another job)."""

@@ -1,0 +1,237 @@
+"""Handles on running workflows: returned at once by ``enqueue()``, read Redis when asked.
+
+Every job of a workflow has an id fixed when it was built, so a handle can name the last
+step before the first one ran, and say where the workflow stands: the state of its latest
+step that exists (a step exists from the moment the one before it ended).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ..errors import JobNotFound, JobTimeout
+from ..job import Job, JobHost, JobInfo, JobState, interpret
+from .flow import OnError
+
+R = TypeVar("R")
+
+#: Longest wait on one job before the workflow's state is read again.
+RECHECK_SECONDS = 2.0
+#: Pause when the next job to wait on does not exist yet (being added).
+GAP_SECONDS = 0.05
+#: The reason in a chord callback's record when a member failed for good (on_error="fail").
+MEMBER_FAILED = "chord_member_failed"
+_ENDED_BADLY = (JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED)
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    """Where a workflow stands: ``state`` of its step ``step`` (0-based; a chord's members
+    are step 0 and its callback step 1), whose job is ``job`` (None when it is not added
+    yet)."""
+
+    state: JobState
+    step: int
+    job: JobInfo | None
+
+
+class ChainHandle(Generic[R]):
+    """A chain (or a chord's callback chain): ``result()`` is the last step's result."""
+
+    def __init__(self, app: JobHost, workflow_id: str, steps: list[Job[Any]]) -> None:
+        self.app = app
+        self.id = workflow_id
+        #: one handle per step, in order, each with its deterministic id
+        self.jobs = steps
+        self._first = 0  # the workflow step number of jobs[0]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.id!r}, steps={len(self.jobs)})"
+
+    @property
+    def last(self) -> Job[Any]:
+        return self.jobs[-1]
+
+    def _calls(self) -> list[Any]:
+        return [j._status_call() for j in self._watched()]
+
+    def _watched(self) -> list[Job[Any]]:
+        return self.jobs
+
+    def info(self) -> WorkflowInfo:
+        replies = self.app.broker.call_many(self._calls())
+        return self._interpret(replies)
+
+    async def info_async(self) -> WorkflowInfo:
+        replies = await self.app.broker.acall_many(self._calls())
+        return self._interpret(replies)
+
+    def status(self) -> JobState:
+        return self.info().state
+
+    async def status_async(self) -> JobState:
+        return (await self.info_async()).state
+
+    def _interpret(self, replies: list[Any]) -> WorkflowInfo:
+        infos = [interpret(j.id, w) for j, w in zip(self._watched(), replies, strict=True)]
+        return self._where(infos)
+
+    def _where(self, infos: list[JobInfo]) -> WorkflowInfo:
+        steps = infos[-len(self.jobs) :]
+        for i in range(len(steps) - 1, -1, -1):
+            info = steps[i]
+            if info.state is JobState.UNKNOWN:
+                continue
+            if info.state is JobState.DONE and i < len(steps) - 1:
+                # The next step is added with this one's end; its record is not there yet.
+                return WorkflowInfo(JobState.QUEUED, self._first + i + 1, None)
+            return WorkflowInfo(info.state, self._first + i, info)
+        return WorkflowInfo(JobState.UNKNOWN, self._first, None)
+
+    def _job_at(self, step: int) -> Job[Any]:
+        return self.jobs[step - self._first]
+
+    def _settled(self, info: WorkflowInfo) -> tuple[bool, Any]:
+        """(True, result) when the workflow ended well; raises when it ended badly."""
+        if info.job is not None and (info.state in _ENDED_BADLY):
+            self._job_at(info.step)._outcome(info.job)  # raises JobFailed, JobCancelled...
+        if info.state is JobState.UNKNOWN:
+            raise JobNotFound(f"no job of workflow {self.id} in Redis (never enqueued, or expired)")
+        if info.state is JobState.DONE and info.step == self._first + len(self.jobs) - 1:
+            assert info.job is not None
+            return True, self.last._outcome(info.job)
+        return False, None
+
+    def _active(self, info: WorkflowInfo) -> Job[Any] | None:
+        return self._job_at(info.step) if info.job is not None else None
+
+    def result(self, timeout: float | None = None) -> R:
+        """Wait for the last step and return its result. A step that failed for good (or was
+        cancelled) ends the wait with its JobFailed (JobCancelled...), naming that step's
+        job; replaying it from the dead letters resumes the workflow."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = self.info()
+            done, value = self._settled(info)
+            if done:
+                return value  # type: ignore[no-any-return]
+            wait = self._left(deadline, timeout)
+            job = self._active(info)
+            if job is None:
+                time.sleep(min(wait, GAP_SECONDS))
+                continue
+            with contextlib.suppress(Exception):  # the next look says what it meant
+                job.result(timeout=min(wait, RECHECK_SECONDS))
+
+    async def result_async(self, timeout: float | None = None) -> R:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = await self.info_async()
+            done, value = self._settled(info)
+            if done:
+                return value  # type: ignore[no-any-return]
+            wait = self._left(deadline, timeout)
+            job = self._active(info)
+            if job is None:
+                await asyncio.sleep(min(wait, GAP_SECONDS))
+                continue
+            with contextlib.suppress(Exception):  # the next look says what it meant
+                await job.result_async(timeout=min(wait, RECHECK_SECONDS))
+
+    def _left(self, deadline: float | None, timeout: float | None) -> float:
+        if deadline is None:
+            return RECHECK_SECONDS
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise JobTimeout(f"workflow {self.id} did not finish within {timeout} s")
+        return left
+
+
+class ChordHandle(ChainHandle[R]):
+    """A chord: its members (step 0), then its callback and the steps after it."""
+
+    def __init__(
+        self,
+        app: JobHost,
+        workflow_id: str,
+        steps: list[Job[Any]],
+        members: list[Job[Any]],
+        on_error: OnError = "fail",
+    ) -> None:
+        super().__init__(app, workflow_id, steps)
+        self.members = members
+        self.on_error = on_error
+        self._first = 1
+
+    @property
+    def callback(self) -> Job[Any]:
+        return self.jobs[0]
+
+    def _watched(self) -> list[Job[Any]]:
+        return [*self.members, *self.jobs]
+
+    def _where(self, infos: list[JobInfo]) -> WorkflowInfo:
+        after = super()._where(infos)
+        members = infos[: len(self.members)]
+        # A callback recorded dead for a member that was replayed since is not the end yet.
+        if after.state is not JobState.UNKNOWN and not (
+            after.step == 1
+            and after.job is not None
+            and after.job.reason == MEMBER_FAILED
+            and not all(m.state.finished for m in members)
+        ):
+            return after
+        if all(m.state.finished for m in members):
+            return WorkflowInfo(JobState.QUEUED, 1, None)  # the callback is being added
+        pending = [m for m in members if not m.state.finished]
+        running = [m for m in pending if m.state is JobState.RUNNING]
+        first = (running or pending or members)[0]
+        return WorkflowInfo(first.state, 0, first)
+
+    def _job_at(self, step: int) -> Job[Any]:
+        if step == 0:
+            raise AssertionError("members are not one job")
+        return super()._job_at(step)
+
+    def _active(self, info: WorkflowInfo) -> Job[Any] | None:
+        if info.step == 0 and info.job is not None:
+            return next((m for m in self.members if m.id == info.job.id), None)
+        return super()._active(info)
+
+    def _settled(self, info: WorkflowInfo) -> tuple[bool, Any]:
+        if info.step == 0:
+            if info.state is JobState.UNKNOWN:
+                raise JobNotFound(f"no member of chord {self.id} in Redis")
+            return False, None  # a member that ended badly is the callback's record to say
+        return super()._settled(info)
+
+
+class GroupHandle:
+    """Jobs running in parallel; ``results()`` lists their results in member order."""
+
+    def __init__(self, jobs: list[Job[Any]]) -> None:
+        self.jobs = jobs
+
+    def __repr__(self) -> str:
+        return f"GroupHandle({len(self.jobs)} jobs)"
+
+    def results(self, timeout: float | None = None) -> list[Any]:
+        """Every member's result, in order; the first member that failed raises JobFailed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = []
+        for job in self.jobs:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            out.append(job.result(timeout=left))
+        return out
+
+    async def results_async(self, timeout: float | None = None) -> list[Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = []
+        for job in self.jobs:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            out.append(await job.result_async(timeout=left))
+        return out
