@@ -7,7 +7,7 @@ import redis
 
 from conveyor import Conveyor, JobFailed, JobState, chain, chord, group
 from conveyor.dead_letters import list_dead, replay
-from tests.conftest import fast, wait_until, worker_thread
+from tests.conftest import fast, worker_thread
 
 
 def _tasks(app: Conveyor) -> dict[str, object]:
@@ -195,3 +195,37 @@ def test_same_queue_handoff_is_in_the_ack_and_cross_queue_leaves_a_marker(
         assert cross.result(timeout=10) == {"text": "text of x", "mood": "calm"}
     assert not r.exists(app.keys("default").handoff(same.jobs[1].id))
     assert r.exists(app.keys("analyze").handoff(cross.jobs[1].id))
+
+
+def test_signed_apps_sign_every_step_and_chord_callback(redis_url: str, namespace: str) -> None:
+    app = Conveyor(redis_url, namespace=namespace, signing_keys=[b"k" * 32])
+    try:
+
+        @app.task
+        def inc(x: int) -> int:
+            return x + 1
+
+        @app.task(queue="signed-other")
+        def add_all(values: list[int]) -> int:
+            return sum(values)
+
+        with worker_thread(app, fast()):
+            assert (inc.s(1) | inc.s() | inc.s()).enqueue().result(timeout=10) == 4
+            handle = chord([inc.s(i) for i in range(5)], add_all.s() | inc.s()).enqueue()
+            assert handle.result(timeout=10) == 16
+        assert list_dead(app, "default") == [] and list_dead(app, "signed-other") == []
+    finally:
+        app.close()
+
+
+async def test_async_twins_enqueue_and_wait(app: Conveyor) -> None:
+    from conveyor.testing import worker_task
+
+    t = _tasks(app)
+    async with worker_task(app, fast()):
+        handle = await (t["square"].s(2) | t["square"].s()).enqueue_async()  # type: ignore[attr-defined]
+        assert await handle.result_async(timeout=10) == 16
+        g = await group(t["square"].s(i) for i in range(3)).enqueue_async()  # type: ignore[attr-defined]
+        assert await g.results_async(timeout=10) == [0, 1, 4]
+        c = await chord([t["square"].s(i) for i in range(3)], t["total"].s()).enqueue_async()  # type: ignore[attr-defined]
+        assert await c.result_async(timeout=10) == 5

@@ -35,7 +35,16 @@ class Chain:
                     f"a chain's steps are task signatures (task.s(...)), not {s!r}"
                 )
             _no_unique(s)
-        checks.check_binds(self.steps[0], takes_previous=self.takes_input, where="chain step 1")
+        first = self.steps[0]
+        if not self.takes_input:
+            try:
+                checks.check_binds(first, takes_previous=False, where="chain step 1")
+            except ConfigurationError:
+                # Missing its first argument: only a chord's callback chain, given the results.
+                checks.check_binds(first, takes_previous=True, where="chain step 1")
+                object.__setattr__(self, "takes_input", True)
+        else:
+            checks.check_binds(first, takes_previous=True, where="chain step 1")
         for i in range(1, len(self.steps)):
             checks.check_link(self.steps[i - 1], self.steps[i], f"chain step {i + 1}")
 
@@ -47,10 +56,15 @@ class Chain:
 
     def enqueue(self) -> ChainHandle[Any]:
         """Add the first step and return a ChainHandle at once."""
-        return launch.chain(self)
+        return launch.chain(self._startable())
 
     async def enqueue_async(self) -> ChainHandle[Any]:
-        return await launch.chain_async(self)
+        return await launch.chain_async(self._startable())
+
+    def _startable(self) -> Chain:
+        if self.takes_input:
+            checks.check_binds(self.steps[0], takes_previous=False, where="chain step 1")
+        return self
 
 
 @dataclass(frozen=True)
