@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format redis chromium chaos scale bench bench-quick clean
+.PHONY: install demo test lint format redis chromium chaos scale bench bench-quick clean workflows-chaos
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Conveyor needs Python 3.10+, found " + sys.version.split()[0])'
@@ -60,6 +60,11 @@ clean:
 CHAOS_ARGS ?=
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+
+## Workflow SIGKILL run (issue 12): 2,000 chains x 4 steps and 50 chords x 100 members on 3
+## worker processes, one SIGKILLed every 2-5 s; ledger outside Redis. Own redis-server; ~1 min.
+workflows-chaos: $(STAMP)
+	$(BIN)/python -m tests.workflows_kill
 
 ## Scale-out runs (issue 10): Cluster and Sentinel failovers with ledgers outside Redis, and the
 ## cost per job on Cluster vs one Redis. Own redis-servers on loopback; a few minutes.

@@ -41,6 +41,7 @@ EXPECTED = {
     "safe_trimming": "no unfinished job trimmed; history bounded",
     "scaling_out": "each job ran once, spread over 3 processes",
     "tasks_and_worker": "all 3 jobs done, results read back",
+    "workflows": "chains, a chord and a resumed chain ran as expected",
 }
 
 RUN_MARKER = re.compile(r"<!--\s*test:\s*run\s*-->\s*\n```python\n(.*?)\n```", re.S)

@@ -1,0 +1,81 @@
+"""The handoff scripts on their own: a repeat adds nothing, a lost lease hands nothing on."""
+
+from __future__ import annotations
+
+import redis
+
+from conveyor import Conveyor
+from conveyor.broker import operations
+from conveyor.broker.operations import ChordReport, Completion, NextStep
+from conveyor.keys import GROUP
+
+
+def _step(app: Conveyor, queue: str, job_id: str) -> NextStep:
+    k = app.keys(queue)
+    fields = ("version", "1", "task", "t", "args", "[1]", "kwargs", "{}", "id", job_id)
+    return NextStep(k.stream("normal"), k.record(job_id), "normal", fields)
+
+
+def test_a_forwarded_step_is_added_once_however_often_it_is_forwarded(
+    app: Conveyor, r: redis.Redis
+) -> None:
+    job_id = "next:d:abc-s1"
+    step = _step(app, "next", job_id)
+    marker = app.keys("next").handoff(job_id)
+    assert app.broker.call(operations.forward_step(marker, step, 60_000)) is True
+    assert app.broker.call(operations.forward_step(marker, step, 60_000)) is False
+    assert r.xlen(step.stream) == 1
+    assert b'"state":"queued"' in (r.get(step.record) or b"")
+
+
+def test_a_chord_adds_its_callback_once_when_its_last_slot_fills(
+    app: Conveyor, r: redis.Redis
+) -> None:
+    k = app.keys("cb")
+    cb = _step(app, "cb", "cb:d:w-s1")
+    app.broker.call(
+        operations.chord_open(k.chord("w"), b'["task","merge","id","cb:d:w-s1"]', 60_000)
+    )
+
+    def report(i: int) -> int:
+        rep = ChordReport(k.chord("w"), i, b"%d" % i, 3, cb.stream, cb.record, "normal")
+        return app.broker.call(operations.chord_report(rep))
+
+    assert [report(0), report(0), report(2)] == [1, 0, 1]
+    assert r.xlen(cb.stream) == 0
+    assert report(1) == 2 and report(1) == 0 and report(2) == 0
+    (entry,) = r.xrange(cb.stream)
+    assert entry[1][b"task"] == b"merge"
+    assert r.hmget(k.chord("w"), "0", "1", "2") == [b"0", b"1", b"2"]
+    # a report to a chord that is gone (expired) creates nothing
+    gone = ChordReport(k.chord("gone"), 0, b"1", 1, cb.stream, cb.record, "normal")
+    assert app.broker.call(operations.chord_report(gone)) == 0
+    assert not r.exists(k.chord("gone"))
+
+
+def test_the_ack_adds_the_next_step_only_for_an_entry_it_still_owns(
+    app: Conveyor, r: redis.Redis
+) -> None:
+    k = app.keys("default")
+    stream = k.stream("normal")
+    r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    mine = r.xadd(stream, {"task": "a"}).decode()
+    stolen = r.xadd(stream, {"task": "b"}).decode()
+    r.xreadgroup(GROUP, "w1", {stream: ">"}, count=2)
+    r.xclaim(stream, GROUP, "w2", 0, [stolen])
+    done = [
+        Completion(
+            "normal",
+            e,
+            f"default:d:{n}-s0",
+            b'{"state":"done"}',
+            60_000,
+            handoffs=(_step(app, "default", f"default:d:{n}-s1"),),
+        )
+        for n, e in (("mine", mine), ("stolen", stolen))
+    ]
+    rejected = app.broker.call(operations.complete(k, "w1", done))
+    assert rejected == [1]
+    added = [f[b"id"] for _, f in r.xrange(stream) if b"id" in f]
+    assert added == [b"default:d:mine-s1"]
+    assert r.exists(k.record("default:d:mine-s1")) and not r.exists(k.record("default:d:stolen-s1"))
