@@ -21,6 +21,8 @@ R = TypeVar("R")
 
 #: Longest wait on one job before the workflow's state is read again.
 RECHECK_SECONDS = 2.0
+#: Members read per look while a chord's members run.
+PEEK = 50
 #: Pause when the next job to wait on does not exist yet (being added).
 GAP_SECONDS = 0.05
 #: The reason in a chord callback's record when a member failed for good (on_error="fail").
@@ -109,18 +111,26 @@ class ChainHandle(Generic[R]):
     def _active(self, info: WorkflowInfo) -> Job[Any] | None:
         return self._job_at(info.step) if info.job is not None else None
 
+    def _look(self) -> tuple[WorkflowInfo, Job[Any] | None]:
+        """Where the workflow stands, and the job to wait on next (None: none yet)."""
+        info = self.info()
+        return info, self._active(info)
+
+    async def _alook(self) -> tuple[WorkflowInfo, Job[Any] | None]:
+        info = await self.info_async()
+        return info, self._active(info)
+
     def result(self, timeout: float | None = None) -> R:
         """Wait for the last step and return its result. A step that failed for good (or was
         cancelled) ends the wait with its JobFailed (JobCancelled...), naming that step's
         job; replaying it from the dead letters resumes the workflow."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            info = self.info()
+            info, job = self._look()
             done, value = self._settled(info)
             if done:
                 return value  # type: ignore[no-any-return]
             wait = self._left(deadline, timeout)
-            job = self._active(info)
             if job is None:
                 time.sleep(min(wait, GAP_SECONDS))
                 continue
@@ -130,12 +140,11 @@ class ChainHandle(Generic[R]):
     async def result_async(self, timeout: float | None = None) -> R:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            info = await self.info_async()
+            info, job = await self._alook()
             done, value = self._settled(info)
             if done:
                 return value  # type: ignore[no-any-return]
             wait = self._left(deadline, timeout)
-            job = self._active(info)
             if job is None:
                 await asyncio.sleep(min(wait, GAP_SECONDS))
                 continue
@@ -166,6 +175,8 @@ class ChordHandle(ChainHandle[R]):
         self.members = members
         self.on_error = on_error
         self._first = 1
+        #: members not yet seen ended, in order (what result() waits on, one at a time)
+        self._pending = list(members)
 
     @property
     def callback(self) -> Job[Any]:
@@ -175,22 +186,91 @@ class ChordHandle(ChainHandle[R]):
         return [*self.members, *self.jobs]
 
     def _where(self, infos: list[JobInfo]) -> WorkflowInfo:
-        after = super()._where(infos)
         members = infos[: len(self.members)]
-        # A callback recorded dead for a member that was replayed since is not the end yet.
-        if after.state is not JobState.UNKNOWN and not (
-            after.step == 1
-            and after.job is not None
-            and after.job.reason == MEMBER_FAILED
-            and not all(m.state.finished for m in members)
-        ):
+        after = self._tail(infos[len(self.members) :], members)
+        if after is not None:
             return after
         if all(m.state.finished for m in members):
             return WorkflowInfo(JobState.QUEUED, 1, None)  # the callback is being added
         pending = [m for m in members if not m.state.finished]
         running = [m for m in pending if m.state is JobState.RUNNING]
-        first = (running or pending or members)[0]
+        first = (running or pending)[0]
         return WorkflowInfo(first.state, 0, first)
+
+    def _tail(self, steps: list[JobInfo], members: list[JobInfo] | None) -> WorkflowInfo | None:
+        """Where the callback chain stands, or None while the members run. A callback
+        recorded dead for a failed member is the end only while a member is dead: once the
+        member is replayed, the chord runs on. ``members`` None: not read (then the answer
+        is None for such a record: read them)."""
+        after = ChainHandle._where(self, steps)
+        if after.state is JobState.UNKNOWN:
+            return None
+        failed_member = after.job is not None and after.job.reason == MEMBER_FAILED
+        member_dead = members is not None and any(m.state is JobState.DEAD for m in members)
+        if after.step == 1 and failed_member and after.state is JobState.DEAD and not member_dead:
+            return None
+        return after
+
+    def _read(self, jobs: list[Job[Any]], replies: list[Any]) -> list[JobInfo]:
+        return [interpret(j.id, w) for j, w in zip(jobs, replies, strict=True)]
+
+    def _look(self) -> tuple[WorkflowInfo, Job[Any] | None]:
+        """The callback chain's state (a few status reads), else the first member still
+        running: members are read one batch at a time as they end, not all on every wake,
+        so waiting on a chord of n members costs about n status reads, not n squared."""
+        call_many = self.app.broker.call_many
+        tail = self._read(self.jobs, call_many([j._status_call() for j in self.jobs]))
+        after = self._tail(tail, None)
+        if after is None and tail[0].reason == MEMBER_FAILED:
+            members = self._read(self.members, call_many([m._status_call() for m in self.members]))
+            after = self._tail(tail, members)
+            self._replayed(members)
+        if after is not None:
+            return after, self._active(after)
+        while self._pending:
+            head = self._pending[:PEEK]
+            infos = self._read(head, call_many([j._status_call() for j in head]))
+            return_at = self._advance(head, infos)
+            if return_at is not None:
+                return return_at
+        return WorkflowInfo(JobState.QUEUED, 1, None), None
+
+    async def _alook(self) -> tuple[WorkflowInfo, Job[Any] | None]:
+        call_many = self.app.broker.acall_many
+        tail = self._read(self.jobs, await call_many([j._status_call() for j in self.jobs]))
+        after = self._tail(tail, None)
+        if after is None and tail[0].reason == MEMBER_FAILED:
+            members = self._read(
+                self.members, await call_many([m._status_call() for m in self.members])
+            )
+            after = self._tail(tail, members)
+            self._replayed(members)
+        if after is not None:
+            return after, self._active(after)
+        while self._pending:
+            head = self._pending[:PEEK]
+            infos = self._read(head, await call_many([j._status_call() for j in head]))
+            return_at = self._advance(head, infos)
+            if return_at is not None:
+                return return_at
+        return WorkflowInfo(JobState.QUEUED, 1, None), None
+
+    def _replayed(self, members: list[JobInfo]) -> None:
+        """Wait again on members that had ended and were replayed since."""
+        self._pending = [
+            j for j, i in zip(self.members, members, strict=True) if not i.state.finished
+        ]
+
+    def _advance(
+        self, head: list[Job[Any]], infos: list[JobInfo]
+    ) -> tuple[WorkflowInfo, Job[Any] | None] | None:
+        """Drop the members at the front that ended; the first that did not, to wait on."""
+        for i, info in enumerate(infos):
+            if not info.state.finished:
+                del self._pending[:i]
+                return WorkflowInfo(info.state, 0, info), head[i]
+        del self._pending[: len(head)]
+        return None
 
     def _job_at(self, step: int) -> Job[Any]:
         if step == 0:
