@@ -229,3 +229,39 @@ async def test_async_twins_enqueue_and_wait(app: Conveyor) -> None:
         assert await g.results_async(timeout=10) == [0, 1, 4]
         c = await chord([t["square"].s(i) for i in range(3)], t["total"].s()).enqueue_async()  # type: ignore[attr-defined]
         assert await c.result_async(timeout=10) == 5
+
+
+def test_conveyor_dead_show_names_the_step_and_dead_replay_resumes_the_chain(
+    app: Conveyor, redis_url: str
+) -> None:
+    from click.testing import CliRunner
+
+    from conveyor.cli import main
+
+    broken = {"on": True}
+
+    @app.task(retries=0, queue="steps")
+    def fragile(x: int) -> int:
+        if broken["on"]:
+            raise RuntimeError("model offline")
+        return x + 1
+
+    @app.task
+    def start(x: int) -> int:
+        return x
+
+    env = {"CONVEYOR_REDIS_URL": redis_url, "CONVEYOR_NAMESPACE": app.namespace}
+    with worker_thread(app, fast()):
+        handle = (start.s(1) | fragile.s() | start.s()).enqueue()
+        with pytest.raises(JobFailed):
+            handle.result(timeout=10)
+        (dead,) = list_dead(app, "steps")
+        shown = CliRunner().invoke(main, ["dead", "show", dead.entry_id, "-q", "steps"], env=env)
+        assert shown.exit_code == 0, shown.output
+        assert f"chain {handle.id} step 2 of 3 (fragile)" in shown.output
+        broken["on"] = False
+        replayed = CliRunner().invoke(
+            main, ["dead", "replay", dead.entry_id, "-q", "steps"], env=env
+        )
+        assert replayed.exit_code == 0, replayed.output
+        assert handle.result(timeout=10) == 2
