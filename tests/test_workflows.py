@@ -265,3 +265,29 @@ def test_conveyor_dead_show_names_the_step_and_dead_replay_resumes_the_chain(
         )
         assert replayed.exit_code == 0, replayed.output
         assert handle.result(timeout=10) == 2
+
+
+def test_a_result_too_large_for_the_next_step_fails_the_step_saying_so(
+    redis_url: str, namespace: str
+) -> None:
+    app = Conveyor(redis_url, namespace=namespace, max_payload_bytes=1000)
+    try:
+
+        @app.task
+        def big(n: int) -> str:
+            return "x" * n
+
+        @app.task
+        def size(text: str) -> int:
+            return len(text)
+
+        with worker_thread(app, fast()):
+            assert (big.s(100) | size.s()).enqueue().result(timeout=10) == 100
+            handle = (big.s(5000) | size.s()).enqueue()
+            with pytest.raises(JobFailed) as failed:
+                handle.result(timeout=10)
+        assert "cannot be handed to the next step" in (failed.value.error or "")
+        assert "over the 1000-byte limit" in (failed.value.error or "")
+        assert handle.last.status() is JobState.UNKNOWN
+    finally:
+        app.close()

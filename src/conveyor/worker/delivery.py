@@ -250,13 +250,15 @@ class DeliveryRunner:
             return False
         handoffs: tuple[Handoff, ...] = ()
         if outcome.ok:
+            fate = "stored as JSON"
             try:
                 record = outcomes.done_record(env, outcome.value, w.consumer, task.result_type)
                 if flow is not None:
+                    fate = "handed to the next step of its workflow"
                     handoffs = await self._hand_off(d, flow, outcome.value)
             except PayloadError as exc:
                 # Running it again returns the same kind of value: fail now, without retries.
-                error = f"the task's result cannot be stored as JSON: {exc}"
+                error = f"the task's result cannot be {fate}: {exc}"
                 outcome = Outcome(False, error=error, final=True, reason="bad_result")
             else:
                 w.completer.submit(
@@ -291,7 +293,7 @@ class DeliveryRunner:
             flow,
             decode_json(encode_json(value)),
             w.app.signer,
-            w.settings.max_payload_bytes,
+            w.app.max_payload_bytes,  # the producer's limit: the next step is an enqueue
         )
         for call in plan.forwards:
             await w.transitions.call(call)
