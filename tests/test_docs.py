@@ -1,0 +1,317 @@
+"""The documentation's code runs against a real Redis, so the site cannot teach what fails.
+
+Every ```python block of docs/**/*.md runs as its own process (as a reader would run it),
+like the README's. A MyST comment line right above a block says how, when it is not a plain
+script:
+
+- ``% test: skip REASON``: not run (a fragment that needs a Cluster, Sentinel or a module of
+  the reader's own); the reason is required and shows in the test's id.
+- ``% test: pytest``: the block is a test module; pytest runs it.
+- ``% test: module NAME.py``: written as NAME.py and run as a script; the ``conveyor ...``
+  commands of the page's side-by-side table then run against that module.
+
+Namespaces a block names (``namespace="..."``) are deleted before and after it runs.
+
+The migration guides are checked call by call: every Python call of a table's Conveyor
+column appears in the page's module block (which runs), and every ``conveyor`` command of
+that column runs against a real Redis with the module (a worker until it has registered,
+then SIGTERM).
+
+The site itself is built by ``make docs`` with warnings as errors; ``make test`` runs it
+before pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from conveyor import Conveyor
+from conveyor.stats import live_workers
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+TIMEOUT = 60
+#: doc runs at once (each a Python process, mostly waiting on a worker or a due time)
+PARALLEL = 3
+MIGRATION_PAGES = ("guides/from-celery.md", "guides/from-rq.md")
+
+BLOCK = re.compile(
+    r"^(?:% test: (?P<kind>\S+) ?(?P<arg>[^\n]*)\n)?```python\n(?P<code>.*?)\n```$", re.S | re.M
+)
+LITERAL_NAMESPACE = re.compile(r'namespace="([^"]+)"')
+ANY_NAMESPACE = re.compile(r'namespace=f?"')
+CODE_SPAN = re.compile(r"`([^`]+)`")
+JOB_ID = re.compile(r"\b[A-Za-z0-9_.-]+:[hnld]:[0-9a-f-]+\b")
+
+
+@dataclass(frozen=True)
+class Block:
+    page: str
+    index: int
+    kind: str  # "run", "skip", "pytest" or "module"
+    arg: str
+    code: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}#{self.index}-{self.kind}"
+
+
+def _blocks() -> list[Block]:
+    out = []
+    for path in sorted(DOCS.rglob("*.md")):
+        page = path.relative_to(DOCS).as_posix()
+        if page.startswith("_build/"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        for i, m in enumerate(BLOCK.finditer(text)):
+            out.append(Block(page, i, m["kind"] or "run", (m["arg"] or "").strip(), m["code"]))
+    return out
+
+
+BLOCKS = _blocks()
+RUNNABLE = [b for b in BLOCKS if b.kind != "skip"]
+#: module blocks run in the migration test, before the table's commands use them
+SCRIPTS = [b for b in RUNNABLE if b.kind != "module"]
+
+
+def _delete(r: redis.Redis, namespace: str) -> None:
+    keys = list(r.scan_iter(match=f"{namespace}:*", count=1000))
+    for i in range(0, len(keys), 500):
+        r.delete(*keys[i : i + 500])
+
+
+def _env(redis_url: str) -> dict[str, str]:
+    return {**os.environ, "CONVEYOR_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+
+
+def _run(args: list[str], cwd: Path, redis_url: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            [sys.executable, *args],
+            cwd=cwd,
+            env=_env(redis_url),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"{' '.join(args)} did not finish within {TIMEOUT} s") from exc
+
+
+def _report(code: str, proc: subprocess.CompletedProcess[str]) -> str:
+    return f"--- code ---\n{code}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+
+
+def _run_block(block: Block, cwd: Path, redis_url: str) -> subprocess.CompletedProcess[str]:
+    if block.kind == "pytest":
+        script = cwd / "test_doc_block.py"
+        script.write_text(block.code + "\n", encoding="utf-8")
+        args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", f"--rootdir={cwd}"]
+        args += ["-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function"]
+        return _run([*args, script.name], cwd, redis_url)
+    name = block.arg if block.kind == "module" else f"doc_block_{block.index}.py"
+    (cwd / name).write_text(block.code + "\n", encoding="utf-8")
+    return _run([name], cwd, redis_url)
+
+
+# -- the blocks ---------------------------------------------------------------------------------
+def test_docs_have_runnable_blocks_and_say_why_others_do_not_run() -> None:
+    assert len(RUNNABLE) >= 10, "the docs lost their runnable examples"
+    for b in BLOCKS:
+        assert b.kind in ("run", "skip", "pytest", "module"), f"{b.id}: unknown marker {b.kind}"
+        if b.kind == "skip":
+            assert b.arg, f"{b.id}: `% test: skip` needs a reason"
+        if b.kind == "module":
+            assert re.fullmatch(r"[a-z_]+\.py", b.arg), f"{b.id}: `% test: module NAME.py`"
+    assert {b.page for b in RUNNABLE} >= {"quickstart.md", *MIGRATION_PAGES}
+    assert [b.page for b in RUNNABLE if b.kind == "module"] == sorted(MIGRATION_PAGES)
+
+
+@pytest.fixture(scope="session")
+def doc_runs(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[None]]]:
+    """Every doc run this session selected, started at once, at most PARALLEL at a time.
+
+    Most of a block's time is spent waiting (a worker starting and stopping, a delay coming
+    due), so running them side by side keeps the whole file within its budget; each test
+    still fails on its own, with its own output.
+    """
+    wanted: dict[str, Block | str] = {}  # one run each: two runs of a page would share keys
+    for item in request.session.items:
+        params = getattr(item, "callspec", None)
+        if params is not None and "doc_runs" in getattr(item, "fixturenames", ()):
+            for one in params.params.values():
+                wanted[one.id if isinstance(one, Block) else one] = one
+    client = redis.Redis.from_url(redis_url)
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        runs: dict[str, Future[None]] = {}
+        # the longest first (a page's module and commands, the pytest block), so the short
+        # ones fill in beside them
+        order = sorted(wanted.values(), key=_longest_first)
+        for i, one in enumerate(order):
+            cwd = tmp_path_factory.mktemp(f"doc-run-{i}")
+            if isinstance(one, Block):
+                runs[one.id] = pool.submit(_check_block, one, cwd, redis_url, client)
+            else:
+                runs[one] = pool.submit(_check_commands, one, cwd, redis_url, client)
+        yield runs
+        for run in runs.values():
+            run.cancel()
+    client.close()
+
+
+def _longest_first(one: Block | str) -> int:
+    """0 for a migration page's run (a module, then its commands), 0 for a pytest block
+    (pytest's own start-up), 1 for a plain script."""
+    return int(isinstance(one, Block) and one.kind != "pytest")
+
+
+@pytest.mark.parametrize("block", SCRIPTS, ids=lambda b: b.id)
+def test_doc_code_block_runs(block: Block, doc_runs: dict[str, Future[None]]) -> None:
+    doc_runs[block.id].result(timeout=3 * TIMEOUT)
+
+
+def _check_block(block: Block, cwd: Path, redis_url: str, r: redis.Redis) -> None:
+    if "Conveyor(" in block.code:
+        assert ANY_NAMESPACE.search(block.code), (
+            f"{block.id}: a block that makes an app must name its namespace, so it can be cleaned"
+        )
+    namespaces = LITERAL_NAMESPACE.findall(block.code)
+    for ns in namespaces:
+        _delete(r, ns)
+    try:
+        proc = _run_block(block, cwd, redis_url)
+        assert proc.returncode == 0, f"{block.id} exited with {proc.returncode}\n" + _report(
+            block.code, proc
+        )
+    finally:
+        for ns in namespaces:
+            _delete(r, ns)
+
+
+# -- the migration tables -----------------------------------------------------------------------
+def _conveyor_column(page: str) -> list[list[str]]:
+    """The code spans of each row's Conveyor cell in the page's side-by-side table."""
+    rows: list[list[str]] = []
+    column: int | None = None
+    header = True
+    for line in (DOCS / page).read_text(encoding="utf-8").splitlines():
+        if not line.startswith("|"):
+            if rows:
+                break  # the first table with a Conveyor column is the one
+            header = True
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if header:
+            header = False
+            column = cells.index("Conveyor") if "Conveyor" in cells else None
+        elif column is not None and not set(line) <= set("|- "):
+            rows.append(CODE_SPAN.findall(cells[column]))
+    return rows
+
+
+def _module(page: str) -> Block:
+    [module] = [b for b in BLOCKS if b.page == page and b.kind == "module"]
+    return module
+
+
+def _squeeze(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("page", MIGRATION_PAGES)
+def test_migration_table_python_calls_are_in_the_page_module(page: str) -> None:
+    rows = _conveyor_column(page)
+    assert len(rows) >= 20, f"{page}: the side-by-side table is missing or lost rows"
+    code = _squeeze(_module(page).code)
+    calls = [span for row in rows for span in row if not span.startswith("conveyor ")]
+    assert len(calls) >= 15
+    missing = [c for c in calls if _squeeze(c) not in code]
+    assert not missing, f"{page}: calls of the table that its tasks.py does not run: {missing}"
+
+
+@pytest.mark.parametrize("page", MIGRATION_PAGES)
+def test_migration_table_commands_run_against_the_page_module(
+    page: str, doc_runs: dict[str, Future[None]]
+) -> None:
+    doc_runs[page].result(timeout=3 * TIMEOUT)
+
+
+def _check_commands(page: str, tmp_path: Path, redis_url: str, r: redis.Redis) -> None:
+    module = _module(page)
+    [namespace] = LITERAL_NAMESPACE.findall(module.code)
+    commands = [s for row in _conveyor_column(page) for s in row if s.startswith("conveyor ")]
+    assert any(c.startswith("conveyor worker ") for c in commands), page
+    _delete(r, namespace)
+    try:
+        proc = _run_block(module, tmp_path, redis_url)  # the module as a script: the calls
+        assert proc.returncode == 0, f"{module.id} exited {proc.returncode}\n" + _report(
+            module.code, proc
+        )
+        # enqueue first: its job id stands in for JOB_ID; the worker last, as it runs on
+        ordered = sorted(
+            commands, key=lambda c: (c.startswith("conveyor worker"), "enqueue" not in c)
+        )
+        job_id = None
+        for command in ordered:
+            words = shlex.split(command)[1:]
+            if job_id is not None:
+                words = [job_id if w == "JOB_ID" else w for w in words]
+            assert "JOB_ID" not in words, f"{page}: no enqueue command ran before {command!r}"
+            if words[0] == "worker":
+                _run_worker(words, tmp_path, redis_url, namespace, command)
+                continue
+            proc = _run(["-m", "conveyor", *words], tmp_path, redis_url)
+            assert proc.returncode == 0, f"{command!r} exited {proc.returncode}\n" + _report(
+                command, proc
+            )
+            if words[0] == "enqueue":
+                found = JOB_ID.search(proc.stdout)
+                assert found, f"{command!r} printed no job id: {proc.stdout!r}"
+                job_id = found.group(0)
+    finally:
+        _delete(r, namespace)
+
+
+def _run_worker(words: list[str], cwd: Path, redis_url: str, namespace: str, command: str) -> None:
+    """Start the command's worker, wait until it registered, stop it as Kubernetes would."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", *words],
+        cwd=cwd,
+        env=_env(redis_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    app = Conveyor(redis_url, namespace=namespace)
+    try:
+        deadline = time.monotonic() + 30
+        while not live_workers(app):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                out = proc.communicate()[0]
+                raise AssertionError(f"{command!r} never registered a worker\n{out}")
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0]
+        assert proc.returncode == 0, f"{command!r} exited {proc.returncode} on SIGTERM\n{out}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        app.close()
