@@ -23,6 +23,7 @@ before pytest.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -252,66 +253,88 @@ def test_migration_table_commands_run_against_the_page_module(
     doc_runs[page].result(timeout=3 * TIMEOUT)
 
 
+#: Runs in the page's directory as one process: the module as a script (the table's Python
+#: calls), then each command through the real click group against the real Redis, the
+#: job id printed by `conveyor enqueue` standing in for JOB_ID. One process, not one per
+#: command, keeps the Python start-ups (most of the cost) few.
+DRIVER = """
+import json, re, runpy, sys
+from click.testing import CliRunner
+from conveyor.cli import main
+
+runpy.run_path(sys.argv[1], run_name="__main__")
+job_id, results = None, []
+for args in json.loads(sys.argv[2]):
+    args = [job_id if a == "JOB_ID" and job_id else a for a in args]
+    result = CliRunner().invoke(main, args)
+    results.append({"args": args, "exit_code": result.exit_code, "output": result.output})
+    found = re.search(sys.argv[3], result.output) if args[0] == "enqueue" else None
+    job_id = found.group(0) if found else job_id
+print("RESULTS " + json.dumps(results))
+"""
+
+
 def _check_commands(page: str, tmp_path: Path, redis_url: str, r: redis.Redis) -> None:
     module = _module(page)
     [namespace] = LITERAL_NAMESPACE.findall(module.code)
     commands = [s for row in _conveyor_column(page) for s in row if s.startswith("conveyor ")]
-    assert any(c.startswith("conveyor worker ") for c in commands), page
+    workers = [shlex.split(c)[1:] for c in commands if c.startswith("conveyor worker ")]
+    others = [shlex.split(c)[1:] for c in commands if not c.startswith("conveyor worker ")]
+    assert workers and others, f"{page}: the table has no worker or no other command"
+    others.sort(key=lambda words: words[0] != "enqueue")  # its job id stands in for JOB_ID
+    (tmp_path / module.arg).write_text(module.code + "\n", encoding="utf-8")
     _delete(r, namespace)
     try:
-        proc = _run_block(module, tmp_path, redis_url)  # the module as a script: the calls
+        args = ["-c", DRIVER, module.arg, json.dumps(others), JOB_ID.pattern]
+        proc = _run(args, tmp_path, redis_url)
         assert proc.returncode == 0, f"{module.id} exited {proc.returncode}\n" + _report(
             module.code, proc
         )
-        # enqueue first: its job id stands in for JOB_ID; the worker last, as it runs on
-        ordered = sorted(
-            commands, key=lambda c: (c.startswith("conveyor worker"), "enqueue" not in c)
-        )
-        job_id = None
-        for command in ordered:
-            words = shlex.split(command)[1:]
-            if job_id is not None:
-                words = [job_id if w == "JOB_ID" else w for w in words]
-            assert "JOB_ID" not in words, f"{page}: no enqueue command ran before {command!r}"
-            if words[0] == "worker":
-                _run_worker(words, tmp_path, redis_url, namespace, command)
-                continue
-            proc = _run(["-m", "conveyor", *words], tmp_path, redis_url)
-            assert proc.returncode == 0, f"{command!r} exited {proc.returncode}\n" + _report(
-                command, proc
-            )
-            if words[0] == "enqueue":
-                found = JOB_ID.search(proc.stdout)
-                assert found, f"{command!r} printed no job id: {proc.stdout!r}"
-                job_id = found.group(0)
+        [line] = [x for x in proc.stdout.splitlines() if x.startswith("RESULTS ")]
+        for result in json.loads(line.removeprefix("RESULTS ")):
+            command = shlex.join(["conveyor", *result["args"]])
+            assert "JOB_ID" not in result["args"], f"{page}: no job id for {command!r}"
+            assert result["exit_code"] == 0, f"{command!r}: {result['output']}"
+        _run_workers(workers, tmp_path, redis_url, namespace)
     finally:
         _delete(r, namespace)
 
 
-def _run_worker(words: list[str], cwd: Path, redis_url: str, namespace: str, command: str) -> None:
-    """Start the command's worker, wait until it registered, stop it as Kubernetes would."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", *words],
-        cwd=cwd,
-        env=_env(redis_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def _run_workers(commands: list[list[str]], cwd: Path, redis_url: str, namespace: str) -> None:
+    """Start the commands' workers together, wait until each registered (a burst worker may
+    end by itself instead, with 0), then stop them as Kubernetes would: SIGTERM, exit 0."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "conveyor", *words],
+            cwd=cwd,
+            env=_env(redis_url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for words in commands
+    ]
     app = Conveyor(redis_url, namespace=namespace)
     try:
-        deadline = time.monotonic() + 30
-        while not live_workers(app):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                out = proc.communicate()[0]
-                raise AssertionError(f"{command!r} never registered a worker\n{out}")
+        deadline = time.monotonic() + 45
+        while True:
+            running = [p for p in procs if p.poll() is None]
+            ended = [p for p in procs if p.poll() is not None]
+            if not running or len(live_workers(app)) >= len(running):
+                break
+            assert time.monotonic() < deadline, "workers did not all register within 45 s"
             time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        out = proc.communicate(timeout=30)[0]
-        assert proc.returncode == 0, f"{command!r} exited {proc.returncode} on SIGTERM\n{out}"
+        for p in running:
+            p.send_signal(signal.SIGTERM)
+        for words, p in zip(commands, procs, strict=True):
+            out = p.communicate(timeout=45)[0]
+            command = shlex.join(["conveyor", *words])
+            if p in ended:
+                assert "--burst" in words, f"{command!r} ended before SIGTERM\n{out}"
+            assert p.returncode == 0, f"{command!r} exited {p.returncode}\n{out}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         app.close()
