@@ -3,6 +3,11 @@
 Pages are Markdown (MyST); the API reference comes from the docstrings (autodoc) and the
 CLI reference from the click commands themselves (sphinx-click), so neither can drift from
 the code. The build runs with warnings as errors.
+
+Adding a page: a Markdown file under concepts/, guides/ or reference/, listed in a toctree
+of index.md (a page in none is a warning, so an error). Its ```python blocks run in
+tests/test_docs.py against a real Redis; a block that cannot run alone says why on the line
+above it (``% test: skip REASON``; see that test for ``pytest`` and ``module`` blocks).
 """
 
 from __future__ import annotations

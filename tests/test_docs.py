@@ -5,7 +5,7 @@ like the README's. A MyST comment line right above a block says how, when it is 
 script:
 
 - ``% test: skip REASON``: not run (a fragment that needs a Cluster, Sentinel or a module of
-  the reader's own); the reason is required and shows in the test's id.
+  the reader's own); the reason is required.
 - ``% test: pytest``: the block is a test module; pytest runs it.
 - ``% test: module NAME.py``: written as NAME.py and run as a script; the ``conveyor ...``
   commands of the page's side-by-side table then run against that module.
@@ -15,10 +15,11 @@ Namespaces a block names (``namespace="..."``) are deleted before and after it r
 The migration guides are checked call by call: every Python call of a table's Conveyor
 column appears in the page's module block (which runs), and every ``conveyor`` command of
 that column runs against a real Redis with the module (a worker until it has registered,
-then SIGTERM).
+then SIGTERM, or a burst worker's own exit 0).
 
-The site itself is built by ``make docs`` with warnings as errors; ``make test`` runs it
-before pytest.
+The runs start together, PARALLEL at a time (they mostly wait on workers and due times), and
+each test waits for its own. The site itself is built by ``make docs`` with warnings as
+errors; ``make test`` runs it before pytest.
 """
 
 from __future__ import annotations
