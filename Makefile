@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format redis chromium chaos scale bench bench-quick clean workflows-chaos
+.PHONY: install demo test lint docs format redis chromium chaos scale bench bench-quick clean workflows-chaos
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Conveyor needs Python 3.10+, found " + sys.version.split()[0])'
@@ -22,15 +22,22 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/conveyor demo
 
-## Lint, then every test against a real Redis (started on 127.0.0.1:6379 if none answers).
-## The dashboard's browser tests drive Debian's chromium (installed here when missing).
-test: lint redis chromium
+## Lint, build the docs, then every test against a real Redis (started on 127.0.0.1:6379 if
+## none answers). The dashboard's browser tests drive Debian's chromium (installed here when
+## missing).
+test: lint docs redis chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy --strict src/conveyor
+
+## The documentation site (docs/): Sphinx + furo + MyST, API reference from the docstrings,
+## CLI reference from the click commands. Any warning fails the build. Open
+## docs/_build/html/index.html. The pages' Python blocks run in tests/test_docs.py.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -E -W --keep-going -q -b html docs docs/_build/html
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples bench
@@ -53,7 +60,7 @@ chromium:
 	[ -x $(CHROMIUM) ] || { echo "apt-get installed chromium but $(CHROMIUM) is still missing" >&2; exit 1; }
 
 clean:
-	rm -rf $(VENV) bench/.peers-venv .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) bench/.peers-venv .mypy_cache .ruff_cache .pytest_cache docs/_build
 
 ## The chaos and fault suite (issue 3) at full size (~20 min on 2 cores): its own redis-servers
 ## and worker processes; prints the checker's table and exits non-zero on any failure.
