@@ -33,6 +33,7 @@ EXPECTED = {
     "crash_recovery": "killed job recovered, poison job bounded",
     "delayed_jobs": "every delayed job ran once, on time",
     "fastapi_app": "FastAPI queued at once, worker ran it, status served",
+    "flask_app": "Flask task ran in its app context, result served",
     "flow_control": "cancelled, limited, expired, reported and de-duplicated",
     "interop_redis_cli": "plain XADD job ran; bad entries dead-lettered",
     "pipeline": "every document went through 4 stages",
