@@ -106,6 +106,25 @@ def test_a_django_task_enqueues_through_conveyor_and_a_worker_runs_it(
     assert again.return_value == result.return_value
 
 
+def test_the_example_views_answer_at_once_and_serve_the_result(
+    backend: ConveyorBackend, worker: Conveyor, client: Any
+) -> None:
+    posted = client.post("/notes", {"text": "a note to summarize"}, content_type="application/json")
+    assert posted.status_code == 202
+    body = posted.json()
+    assert body["status"] == "READY"
+    deadline = time.monotonic() + 10
+    while (got := client.get(f"/tasks/{body['task']}").json())["status"] != "SUCCESSFUL":
+        assert time.monotonic() < deadline, got
+        time.sleep(0.05)
+    assert got == {
+        "task": body["task"],
+        "status": "SUCCESSFUL",
+        "return_value": "a note to summarize",
+    }
+    assert Note.objects.get(pk=body["note"]).words == 4
+
+
 def test_queue_priority_run_after_context_and_async_tasks_map_onto_conveyor(
     backend: ConveyorBackend, worker: Conveyor
 ) -> None:

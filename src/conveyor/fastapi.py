@@ -24,7 +24,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+try:
+    from fastapi import APIRouter, Depends, HTTPException, Request
+except ImportError as exc:  # the extra is optional: say how to get it
+    raise ImportError(
+        "conveyor.fastapi needs FastAPI: pip install 'conveyor-queue[fastapi]'"
+    ) from exc
 
 from .app import Conveyor
 from .errors import ConfigurationError

@@ -26,8 +26,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
-from flask import Flask, current_app
-from flask.cli import AppGroup
+
+try:
+    from flask import Flask, current_app
+    from flask.cli import AppGroup
+except ImportError as exc:  # the extra is optional: say how to get it
+    raise ImportError("conveyor.flask needs Flask: pip install 'conveyor-queue[flask]'") from exc
 
 from .app import Conveyor
 from .context import JobContext
