@@ -5,8 +5,9 @@ The streams document's "API endpoint that enqueues and returns a job id", with
 `conveyor.fastapi`: the lifespan opens and closes the app's Redis connections, endpoints
 receive the app through `Depends` (`ConveyorApp`), and `jobs_router()` serves job status.
 
-    POST /analyze {"prompt": ..., "model": ...}  -> 202 {"job_id": ..., "status": "queued"}
-    GET  /jobs/<job id>                          -> 200 {"state": ..., "result": ...} | 404
+    POST   /analyze {"prompt": ..., "model": ...}  -> 202 {"job_id": ..., "status": "queued"}
+    GET    /jobs/<job id>                          -> 200 {"state": ..., "result": ...} | 404
+    DELETE /analyze/<job id>                       -> 200 {"outcome": "cancelled" | ...}
 
 Serve it:  uvicorn examples.fastapi_app:api     (needs `pip install conveyor-queue[fastapi]`)
 Work it:   conveyor worker examples.fastapi_app:app
@@ -55,10 +56,17 @@ api.include_router(jobs_router(), prefix="/jobs")
 
 
 @api.post("/analyze", status_code=202)
-async def analyze(request: AnalyzeRequest, conveyor: ConveyorApp) -> dict[str, str]:
+async def analyze(request: AnalyzeRequest) -> dict[str, str]:
     task = run_inference.using(priority=request.priority)
     job = await task.enqueue_async(request.prompt, request.model)  # one XADD, then answer
     return {"job_id": job.id, "status": "queued"}
+
+
+@api.delete("/analyze/{job_id}")
+async def cancel(job_id: str, conveyor: ConveyorApp) -> dict[str, str]:
+    """An endpoint that needs the app itself gets it through Depends (ConveyorApp)."""
+    outcome = await conveyor.job(job_id).cancel_async()
+    return {"job_id": job_id, "outcome": outcome.outcome.value}
 
 
 async def call_api() -> bool:
@@ -84,8 +92,11 @@ async def call_api() -> bool:
                 await asyncio.sleep(0.3)
             missing = await client.get("/jobs/inference:n:1-0")
             print(f"GET /jobs/inference:n:1-0 -> {missing.status_code}")
+            late = await client.delete(f"/analyze/{job_id}")
+            print(f"DELETE /analyze/{job_id} -> {late.status_code} {late.json()}")
     return (
-        posted.status_code == 202
+        late.json()["outcome"] == "already_ended"
+        and posted.status_code == 202
         and got.json()["state"] == "done"
         and got.json()["result"]["model"] == "gpt-x"
         and missing.status_code == 404

@@ -8,9 +8,13 @@ handed to endpoints through ``Depends``, and a router that reports a job's state
     api.include_router(jobs_router(), prefix="/jobs")
 
     @api.post("/summaries", status_code=202)
-    async def summarize_doc(doc_id: str, conveyor: ConveyorApp) -> dict[str, str]:
+    async def summarize_doc(doc_id: str) -> dict[str, str]:
         job = await summarize.enqueue_async(doc_id)      # one XADD, answered at once
         return {"job_id": job.id}
+
+    @api.delete("/summaries/{job_id}")                  # endpoints that need the app
+    async def cancel(job_id: str, conveyor: ConveyorApp) -> dict[str, str]:
+        return {"outcome": (await conveyor.job(job_id).cancel_async()).outcome.value}
 
 Install with ``pip install conveyor-queue[fastapi]``. The lifespan checks at start-up that
 Redis answers (a server that cannot reach it does not start) and closes the clients at
