@@ -253,6 +253,7 @@ class ConveyorBackend(BaseTaskBackend):
         attempts = record.attempt if record is not None and record.attempt else 0
         if info.state is JobState.RUNNING:
             attempts = max(attempts, 1)
+        worker = record.worker if record is not None and record.worker else ""
         errors = []
         if record is not None and record.error and status is TaskResultStatus.FAILED:
             errors.append(
@@ -273,7 +274,7 @@ class ConveyorBackend(BaseTaskBackend):
             kwargs={},
             backend=self.alias,
             errors=errors,
-            worker_ids=[record.worker or "" if record is not None else ""] * attempts,
+            worker_ids=[worker] * attempts,  # Django counts attempts as worker ids
         )
         if status is TaskResultStatus.SUCCESSFUL and record is not None:
             object.__setattr__(result, "_return_value", record.result)

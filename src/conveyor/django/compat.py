@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 try:  # Django 6.0+
-    from django.tasks import TaskContext, TaskResultStatus, task_backends
+    from django.tasks import TaskContext, TaskResult, task_backends
     from django.tasks.backends.base import BaseTaskBackend
-    from django.tasks.base import Task, TaskError, TaskResult
+    from django.tasks.base import Task, TaskError, TaskResultStatus
     from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultDoesNotExist
 except ImportError:  # Django 5.2 with `pip install django-tasks`
     try:
