@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import pytest
 
 from .app import Conveyor
+from .broker import Broker, ClientOptions
 from .settings import Leases, WorkerSettings
 from .testing import delete_namespace, wait_until_empty, worker_thread
 from .worker import Worker
@@ -66,7 +67,7 @@ def conveyor_app(request: pytest.FixtureRequest) -> Iterator[Conveyor]:
     namespace = f"test-{secrets.token_hex(4)}"
     if not spec:
         app = Conveyor(url, namespace=namespace)
-        _check_redis(app)
+        _check_redis(app.url)
         try:
             yield app
         finally:
@@ -77,7 +78,7 @@ def conveyor_app(request: pytest.FixtureRequest) -> Iterator[Conveyor]:
     original = app.namespace
     original_url = app.url if url else None
     app.rebind(url=url, namespace=namespace)
-    _check_redis(app)
+    _check_redis(app.url)
     try:
         yield app
     finally:
@@ -110,12 +111,17 @@ def conveyor_worker(
         yield ConveyorWorker(conveyor_app, worker)
 
 
-def _check_redis(app: Conveyor) -> None:
+def _check_redis(url: str) -> None:
+    """Fail the test at once when Redis does not answer (a probe that does not retry: the
+    app's own clients keep their reconnect backoff, which would only delay the failure)."""
+    probe = Broker(url, ClientOptions(retries=0, connect_timeout=5.0))
     try:
-        app.broker.server_info()
+        probe.server_info()
     except Exception as exc:
         pytest.fail(
-            f"Conveyor's fixtures need a Redis; none answered at {app.url}: {exc}. Start one, "
+            f"Conveyor's fixtures need a Redis; none answered at {url}: {exc}. Start one, "
             "or pass --conveyor-url (or set CONVEYOR_REDIS_URL).",
             pytrace=False,
         )
+    finally:
+        probe.close()
