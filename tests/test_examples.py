@@ -32,6 +32,8 @@ EXPECTED = {
     "cpu_bound": "CPU work ran in subprocesses; the stuck one was killed",
     "crash_recovery": "killed job recovered, poison job bounded",
     "delayed_jobs": "every delayed job ran once, on time",
+    "fastapi_app": "FastAPI queued at once, worker ran it, status served",
+    "flask_app": "Flask task ran in its app context, result served",
     "flow_control": "cancelled, limited, expired, reported and de-duplicated",
     "interop_redis_cli": "plain XADD job ran; bad entries dead-lettered",
     "pipeline": "every document went through 4 stages",

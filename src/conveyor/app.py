@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Coroutine, Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from . import producer
 from .backoff import Backoff
 from .broker import Broker, Call, ClientOptions
+from .context import JobContext
 from .cron import CronSchedule
 from .errors import (
     ConfigurationError,
@@ -33,6 +35,8 @@ R = TypeVar("R")
 #: not to hold Redis for long.
 BATCH = 500
 TASK_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(TaskOptions))
+#: Makes the context manager entered around one run of a task (see Conveyor.around_task).
+AroundTask = Callable[[JobContext], AbstractContextManager[object]]
 
 
 class TaskDecorator(Protocol):
@@ -81,6 +85,8 @@ class Conveyor:
         self.worker_settings = worker or WorkerSettings()
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: list[CronSchedule] = []
+        #: context managers entered around every task run by this app's workers
+        self.task_wrappers: list[AroundTask] = []
         self._keys: dict[str, QueueKeys] = {}
 
     @property
@@ -98,6 +104,19 @@ class Conveyor:
         if namespace:
             self.namespace = validate_name("namespace", namespace)
             self._keys.clear()
+
+    def around_task(self, factory: AroundTask) -> AroundTask:
+        """Enter ``factory(job)`` around every run of this app's tasks in its workers.
+
+        What a framework needs around a task (Flask's application context, a tenant's
+        settings) without wrapping each function. The context manager is entered where the
+        function runs: in its thread for a sync task, in the job's own context for an async
+        one (so a ContextVar it sets is the task's alone). An exception from it is that
+        run's failure. Tasks with ``executor="process"`` run in a subprocess and get none.
+        Workers read the list when they start; usable as a decorator.
+        """
+        self.task_wrappers.append(factory)
+        return factory
 
     def redacted(self, fields: dict[str, str]) -> dict[str, str]:
         """A job's fields as views may show them (CLI, dead letters, history).

@@ -15,19 +15,22 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from .app import Conveyor
 from .errors import JobTimeout
 from .job import Job
 from .settings import WorkerSettings
-from .worker import Worker
+from .stats import queue_stats
+from .worker import Worker, app_queues
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 60.0
 #: How often result() looks at the workers while it waits.
 CHECK_SECONDS = 0.25
+#: How often wait_until_empty() looks at the queues.
+EMPTY_POLL_SECONDS = 0.02
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +201,78 @@ def delete_namespace(app: Conveyor) -> int:
     for i in range(0, len(keys), 500):
         client.delete(*keys[i : i + 500])
     return len(keys)
+
+
+def remaining(app: Conveyor, queues: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+    """Jobs not yet ended per queue (``ready``, ``running``, ``delayed``); empty queues left
+    out. ``queues`` defaults to every queue of the app's tasks."""
+    left: dict[str, dict[str, int]] = {}
+    for q in queues if queues is not None else app_queues(app):
+        s = queue_stats(app, q)
+        counts = {"ready": s.ready, "running": s.running, "delayed": s.delayed}
+        if any(counts.values()):
+            left[q] = counts
+    return left
+
+
+def _empty_twice(app: Conveyor, queues: tuple[str, ...], seen: list[bool]) -> bool:
+    # Queues are read one after another: a job running in one queue may add a job to a
+    # queue read just before it and end. Two empty reads in a row rule that out.
+    empty = not remaining(app, queues)
+    seen.append(empty)
+    return empty and len(seen) >= 2 and seen[-2]
+
+
+def wait_until_empty(
+    app: Conveyor, queues: Iterable[str] | None = None, timeout: float = 30.0
+) -> None:
+    """Block until the queues hold no job that has not ended: nothing ready, running (in a
+    pending list, i.e. not yet acknowledged) or delayed (scheduled, retrying, waiting at a
+    limit). A worker started by these helpers must be running; its crash is raised at once.
+
+    Burst semantics for tests: enqueue, then wait until the real worker path has run every
+    job to its end, retries and delayed jobs included. Raises TimeoutError naming what is
+    left (a job delayed beyond ``timeout`` is left, by design).
+    """
+    names = tuple(queues) if queues is not None else app_queues(app)
+    deadline = time.monotonic() + timeout
+    seen: list[bool] = []
+    while not _empty_twice(app, names, seen):
+        check_workers()
+        if time.monotonic() >= deadline:
+            raise TimeoutError(_not_empty(app, names, timeout))
+        time.sleep(EMPTY_POLL_SECONDS)
+    check_workers()
+
+
+async def wait_until_empty_async(
+    app: Conveyor, queues: Iterable[str] | None = None, timeout: float = 30.0
+) -> None:
+    """The asyncio twin of :func:`wait_until_empty`, for a worker from :func:`worker_task`
+    on the same loop (each look is a short Redis call; the loop runs the worker between)."""
+    names = tuple(queues) if queues is not None else app_queues(app)
+    deadline = time.monotonic() + timeout
+    seen: list[bool] = []
+    while not _empty_twice(app, names, seen):
+        check_workers()
+        if time.monotonic() >= deadline:
+            raise TimeoutError(_not_empty(app, names, timeout))
+        await asyncio.sleep(EMPTY_POLL_SECONDS)
+    check_workers()
+
+
+def _not_empty(app: Conveyor, queues: tuple[str, ...], timeout: float) -> str:
+    left = remaining(app, queues)
+    detail = "; ".join(
+        f"{q}: " + ", ".join(f"{n} {k}" for k, n in c.items() if n) for q, c in left.items()
+    )
+    return f"queues not empty after {timeout} s ({detail or 'emptied just now'})"
+
+
+def run_until_empty(
+    app: Conveyor, settings: WorkerSettings | None = None, timeout: float = 30.0
+) -> None:
+    """Start a real worker, let it run until its queues and delayed sets are empty, stop it
+    (the ``--burst`` of tests)."""
+    with worker_thread(app, settings) as worker:
+        wait_until_empty(app, worker.queues, timeout)

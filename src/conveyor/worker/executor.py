@@ -12,10 +12,12 @@ cancellation of the slot itself (the worker stopping) passes through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import traceback
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,9 +50,20 @@ def cancelled_outcome() -> Outcome:
     return Outcome(False, error="cancelled while running", final=True, reason=CANCELLED)
 
 
+#: Makes the context manager entered around one run (the app's ``around_task`` hooks).
+Around = Callable[[JobContext], AbstractContextManager[object]]
+
+
 class Executor:
-    def __init__(self, threads: TaskThreads[Outcome], pool: ProcessPool | None = None) -> None:
+    def __init__(
+        self,
+        threads: TaskThreads[Outcome],
+        pool: ProcessPool | None = None,
+        around: Sequence[Around] = (),
+    ) -> None:
         self.threads = threads
+        #: entered around each thread or async run, where the function runs
+        self.around = tuple(around)
         #: subprocesses for tasks with ``executor="process"``; None when no task asks
         self.pool = pool
         self._refs: dict[str, str] = {}
@@ -71,11 +84,11 @@ class Executor:
                     ref = self._refs[task.name] = task_ref(task.fn)
                 return await self.pool.run(ref, args, kwargs, job, timeout)
             if task.is_async:
-                run = _run_async(task.fn, args, kwargs, job)
+                run = _run_async(task.fn, args, kwargs, job, self.around)
                 if timeout is None:
                     return await OwnContext(run)
                 return await asyncio.wait_for(run, timeout)  # a task, with a context copy
-            call = functools.partial(_run_sync, task.fn, args, kwargs, job)
+            call = functools.partial(_run_sync, task.fn, args, kwargs, job, self.around)
             return await self.threads.run(call, timeout, f"{task.name} ({job.id})")
         except asyncio.TimeoutError:
             exc = TaskTimeout(f"task {task.name} ran longer than its timeout of {timeout} s")
@@ -152,11 +165,27 @@ def _failure(exc: BaseException) -> Outcome:
     return Outcome(False, error=_describe(exc), traceback=text)
 
 
+def _entered(around: tuple[Around, ...], job: JobContext) -> contextlib.ExitStack:
+    """The ``around_task`` context managers of a run, entered in order."""
+    stack = contextlib.ExitStack()
+    with stack:  # one that fails to enter exits those entered before it
+        for factory in around:
+            stack.enter_context(factory(job))
+        return stack.pop_all()
+
+
 def _run_sync(
-    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], job: JobContext
+    fn: Callable[..., Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    job: JobContext,
+    around: tuple[Around, ...] = (),
 ) -> Outcome:
     token = _current.set(job)  # pool threads are reused: reset after the call
     try:
+        if around:
+            with _entered(around, job):
+                return Outcome(True, fn(*args, **kwargs))
         return Outcome(True, fn(*args, **kwargs))
     except BaseException as exc:  # SystemExit included: a task's failure is data, not a crash
         return _failure(exc)
@@ -166,10 +195,17 @@ def _run_sync(
 
 
 async def _run_async(
-    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], job: JobContext
+    fn: Callable[..., Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    job: JobContext,
+    around: tuple[Around, ...] = (),
 ) -> Outcome:
     _current.set(job)  # in the job's own context (OwnContext, or wait_for's task)
     try:
+        if around:
+            with _entered(around, job):
+                return Outcome(True, await fn(*args, **kwargs))
         return Outcome(True, await fn(*args, **kwargs))
     except asyncio.CancelledError:
         raise  # Executor.run tells the job's own cancellation from the slot's

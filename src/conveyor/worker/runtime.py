@@ -92,7 +92,7 @@ class Worker:
         self.pool: ProcessPool | None = None
         if any(t.options.executor == "process" for t in app.tasks.values()):
             self.pool = ProcessPool(ProcessPoolSettings(size=self.settings.pool_size))
-        self.executor = Executor(threads, self.pool)
+        self.executor = Executor(threads, self.pool, app.task_wrappers)
         self.flow = FlowState()
         self.completer = Completer(self.broker, self.keys, self.consumer, self._acks_stored)
         self.maintenance = Maintenance(self)

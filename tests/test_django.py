@@ -1,0 +1,265 @@
+"""conveyor.django with pytest-django: the example project's tasks enqueue through Django's
+task framework and run on a real worker, against a real Redis and a SQLite file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent / "examples" / "django_project"
+sys.path.insert(0, str(PROJECT))
+# Configured here, for this module's tests, rather than for every pytest run (pytest-django
+# sees the configured settings). The variables are removed again so that the subprocesses
+# other tests start (pytester, examples) do not inherit this project.
+os.environ["DJANGO_SETTINGS_MODULE"] = "notesite.settings"
+# The test database is a file: the worker's threads must see what a test committed.
+os.environ["NOTES_TEST_DB"] = str(Path(tempfile.mkdtemp()) / "test-notes.sqlite3")
+
+import django  # noqa: E402
+
+try:
+    django.setup()
+finally:
+    del os.environ["DJANGO_SETTINGS_MODULE"], os.environ["NOTES_TEST_DB"]
+
+from django.db import connections, transaction  # noqa: E402
+from django.db.backends.signals import connection_created  # noqa: E402
+from django.utils import timezone  # noqa: E402
+from notes.models import Note  # noqa: E402
+from notes.tasks import explode, shout, summarize_note, which_attempt, word_count  # noqa: E402
+from pytest_django.fixtures import Settings as SettingsWrapper  # noqa: E402
+
+from conveyor import Conveyor  # noqa: E402
+from conveyor.django import ConveyorBackend  # noqa: E402
+from conveyor.django.compat import (  # noqa: E402
+    InvalidTaskBackend,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_backends,
+)
+from tests.conftest import fast, worker_thread  # noqa: E402
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def tasks_setting(namespace: str, **options: Any) -> dict[str, Any]:
+    return {
+        "default": {
+            "BACKEND": "conveyor.django.ConveyorBackend",
+            "QUEUES": ["default", "reports"],
+            "OPTIONS": {"NAMESPACE": namespace, **options},
+        }
+    }
+
+
+@pytest.fixture
+def backend(settings: SettingsWrapper, namespace: str, redis_url: str) -> ConveyorBackend:
+    settings.TASKS = tasks_setting(namespace, URL=redis_url)
+    b = task_backends["default"]
+    assert isinstance(b, ConveyorBackend)
+    return b
+
+
+@pytest.fixture
+def worker(backend: ConveyorBackend) -> Iterator[Conveyor]:
+    app = backend.worker_app()
+    with worker_thread(app, fast(queues=("default", "reports"))):
+        yield app
+
+
+def wait_finished(result: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not result.is_finished:
+        assert time.monotonic() < deadline, f"task {result.id} still {result.status}"
+        time.sleep(0.05)
+        result.refresh()
+    return result
+
+
+def test_a_django_task_enqueues_through_conveyor_and_a_worker_runs_it(
+    backend: ConveyorBackend, worker: Conveyor
+) -> None:
+    note = Note.objects.create(text="Redis streams keep unfinished jobs safe")
+    result = summarize_note.enqueue(note.pk)
+    assert result.status == TaskResultStatus.READY
+    assert result.id.startswith("default:n:")  # a Conveyor job id
+    wait_finished(result)
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value == "Redis streams keep unfinished jobs safe"
+    assert result.attempts == 1
+    note.refresh_from_db()
+    assert note.words == 6
+    # The same result, looked up by id as another process would.
+    again = summarize_note.get_result(result.id)
+    assert again.status == TaskResultStatus.SUCCESSFUL
+    assert again.return_value == result.return_value
+
+
+def test_the_example_views_answer_at_once_and_serve_the_result(
+    backend: ConveyorBackend, worker: Conveyor, client: Any
+) -> None:
+    posted = client.post("/notes", {"text": "a note to summarize"}, content_type="application/json")
+    assert posted.status_code == 202
+    body = posted.json()
+    assert body["status"] == "READY"
+    deadline = time.monotonic() + 10
+    while (got := client.get(f"/tasks/{body['task']}").json())["status"] != "SUCCESSFUL":
+        assert time.monotonic() < deadline, got
+        time.sleep(0.05)
+    assert got == {
+        "task": body["task"],
+        "status": "SUCCESSFUL",
+        "return_value": "a note to summarize",
+    }
+    assert Note.objects.get(pk=body["note"]).words == 4
+
+
+def test_queue_priority_run_after_context_and_async_tasks_map_onto_conveyor(
+    backend: ConveyorBackend, worker: Conveyor
+) -> None:
+    counted = word_count.enqueue("one two three")
+    assert counted.id.startswith("reports:h:")  # queue_name, and priority 10 -> high
+    later = shout.using(run_after=timezone.now() + timedelta(seconds=0.3)).enqueue("hi")
+    assert later.id.startswith("default:d:")  # delayed
+    assert shout.get_result(later.id).status == TaskResultStatus.READY
+    context = which_attempt.enqueue("ctx")
+    assert wait_finished(counted).return_value == 3
+    assert wait_finished(later).return_value == "HI"
+    assert wait_finished(context).return_value == {"label": "ctx", "attempt": 1, "id": context.id}
+
+
+async def test_aenqueue_and_aget_result(backend: ConveyorBackend, worker: Conveyor) -> None:
+    result = await word_count.aenqueue("a b")
+    deadline = time.monotonic() + 10
+    while not result.is_finished:
+        assert time.monotonic() < deadline
+        await result.arefresh()
+    assert result.return_value == 2
+
+
+def test_a_failing_task_ends_failed_with_its_exception(
+    backend: ConveyorBackend, worker: Conveyor
+) -> None:
+    result = wait_finished(explode.enqueue("no paper"))
+    assert result.status == TaskResultStatus.FAILED
+    assert result.errors[0].exception_class is ValueError
+    assert "ValueError: no paper" in result.errors[0].traceback
+    with pytest.raises(ValueError, match="failed"):
+        result.return_value  # noqa: B018
+
+
+def test_enqueue_on_commit_sends_nothing_until_the_commit_and_nothing_on_rollback(
+    backend: ConveyorBackend, worker: Conveyor
+) -> None:
+    stream = backend.conveyor.keys("default").stream("normal")
+    client = backend.conveyor.broker.client
+    results: list[Any] = []
+    with transaction.atomic():
+        note = Note.objects.create(text="written in a transaction")
+        transaction.on_commit(lambda: results.append(summarize_note.enqueue(note.pk)))
+        assert client.xlen(stream) == 0  # not before the commit
+    assert len(results) == 1
+    assert wait_finished(results[0]).return_value == "written in a transaction"
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Note.objects.create(text="rolled back")
+        transaction.on_commit(partial(summarize_note.enqueue, 10**6))
+        raise RuntimeError("rollback")
+    assert client.xlen(stream) == 1  # only the committed one
+
+
+def test_database_connections_are_closed_around_each_task(
+    backend: ConveyorBackend, worker: Conveyor, settings: SettingsWrapper
+) -> None:
+    opened: list[Any] = []
+
+    def created(sender: Any, connection: Any, **kwargs: Any) -> None:
+        opened.append(connection)
+
+    connection_created.connect(created)
+    try:
+        notes = [Note.objects.create(text=f"note {i}") for i in range(3)]
+        results = [summarize_note.enqueue(n.pk) for n in notes]
+        for r in results:
+            wait_finished(r)
+    finally:
+        connection_created.disconnect(created)
+    mine = connections["default"]  # this thread's: the test's own, left open
+    in_workers = [c for c in opened if c is not mine]
+    assert len(in_workers) >= 3  # one per task run: none kept between tasks (CONN_MAX_AGE 0)
+    assert [c.connection for c in in_workers] == [None] * len(in_workers)  # each closed
+
+
+@pytest.mark.parametrize(
+    ("tasks", "message"),
+    [
+        (
+            {"BACKEND": "conveyor.django.ConveyorBackend", "OPTIONS": {"NAMESPCE": "x"}},
+            r"unknown option\(s\) NAMESPCE; ConveyorBackend's options are NAMESPACE, "
+            r"RESULT_TTL, RETRIES, TIMEOUT, URL",
+        ),
+        (
+            {"BACKEND": "conveyor.django.ConveyorBackend", "QUEUE": ["default"]},
+            r"unknown key\(s\) QUEUE; ConveyorBackend takes BACKEND, OPTIONS, QUEUES",
+        ),
+        (
+            {"BACKEND": "conveyor.django.ConveyorBackend", "OPTIONS": {"RETRIES": -1}},
+            r"RETRIES'\] must be a whole number >= 0",
+        ),
+        (
+            {"BACKEND": "conveyor.django.ConveyorBackend", "OPTIONS": {"NAMESPACE": "a b"}},
+            r"invalid namespace name 'a b'",
+        ),
+    ],
+)
+def test_a_bad_tasks_entry_is_refused_naming_the_fix(
+    settings: SettingsWrapper, tasks: dict[str, Any], message: str
+) -> None:
+    settings.TASKS = {"default": tasks}
+    with pytest.raises(InvalidTaskBackend, match=message):
+        task_backends["default"]
+
+
+def test_an_unknown_result_id_does_not_exist(backend: ConveyorBackend) -> None:
+    with pytest.raises(TaskResultDoesNotExist):
+        summarize_note.get_result("default:n:1-0")
+    with pytest.raises(TaskResultDoesNotExist, match="not a Conveyor job id"):
+        summarize_note.get_result("nonsense")
+
+
+def test_manage_py_conveyor_worker_runs_the_tasks_and_stops_on_sigterm(
+    backend: ConveyorBackend, redis_url: str, namespace: str
+) -> None:
+    env = {
+        **os.environ,
+        "CONVEYOR_REDIS_URL": redis_url,
+        "EXAMPLE_NAMESPACE": namespace,
+        "PYTHONPATH": os.pathsep.join([str(PROJECT), *sys.path]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "conveyor_worker", "-c", "2"],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        result = word_count.enqueue("four words right here")
+        assert wait_finished(result, timeout=20).return_value == 4
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert f"namespace {namespace}" in out
