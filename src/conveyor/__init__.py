@@ -27,6 +27,8 @@ from .errors import (
 from .job import Job, JobInfo, JobState
 from .progress import Progress
 from .settings import Durability, Leases, Retention, TaskOptions, WorkerSettings
+from .sse import sse
+from .streams import Chunk
 from .task import Signature, Task
 from .workflows import ChainHandle, ChordHandle, GroupHandle, chain, chord, group
 
@@ -37,6 +39,7 @@ __all__ = [
     "CancelResult",
     "ChainHandle",
     "ChordHandle",
+    "Chunk",
     "ConfigurationError",
     "ConnectionFailed",
     "Conveyor",
@@ -72,4 +75,5 @@ __all__ = [
     "chord",
     "current_job",
     "group",
+    "sse",
 ]

@@ -159,6 +159,8 @@ class Conveyor:
         concurrency_key: Callable[..., Any] | None = None,
         expires: float | None = None,
         executor: str = "thread",
+        batch_size: int | None = None,
+        batch_wait: float = 0.05,
     ) -> TaskDecorator: ...
 
     def task(
@@ -193,6 +195,7 @@ class Conveyor:
                 raise ConfigurationError(
                     f"a task named {task_name!r} is already registered; pass name=... to one"
                 )
+            _check_streaming_and_batches(f, task_name, task_options)
             if task_options.executor == "process":
                 _check_process_task(f, task_name)
             t: Task[Any, Any] = Task(self, f, task_name, task_options)
@@ -318,6 +321,39 @@ def _check_process_task(fn: Callable[..., Any], name: str) -> None:
     from .worker.process_pool import task_ref
 
     task_ref(fn)
+
+
+def _check_streaming_and_batches(fn: Callable[..., Any], name: str, o: TaskOptions) -> None:
+    """Generator tasks stream through the worker's Redis connection and batch tasks take one
+    list: refuse the combinations that cannot work, at import."""
+    generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+    if generator and o.executor == "process":
+        raise ConfigurationError(
+            f"task {name!r}: a generator task streams its chunks through the worker's Redis "
+            "connection, which the process pool does not have; drop executor='process'"
+        )
+    if o.batch_size is None:
+        return
+    if generator:
+        raise ConfigurationError(
+            f"task {name!r}: a generator task cannot take batch_size (one call serves many "
+            "jobs, so its chunks would belong to none); return one result per item instead"
+        )
+    if o.executor == "process":
+        raise ConfigurationError(
+            f"task {name!r}: batch_size runs on threads or the event loop, not "
+            "executor='process'; drop one of the two"
+        )
+    params = list(inspect.signature(fn).parameters.values())
+    if len(params) != 1 or params[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        raise ConfigurationError(
+            f"task {name!r}: a batch task (batch_size={o.batch_size}) takes exactly one "
+            f"positional parameter, the list of items (e.g. def {fn.__name__}(items: "
+            "list[str]) -> list[...]), and each job is enqueued with one item"
+        )
 
 
 Added = list[tuple[bool, str]]

@@ -10,16 +10,25 @@ Progress design: ``progress()`` is a blocking call through the app's sync broker
 a sync task in a thread (it does not touch the event loop); an async task awaits
 ``progress_async()`` on the worker's loop instead, so it never blocks other jobs. A job in
 the process pool has no Redis connection, so there both raise ConfigurationError.
+
+``emit(chunk)`` adds a partial result to the job's chunk stream (streams.py), read live by
+``job.stream()`` and ``conveyor.sse(job)``: the same split, ``emit`` blocking for sync tasks
+and ``await emit_async`` for async ones. A generator task's yields go the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .streams import ChunkWriter
 
 #: stores one progress report: (fraction, message) -> None, and its awaitable twin
 Report = Callable[[float, str], None]
@@ -39,12 +48,14 @@ class JobContext:
     #: how often this entry was handed out (more than 1 after a worker died running it)
     deliveries: int
     worker: str
-    #: [cancelled, returned]: plain flags under one module lock, not two Events and a Lock
-    #: per job (those cost more than a short job on the hot path)
-    _flags: list[bool] = field(default_factory=lambda: [False, False], compare=False, repr=False)
-    #: set when the function returned or raised: a cancel mark read later is not this run's
+    #: [cancelled, returned, chunks emitted]: plain values under one module lock, not two
+    #: Events and a Lock per job (those cost more than a short job on the hot path); returned
+    #: is set when the function returned or raised: a cancel mark read later is not this run's
+    _flags: list[int] = field(default_factory=lambda: [False, False, 0], compare=False, repr=False)
     _report: Report | None = field(default=None, compare=False, repr=False)
     _areport: AsyncReport | None = field(default=None, compare=False, repr=False)
+    #: the worker's chunk writer (one per worker, shared: nothing allocated per job)
+    _writer: ChunkWriter | None = field(default=None, compare=False, repr=False)
 
     def cancelled(self) -> bool:
         """True once ``job.cancel()`` reached this job (within one lease-renewal interval).
@@ -52,7 +63,7 @@ class JobContext:
         A sync task checks it between steps and returns (or raises) early; whatever it
         does then, the job ends ``cancelled``, never retried.
         """
-        return self._flags[0]
+        return bool(self._flags[0])
 
     def _mark_cancelled(self) -> bool:
         """Set the flag unless the function already returned (the lease thread calls it):
@@ -80,6 +91,25 @@ class JobContext:
             raise ConfigurationError(_NO_PROGRESS)
         await self._areport(fraction, message)
 
+    def emit(self, chunk: Any) -> None:
+        """Add a partial result (any JSON value) to the job's chunk stream, for
+        ``job.stream()`` and ``conveyor.sse(job)``: a blocking call, for sync tasks (an async
+        task awaits ``emit_async``). Raises PayloadError for a chunk JSON cannot carry."""
+        if self._writer is None:
+            raise ConfigurationError(_NO_STREAM)
+        if _on_event_loop():
+            raise ConfigurationError(
+                "emit() blocks, and this runs on the worker's event loop: in an async task, "
+                "await current_job().emit_async(chunk) (or yield the chunk)"
+            )
+        self._writer.emit(self, chunk)
+
+    async def emit_async(self, chunk: Any) -> None:
+        """``emit()`` for async tasks: awaited on the worker's loop."""
+        if self._writer is None:
+            raise ConfigurationError(_NO_STREAM)
+        await self._writer.aemit(self, chunk)
+
     def public(self) -> dict[str, object]:
         """The plain fields (what crosses to a process-pool child)."""
         return {
@@ -96,6 +126,20 @@ _NO_PROGRESS = (
     "progress() is only available to tasks run by a worker in a thread or on its loop, "
     "not in the process pool; report progress from a thread or async task instead"
 )
+
+_NO_STREAM = (
+    "emit() is only available to tasks run by a worker in a thread or on its loop, not in "
+    "the process pool (nor inside a micro-batch, which runs for several jobs at once)"
+)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
 
 _current: ContextVar[JobContext | None] = ContextVar("conveyor_current_job", default=None)
 

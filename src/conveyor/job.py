@@ -6,11 +6,11 @@ import asyncio
 import enum
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from . import cancellation, progress
+from . import cancellation, progress, streams
 from .broker import Broker, Call, operations
 from .cancellation import CancelResult
 from .errors import JobCancelled, JobExpired, JobFailed, JobNotFound, JobTimeout
@@ -189,6 +189,34 @@ class Job(Generic[R]):
     async def progress_async(self) -> Progress | None:
         return await self.app.broker.acall(progress.read(self._keys, self.id))
 
+    # -- streamed partial results ---------------------------------------------------------------
+    def stream(self, *, after: str = "0-0") -> Iterator[Any]:
+        """The chunks the job yields or ``emit()``s, from the start (or after the chunk
+        whose ``Chunk.id`` is ``after``), live, ending when the job ends (done, dead,
+        cancelled, expired). A retried or re-run job streams again from its first chunk;
+        ``chunks()`` tells the runs apart. Works after the end too, until the job expires."""
+        return (chunk.value for chunk in self.chunks(after=after))
+
+    def chunks(self, *, after: str = "0-0") -> Iterator[streams.Chunk]:
+        """``stream()`` with each chunk's entry id, attempt, delivery and index."""
+        return streams.read(self.app.broker, self._keys, self.id, self._ended, after=after)
+
+    async def stream_async(self, *, after: str = "0-0") -> AsyncIterator[Any]:
+        """``async for chunk in job.stream_async()``: ``stream()`` on the event loop."""
+        async for chunk in self.chunks_async(after=after):
+            yield chunk.value
+
+    def chunks_async(self, *, after: str = "0-0") -> AsyncIterator[streams.Chunk]:
+        return streams.read_async(
+            self.app.broker, self._keys, self.id, self._ended_async, after=after
+        )
+
+    def _ended(self) -> bool:
+        return _has_ended(self.info().state)
+
+    async def _ended_async(self) -> bool:
+        return _has_ended((await self.info_async()).state)
+
     def result(self, timeout: float | None = None) -> R:
         """Wait for the job to finish and return its result; raise JobFailed if it died,
         JobCancelled if it was cancelled, JobExpired if it waited past its ``expires``.
@@ -250,6 +278,11 @@ class Job(Generic[R]):
                         await asyncio.sleep(0)
         finally:
             await pubsub.aclose()
+
+
+def _has_ended(state: JobState) -> bool:
+    """No more chunks can come: the job ended, or nothing in Redis knows it any more."""
+    return state.finished or state is JobState.UNKNOWN
 
 
 def _names(message: Any, record_key: bytes) -> bool:

@@ -110,6 +110,11 @@ class QueueKeys:
         of the step before it adds nothing."""
         return f"{self.prefix}handoff:{job_id}"
 
+    def chunks(self, job_id: str) -> str:
+        """The stream of partial results a job emits (``yield`` or ``emit()``), beside its
+        record and expiring with it: what ``job.stream()`` and ``conveyor.sse(job)`` read."""
+        return f"{self.prefix}chunks:{job_id}"
+
 
 #: Hash tag of the live-workers registry: '~' is not allowed in queue names, so it never
 #: shares keys with a queue, and the heartbeat script's two keys share one slot.

@@ -63,6 +63,10 @@ class TaskOptions:
     the job's bound arguments and returns a str or int. ``expires`` drops a job not started
     within that many seconds of becoming ready. ``executor="process"`` runs a sync task in
     the worker's subprocess pool, where a timeout or cancel can kill it.
+
+    Micro-batches: with ``batch_size`` the function gets a list of up to that many jobs'
+    items (each job's one argument) in one call, gathered from what is ready within
+    ``batch_wait`` seconds of the first, and returns one result or exception per item.
     """
 
     queue: str = "default"
@@ -79,9 +83,25 @@ class TaskOptions:
     concurrency_key: Callable[..., Any] | None = None
     expires: float | None = None
     executor: str = "thread"
+    batch_size: int | None = None
+    batch_wait: float = 0.05
 
     def __post_init__(self) -> None:
         validate_name("queue", self.queue)
+        if self.batch_size is not None:
+            if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+                raise ConfigurationError(
+                    f"TaskOptions.batch_size must be an int >= 1, not {self.batch_size!r}"
+                )
+            if self.batch_size < 1:
+                raise ConfigurationError(
+                    f"TaskOptions.batch_size must be >= 1, not {self.batch_size!r}"
+                )
+        if isinstance(self.batch_wait, bool) or not isinstance(self.batch_wait, int | float):
+            raise ConfigurationError(
+                f"TaskOptions.batch_wait must be a number of seconds, not {self.batch_wait!r}"
+            )
+        _positive("TaskOptions", "batch_wait", self.batch_wait, allow_zero=True)
         if self.rate is not None:
             parse_rate(self.rate, "rate")
         positive_int(self.rate_burst, "rate_burst")

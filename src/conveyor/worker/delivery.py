@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import progress
@@ -24,11 +25,13 @@ from ..keys import QueueKeys, job_id_for, parse_job_id
 from ..limits import Held, Release, leases_key, release, waiters_key
 from ..producer import delayed_payload
 from ..settings import TaskOptions
+from ..streams import ChunkWriter
 from ..task import Task
 from ..wire import Envelope, decode_fields, decode_json, decode_record, encode_json
 from ..workflows import flow as workflow
 from ..workflows import handoff
 from . import outcomes
+from .batching import Batcher
 from .executor import CANCELLED, Outcome
 from .flow import Running
 from .transitions import DEFAULTS, unique_of
@@ -71,6 +74,13 @@ class DeliveryRunner:
         #: ENDED_COPY (the job's record had ended) or QUEUED_COPY (the job is queued or
         #: running from another entry)
         self._refused: dict[tuple[str, str, str], str] = {}
+        app = worker.app
+        #: writes the chunks of generator tasks and emit() (streams.py), shared by all jobs
+        self.chunks = ChunkWriter(
+            worker.broker, app.keys, _ttl_of(app.tasks), worker.settings.max_payload_bytes
+        )
+        #: gathers the jobs of tasks with batch_size into micro-batches (batching.py)
+        self.batcher = Batcher(worker.executor, worker.settings.concurrency)
 
     async def check_ended(self, got: list[Delivery]) -> None:
         """Before a fetched batch runs, find the signed copies of jobs that already ended.
@@ -202,12 +212,15 @@ class DeliveryRunner:
             except PayloadError as exc:
                 await transitions.dead(d, job_id, env, "bad_arguments", str(exc))
                 return False
+        opts = task.options
         try:
-            args, kwargs = task.bind(given, env.kwargs)
+            if opts.batch_size is None:
+                args, kwargs = task.bind(given, env.kwargs)
+            else:
+                args, kwargs = self.batcher.bind(task, given, env.kwargs)
         except PayloadError as exc:
             await transitions.dead(d, job_id, env, "bad_arguments", str(exc))
             return False
-        opts = task.options
         raw_expires = d.fields.get(EXPIRES_FIELD_BYTES)
         expiring = raw_expires is not None or opts.expires is not None
         if expiring and await self._expired(d, env, job_id, raw_expires, opts):
@@ -229,6 +242,7 @@ class DeliveryRunner:
             w.consumer,
             _report=functools.partial(self._progress, keys, job_id, ttl),
             _areport=functools.partial(self._aprogress, keys, job_id, ttl),
+            _writer=self.chunks,
         )
         process = opts.executor == "process"
         w.flow.started(
@@ -236,7 +250,10 @@ class DeliveryRunner:
         )
         started = time.perf_counter()
         try:
-            outcome = await w.executor.run(task, args, kwargs, job)
+            if opts.batch_size is None:
+                outcome = await w.executor.run(task, args, kwargs, job)
+            else:
+                outcome = await self.batcher.run(task, args[0], job)
         finally:
             w.flow.ended(job_id)
         ended = time.perf_counter()
@@ -445,6 +462,16 @@ class DeliveryRunner:
         self, keys: QueueKeys, job_id: str, ttl: int, fraction: float, message: str
     ) -> None:
         await self.w.broker.acall(progress.report(keys, job_id, fraction, message, ttl_ms=ttl))
+
+
+def _ttl_of(tasks: dict[str, Task[Any, Any]]) -> Callable[[str], int]:
+    """A task's result_ttl in ms, by name: how long its chunk stream is kept."""
+
+    def ttl_ms(name: str) -> int:
+        task = tasks.get(name)
+        return int((task.options if task is not None else DEFAULTS).result_ttl * 1000)
+
+    return ttl_ms
 
 
 def _slot() -> asyncio.Task[Any] | None:

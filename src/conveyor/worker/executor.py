@@ -7,6 +7,12 @@ discarded, since the job was already retried or dead-lettered (see threads.py).
 Whatever a task raises, ``SystemExit``, ``KeyboardInterrupt`` and other BaseExceptions
 included, is that job's failure: a task cannot end its slot or the worker process. Only a
 cancellation of the slot itself (the worker stopping) passes through.
+
+Generator tasks stream: each chunk a sync generator (in its thread) or an async generator (on
+the loop) yields is emitted to the job's chunk stream before the next is asked for, and the
+run's end is marked when it stops. A sync generator's ``return`` value is the job's result;
+an async generator's is None (Python gives it no return value). Plain tasks pay one list
+read for this (did the run emit?), nothing else.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import inspect
 import traceback
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from contextlib import AbstractContextManager
@@ -52,6 +59,14 @@ def cancelled_outcome() -> Outcome:
 
 #: Makes the context manager entered around one run (the app's ``around_task`` hooks).
 Around = Callable[[JobContext], AbstractContextManager[object]]
+#: What a task's function is, beyond async (Task.is_async): asked once per task name.
+PLAIN, GENERATOR, ASYNC_GENERATOR = 0, 1, 2
+
+
+def kind_of(fn: Callable[..., Any]) -> int:
+    if inspect.isasyncgenfunction(fn):
+        return ASYNC_GENERATOR
+    return GENERATOR if inspect.isgeneratorfunction(fn) else PLAIN
 
 
 class Executor:
@@ -64,6 +79,8 @@ class Executor:
         self.threads = threads
         #: entered around each thread or async run, where the function runs
         self.around = tuple(around)
+        #: task name -> PLAIN, GENERATOR or ASYNC_GENERATOR, for sync-looking functions
+        self._kinds: dict[str, int] = {}
         #: subprocesses for tasks with ``executor="process"``; None when no task asks
         self.pool = pool
         self._refs: dict[str, str] = {}
@@ -83,12 +100,19 @@ class Executor:
 
                     ref = self._refs[task.name] = task_ref(task.fn)
                 return await self.pool.run(ref, args, kwargs, job, timeout)
-            if task.is_async:
-                run = _run_async(task.fn, args, kwargs, job, self.around)
+            kind = PLAIN
+            if not task.is_async:
+                kind = self._kinds.get(task.name, -1)
+                if kind < 0:
+                    kind = self._kinds[task.name] = kind_of(task.fn)
+            if task.is_async or kind == ASYNC_GENERATOR:
+                runner = _run_async if kind == PLAIN else _run_async_generator
+                run = runner(task.fn, args, kwargs, job, self.around)
                 if timeout is None:
                     return await OwnContext(run)
                 return await asyncio.wait_for(run, timeout)  # a task, with a context copy
-            call = functools.partial(_run_sync, task.fn, args, kwargs, job, self.around)
+            runner_sync = _run_sync if kind == PLAIN else _run_generator
+            call = functools.partial(runner_sync, task.fn, args, kwargs, job, self.around)
             return await self.threads.run(call, timeout, f"{task.name} ({job.id})")
         except asyncio.TimeoutError:
             exc = TaskTimeout(f"task {task.name} ran longer than its timeout of {timeout} s")
@@ -99,6 +123,8 @@ class Executor:
                 uncancel = getattr(asyncio.current_task(), "uncancel", None)
                 if uncancel is not None:  # Python 3.11+
                     uncancel()
+                if job._flags[2] and job._writer is not None:  # readers look at once
+                    await job._writer.aend(job, False)
                 return cancelled_outcome()
             if self.stopping or _slot_cancelled():
                 raise
@@ -182,16 +208,58 @@ def _run_sync(
     around: tuple[Around, ...] = (),
 ) -> Outcome:
     token = _current.set(job)  # pool threads are reused: reset after the call
+    ok = False
     try:
         if around:
             with _entered(around, job):
-                return Outcome(True, fn(*args, **kwargs))
-        return Outcome(True, fn(*args, **kwargs))
+                outcome = Outcome(True, fn(*args, **kwargs))
+        else:
+            outcome = Outcome(True, fn(*args, **kwargs))
+        ok = True
+        return outcome
     except BaseException as exc:  # SystemExit included: a task's failure is data, not a crash
         return _failure(exc)
     finally:
         job._returned()  # a cancel mark read from now on is too late for this run
         _current.reset(token)
+        if job._flags[2] and job._writer is not None:  # it called emit(): mark the run's end
+            job._writer.end(job, ok)
+
+
+def _run_generator(
+    fn: Callable[..., Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    job: JobContext,
+    around: tuple[Around, ...] = (),
+) -> Outcome:
+    """A sync generator task, in its thread: each chunk is stored before the next is asked
+    for; a cancel mark stops it between chunks; its ``return`` value is the result. The
+    ``around_task`` hooks wrap the whole iteration."""
+    token = _current.set(job)
+    writer = job._writer
+    ok = False
+    try:
+        if writer is None:
+            raise RuntimeError("a generator task needs a worker's chunk writer")
+        with _entered(around, job) if around else contextlib.nullcontext():
+            gen = fn(*args, **kwargs)
+            try:
+                while not job.cancelled():
+                    writer.emit(job, next(gen))
+            except StopIteration as stop:
+                ok = True
+                return Outcome(True, stop.value)
+            finally:
+                gen.close()
+        return cancelled_outcome()
+    except BaseException as exc:
+        return _failure(exc)
+    finally:
+        job._returned()
+        _current.reset(token)
+        if writer is not None:
+            writer.end(job, ok)
 
 
 async def _run_async(
@@ -205,9 +273,49 @@ async def _run_async(
     try:
         if around:
             with _entered(around, job):
-                return Outcome(True, await fn(*args, **kwargs))
-        return Outcome(True, await fn(*args, **kwargs))
+                outcome = Outcome(True, await fn(*args, **kwargs))
+        else:
+            outcome = Outcome(True, await fn(*args, **kwargs))
     except asyncio.CancelledError:
         raise  # Executor.run tells the job's own cancellation from the slot's
     except BaseException as exc:  # KeyboardInterrupt, SystemExit, GeneratorExit included
-        return _failure(exc)
+        outcome = _failure(exc)
+    if job._flags[2] and job._writer is not None:  # it called emit_async(): mark the end
+        await job._writer.aend(job, outcome.ok)
+    return outcome
+
+
+async def _run_async_generator(
+    fn: Callable[..., Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    job: JobContext,
+    around: tuple[Around, ...] = (),
+) -> Outcome:
+    """An async generator task, on the loop: each chunk is stored before the next is asked
+    for; its result is None (an async generator returns no value). Task.is_async is False
+    for it, so the worker treats it as it treats a thread job: a cancel mark is seen between
+    two chunks (the generator is closed there), not by cancelling the slot."""
+    _current.set(job)
+    writer = job._writer
+    if writer is None:
+        return Outcome(False, error="RuntimeError: a generator task needs a chunk writer")
+    try:
+        with _entered(around, job) if around else contextlib.nullcontext():
+            gen = fn(*args, **kwargs)
+            try:
+                async for chunk in gen:
+                    await writer.aemit(job, chunk)
+                    if job.cancelled():
+                        break
+            finally:
+                await gen.aclose()
+        outcome = cancelled_outcome() if job.cancelled() else Outcome(True, None)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        outcome = _failure(exc)
+    finally:
+        job._returned()  # as for a thread job: a cancel mark read from now on is too late
+    await writer.aend(job, outcome.ok)
+    return outcome
