@@ -54,7 +54,7 @@ def sse_events(job: Job[Any], *, last_event_id: str | None = None) -> AsyncItera
     after = last_event_id or "0-0"
     if not is_entry_id(after):
         raise ConfigurationError(
-            f"Last-Event-ID {last_event_id[:40]!r} is not a chunk id of this stream (ids look "
+            f"Last-Event-ID {after[:40]!r} is not a chunk id of this stream (ids look "
             "like '1700000000000-0')"
         )
     return _events(job, after)
