@@ -215,3 +215,24 @@ def test_a_plain_job_writes_no_chunk_stream(app: Conveyor, r: Any) -> None:
         assert job.result(timeout=5) == 1
     assert not r.exists(app.keys(app.default_queue).chunks(job.id))
     assert list(job.stream()) == []
+
+
+def test_a_cancelled_async_generator_ends_its_readers(app: Conveyor) -> None:
+    @app.task
+    async def endless() -> AsyncIterator[int]:
+        i = 0
+        while True:
+            yield i
+            i += 1
+            await asyncio.sleep(0.01)
+
+    with worker_thread(app, fast()):
+        job = endless.enqueue()
+        got: list[int] = []
+        reader = threading.Thread(target=lambda: got.extend(job.stream()))
+        reader.start()
+        wait_until(lambda: len(got) >= 5, 10, "some chunks")
+        job.cancel()
+        reader.join(5)
+        assert not reader.is_alive() and job.status() is JobState.CANCELLED
+        assert got == list(range(len(got)))
