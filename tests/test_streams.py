@@ -236,3 +236,14 @@ def test_a_cancelled_async_generator_ends_its_readers(app: Conveyor) -> None:
         reader.join(5)
         assert not reader.is_alive() and job.status() is JobState.CANCELLED
         assert got == list(range(len(got)))
+
+
+def test_emit_in_the_process_pool_is_a_clear_error(app: Conveyor) -> None:
+    from tests import streams_pool_tasks
+
+    task = app.task(executor="process", retries=0, name="emits")(streams_pool_tasks.emits)
+    with worker_thread(app, fast(pool_size=1)):
+        job = task.enqueue()
+        with pytest.raises(JobFailed, match="ConfigurationError: emit\\(\\) is only available"):
+            job.result(timeout=30)
+    assert list(job.stream()) == []
