@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -21,17 +22,22 @@ from tests.conftest import fast, worker_thread
 
 
 def events(body: str) -> list[dict[str, str]]:
+    """The messages of an SSE body (comment blocks, the keep-alives, left out)."""
     out = []
     for block in body.strip().split("\n\n"):
+        if block.startswith(":"):
+            continue
         fields = dict(line.split(": ", 1) for line in block.splitlines())
         out.append(fields)
     return out
 
 
-def web(app: Conveyor) -> httpx.AsyncClient:
+def web(app: Conveyor, keepalive: float = 15.0) -> httpx.AsyncClient:
     async def stream(request: Request) -> Response:
         job = app.job(request.path_params["job_id"])
-        return conveyor.sse(job, last_event_id=request.headers.get("last-event-id"))
+        return conveyor.sse(
+            job, last_event_id=request.headers.get("last-event-id"), keepalive=keepalive
+        )
 
     site = Starlette(routes=[Route("/jobs/{job_id}/stream", stream)])
     return httpx.AsyncClient(transport=httpx.ASGITransport(site), base_url="http://test")
@@ -82,3 +88,20 @@ async def test_sse_says_restart_between_runs_and_the_error_of_a_dead_job(app: Co
 def test_sse_refuses_a_malformed_last_event_id(app: Conveyor) -> None:
     with pytest.raises(ConfigurationError, match="Last-Event-ID"):
         conveyor.sse(app.job("default:n:1-0"), last_event_id="</script>")
+
+
+async def test_sse_sends_keep_alive_comments_while_the_job_is_silent(app: Conveyor) -> None:
+    @app.task
+    async def thinks() -> AsyncIterator[str]:
+        await asyncio.sleep(0.4)
+        yield "finally"
+
+    async with web(app, keepalive=0.05) as client:
+        with worker_thread(app, fast()):
+            job = thinks.enqueue()
+            body = (await client.get(f"/jobs/{job.id}/stream")).text
+    assert body.count(": keep-alive\n\n") >= 3
+    got = events(body)
+    assert [e["event"] for e in got] == ["chunk", "end"] and got[0]["data"] == '"finally"'
+    with pytest.raises(ConfigurationError, match="keepalive"):
+        conveyor.sse(job, keepalive=0)

@@ -8,10 +8,13 @@ The events: ``chunk`` per chunk (``data`` its JSON, ``id`` its entry id, so a br
 reconnects sends it back as Last-Event-ID and resumes after it), ``restart`` when a retry or
 a re-run after a crash starts streaming again from its first chunk (clear what was shown),
 and one ``end`` when the job has ended (``data``: its state and, if it failed, the error).
+A comment line (``: keep-alive``) is sent after each ``keepalive`` seconds of silence.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,14 +28,22 @@ if TYPE_CHECKING:
 
 #: Headers that keep proxies (nginx) from buffering the stream or caching it.
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+#: Seconds of silence before a keep-alive comment: below the usual 30-60 s proxy timeouts.
+KEEPALIVE = 15.0
 
 
 def sse(
-    job: Job[Any], *, last_event_id: str | None = None, headers: Mapping[str, str] | None = None
+    job: Job[Any],
+    *,
+    last_event_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    keepalive: float = KEEPALIVE,
 ) -> StreamingResponse:
     """A ``text/event-stream`` response streaming the job's chunks until it ends.
 
     ``last_event_id``: the request's ``Last-Event-ID`` header, to resume after that chunk.
+    ``keepalive``: seconds of silence (a job still queued, or thinking) after which a comment
+    line is sent, so proxies and browsers do not drop the connection as idle.
     """
     try:
         from starlette.responses import StreamingResponse
@@ -42,22 +53,27 @@ def sse(
             "brings it too)"
         ) from exc
     return StreamingResponse(
-        sse_events(job, last_event_id=last_event_id),
+        sse_events(job, last_event_id=last_event_id, keepalive=keepalive),
         media_type="text/event-stream",
         headers={**HEADERS, **(headers or {})},
     )
 
 
-def sse_events(job: Job[Any], *, last_event_id: str | None = None) -> AsyncIterator[bytes]:
-    """The SSE body: one message per chunk, ``restart`` between runs, ``end`` at the end.
-    A malformed ``last_event_id`` is refused here, before any response starts."""
+def sse_events(
+    job: Job[Any], *, last_event_id: str | None = None, keepalive: float = KEEPALIVE
+) -> AsyncIterator[bytes]:
+    """The SSE body: one message per chunk, ``restart`` between runs, ``end`` at the end,
+    a comment after each ``keepalive`` seconds of silence. A malformed ``last_event_id`` is
+    refused here, before any response starts."""
     after = last_event_id or "0-0"
     if not is_entry_id(after):
         raise ConfigurationError(
             f"Last-Event-ID {after[:40]!r} is not a chunk id of this stream (ids look "
             "like '1700000000000-0')"
         )
-    return _events(job, after)
+    if not keepalive > 0:
+        raise ConfigurationError(f"keepalive must be a number of seconds > 0, not {keepalive!r}")
+    return _with_keepalive(_events(job, after), keepalive)
 
 
 async def _events(job: Job[Any], after: str) -> AsyncIterator[bytes]:
@@ -73,6 +89,39 @@ async def _events(job: Job[Any], after: str) -> AsyncIterator[bytes]:
     if info.record is not None and info.record.error:
         end["error"] = info.record.error
     yield message("end", encode_json(end))
+
+
+async def _with_keepalive(body: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
+    """``body``, with a comment line whenever it is silent for ``seconds``. The body is read
+    by a task of its own into a small queue (a timeout on the read itself would cancel the
+    body); the task ends with the response, a client that went away included."""
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=64)
+
+    async def pump() -> None:
+        try:
+            async for part in body:
+                await queue.put(part)
+            await queue.put(None)
+        except Exception as exc:  # handed to the response, which fails with it
+            await queue.put(exc)
+
+    reader = asyncio.create_task(pump())
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), seconds)
+            except asyncio.TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
 
 
 def message(event: str, data: bytes, event_id: str | None = None) -> bytes:
