@@ -247,3 +247,33 @@ def test_emit_in_the_process_pool_is_a_clear_error(app: Conveyor) -> None:
         with pytest.raises(JobFailed, match="ConfigurationError: emit\\(\\) is only available"):
             job.result(timeout=30)
     assert list(job.stream()) == []
+
+
+def test_around_task_hooks_wrap_a_generator_task_run(app: Conveyor) -> None:
+    import contextlib
+    import contextvars
+
+    from conveyor import JobContext
+
+    tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="none")
+
+    @app.around_task
+    @contextlib.contextmanager
+    def as_tenant(job: JobContext) -> Iterator[None]:
+        token = tenant.set(f"t-{job.task}")
+        try:
+            yield
+        finally:
+            tenant.reset(token)
+
+    @app.task
+    def sync_gen() -> Iterator[str]:
+        yield tenant.get()
+
+    @app.task
+    async def async_gen() -> AsyncIterator[str]:
+        yield tenant.get()
+
+    with worker_thread(app, fast()):
+        assert list(sync_gen.enqueue().stream()) == ["t-sync_gen"]
+        assert list(async_gen.enqueue().stream()) == ["t-async_gen"]
