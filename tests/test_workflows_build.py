@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -119,3 +120,53 @@ def test_arguments_json_cannot_carry_are_refused_before_anything_is_sent() -> No
     c: Any = chain(t["count"].s("a"), t["pair"].s({1, 2}))
     with pytest.raises(PayloadError):
         c.enqueue()
+
+
+def test_batch_and_generator_steps_are_checked_as_one_job_sees_them() -> None:
+    """A batch task takes and returns one item per job; a generator task's result is what
+    it returns (an async generator: None), not what it yields."""
+    app = Conveyor("redis://127.0.0.1:1/0", namespace="build-batch")
+
+    @app.task
+    def words(text: str) -> Generator[str, None, str]:
+        yield from text.split()
+        return text
+
+    @app.task
+    def tokens(text: str) -> Iterator[str]:
+        yield from text.split()
+
+    @app.task
+    async def live(text: str) -> AsyncIterator[str]:
+        yield text
+
+    @app.task(batch_size=8)
+    def embed(texts: list[str]) -> list[list[float]]:
+        return [[float(len(t))] for t in texts]
+
+    @app.task(batch_size=8)
+    def lengths(values: Sequence[int]) -> list[int]:
+        return list(values)
+
+    @app.task
+    def norm(vector: list[float]) -> float:
+        return sum(vector)
+
+    chain(words.s("a b"), embed.s(), norm.s())  # str -> [str] batch -> list[float] -> float
+    chain(tokens.s("a b"), embed.s())  # Iterator[str] says nothing of its return value
+    with pytest.raises(
+        ConfigurationError,
+        match=r"lengths takes values: int \(one item of its batch\) first, but words",
+    ):
+        chain(words.s("a b"), lengths.s())
+    with pytest.raises(ConfigurationError, match=r"norm takes vector: list\[float\] first"):
+        chain(embed.s("a"), norm.s(), norm.s())
+    with pytest.raises(ConfigurationError, match=r"embed takes texts: str \(one item of its"):
+        chain(embed.s("a"), embed.s())
+    with pytest.raises(
+        ConfigurationError,
+        match=r"embed takes texts: str \(one item of its batch\) first, but live returns NoneType",
+    ):
+        chain(live.s("a"), embed.s())
+    with pytest.raises(ConfigurationError, match="cannot take its arguments"):
+        chain(words.s("a"), embed.s("extra"))  # a batch job carries its one item only

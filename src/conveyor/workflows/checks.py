@@ -4,12 +4,18 @@ Only what the annotations prove is refused: a step whose parameters cannot take 
 result plus its own arguments, or whose first parameter's type can never hold the previous
 step's declared return type (``-> int`` into ``text: str``). Unions, generics' items,
 TypeVars and missing annotations pass: the worker converts and checks at run time.
+
+A step is seen as one job sees it: a batch task (``batch_size``) takes one item and returns
+one result per job (``list[str] -> list[V]`` is ``str -> V``), and a generator task's result
+is what it returns, not what it yields (``Generator[str, None, T]`` is ``T``; an async
+generator returns None).
 """
 
 from __future__ import annotations
 
 import inspect
 import types
+from collections.abc import Generator, Sequence
 from typing import Any, Union, get_args, get_origin
 
 from ..errors import ConfigurationError
@@ -60,13 +66,43 @@ def first_param(sig: Signature) -> tuple[str, Any] | None:
     p = params[0]
     if p.kind not in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
         return None
-    return p.name, sig.task._types().get(p.name)
+    hint = sig.task._types().get(p.name)
+    if _batched(sig):
+        hint = _item(hint)
+    return p.name, hint
 
 
 def returns(sig: Signature) -> Any:
-    """The declared return type of a step (None when not declared)."""
+    """The declared return type of one job of a step (None when not declared)."""
+    fn = sig.task.fn
+    if inspect.isasyncgenfunction(fn):
+        return type(None)  # an async generator has no return value: the job's result is None
     hint = sig.task._hints().get("return", None)
+    if inspect.isgeneratorfunction(fn):
+        # Generator[Y, S, R] returns R; Iterator[Y] or Iterable[Y] say nothing about it.
+        args = get_args(hint)
+        hint = args[2] if get_origin(hint) is Generator and len(args) == 3 else None
+    elif _batched(sig):
+        hint = _item(hint)
     return None if hint is Any else hint
+
+
+def _per_job(sig: Signature) -> str:
+    return " (one item of its batch)" if _batched(sig) else ""
+
+
+def _batched(sig: Signature) -> bool:
+    return sig.task.options.batch_size is not None
+
+
+def _item(hint: Any) -> Any:
+    """The item type of a batch task's list (``list[str]`` -> str), None when not given."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (list, Sequence) and len(args) == 1:
+        return args[0]
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    return None
 
 
 def check_binds(sig: Signature, *, takes_previous: bool, where: str) -> None:
@@ -90,7 +126,8 @@ def check_link(before: Signature, after: Signature, where: str) -> None:
         return
     if not accepts(first[1], produced):
         raise ConfigurationError(
-            f"{where}: {after.task.name} takes {first[0]}: {_name(first[1])} first, but "
+            f"{where}: {after.task.name} takes {first[0]}: {_name(first[1])}{_per_job(after)} "
+            f"first, but "
             f"{before.task.name} returns {_name(produced)}; each step's result is the next "
             "step's first argument"
         )
