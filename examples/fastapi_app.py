@@ -51,8 +51,7 @@ class AnalyzeRequest(BaseModel):
 
 api = FastAPI(lifespan=lifespan(app))
 api.include_router(jobs_router(), prefix="/jobs")
-# SSE: streamed partial results will be served beside it, at /jobs/{job_id}/events (see the
-# INTEGRATION POINT in conveyor/fastapi.py).
+# It also serves /jobs/{job_id}/events: a job's streamed chunks as Server-Sent Events.
 
 
 @api.post("/analyze", status_code=202)

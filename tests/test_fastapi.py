@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -126,3 +128,53 @@ async def test_lifespan_keeps_an_inner_lifespan_state_and_closes_the_app(app: Co
         }
     assert events == ["start", "stop"]
     assert closed == [True]
+
+
+def sse_events(body: str) -> list[dict[str, str]]:
+    """The messages of an SSE body (comment lines, the keep-alives, left out)."""
+    blocks = [b for b in body.strip().split("\n\n") if b and not b.startswith(":")]
+    return [dict(line.split(": ", 1) for line in b.splitlines()) for b in blocks]
+
+
+async def test_events_route_streams_a_jobs_chunks_as_sse_and_resumes(app: Conveyor) -> None:
+    @app.task
+    def tokens(text: str) -> Iterator[str]:
+        for word in text.split():
+            time.sleep(0.01)
+            yield word
+        return text
+
+    api = build(app, lifespan=lifespan(app))
+    async with client_for(api) as client:
+        job = await tokens.enqueue_async("streamed from a worker")
+        with worker_thread(app, fast()):
+            response = await client.get(f"/jobs/{job.id}/events")
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert response.headers["cache-control"] == "no-cache"
+            got = sse_events(response.text)
+            chunks = [e for e in got if e["event"] == "chunk"]
+            assert [json.loads(e["data"]) for e in chunks] == ["streamed", "from", "a", "worker"]
+            assert got[-1] == {"event": "end", "data": '{"state":"done"}'}
+            resumed = await client.get(
+                f"/jobs/{job.id}/events", headers={"Last-Event-ID": chunks[1]["id"]}
+            )
+            again = [json.loads(e["data"]) for e in sse_events(resumed.text)]
+            assert again == ["a", "worker", {"state": "done"}]
+        assert (await poll(client, job.id))["result"] == "streamed from a worker"
+
+
+async def test_events_route_refuses_bad_ids_unknown_jobs_and_bad_last_event_ids(
+    app: Conveyor,
+) -> None:
+    api = build(app, lifespan=lifespan(app))
+    async with client_for(api) as client:
+        bad = await client.get("/jobs/not-a-job-id/events")
+        assert bad.status_code == 400 and "not a Conveyor job id" in bad.json()["detail"]
+        unknown = await client.get("/jobs/default:n:1-0/events")
+        assert unknown.status_code == 404 and "not added yet" in unknown.json()["detail"]
+        job_id = (await client.post("/square/3")).json()["job_id"]
+        malformed = await client.get(
+            f"/jobs/{job_id}/events", headers={"Last-Event-ID": "</script>"}
+        )
+        assert malformed.status_code == 400 and "Last-Event-ID" in malformed.json()["detail"]

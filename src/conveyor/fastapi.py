@@ -1,5 +1,6 @@
 """FastAPI (and Starlette): the app's connections opened and closed with the server, the app
-handed to endpoints through ``Depends``, and a router that reports a job's state and result.
+handed to endpoints through ``Depends``, and a router that reports a job's state and result
+and serves its streamed chunks as Server-Sent Events.
 
     from fastapi import FastAPI
     from conveyor.fastapi import ConveyorApp, jobs_router, lifespan
@@ -29,7 +30,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
 try:
-    from fastapi import APIRouter, Depends, HTTPException, Request
+    from fastapi import APIRouter, Depends, Header, HTTPException, Request
+    from fastapi.responses import StreamingResponse
 except ImportError as exc:  # the extra is optional: say how to get it
     raise ImportError(
         "conveyor.fastapi needs FastAPI: pip install 'conveyor-queue[fastapi]'"
@@ -37,7 +39,8 @@ except ImportError as exc:  # the extra is optional: say how to get it
 
 from .app import Conveyor
 from .errors import ConfigurationError
-from .job import JobState
+from .job import Job, JobState
+from .sse import sse
 
 #: Where the lifespan puts the app in Starlette's lifespan state (``request.state``).
 STATE_KEY = "conveyor"
@@ -87,19 +90,18 @@ ConveyorApp = Annotated[Conveyor, Depends(get_conveyor)]
 
 
 def jobs_router() -> APIRouter:
-    """``GET /{job_id}``: a job's state, with its result once done or its error once dead.
+    """``GET /{job_id}``: a job's state, with its result once done or its error once dead;
+    ``GET /{job_id}/events``: its streamed chunks as Server-Sent Events (``conveyor.sse``).
 
     404 for an id nothing in Redis knows (or whose record expired), 400 for a string that is
-    not a job id. Mount it where you like: ``api.include_router(jobs_router(), prefix="/jobs")``.
+    not a job id (or a malformed ``Last-Event-ID``). Mount it where you like:
+    ``api.include_router(jobs_router(), prefix="/jobs")``.
     """
     router = APIRouter()
 
     @router.get("/{job_id}")
     async def job_status(job_id: str, conveyor: ConveyorApp) -> dict[str, Any]:
-        try:
-            job = conveyor.job(job_id)
-        except ConfigurationError as exc:
-            raise HTTPException(400, str(exc)) from None
+        job = _job(conveyor, job_id)
         info = await job.info_async()
         if info.state is JobState.UNKNOWN or (
             info.state is JobState.EXPIRED and not info.expired_by_option
@@ -119,9 +121,27 @@ def jobs_router() -> APIRouter:
             out["progress"] = {"fraction": progress.fraction, "message": progress.message}
         return out
 
-    # INTEGRATION POINT (issue 14 item 1, branch `streams`): the SSE endpoint of streamed
-    # partial results goes here, once `conveyor.sse(job)` exists:
-    #     @router.get("/{job_id}/events")
-    #     async def job_events(job_id: str, conveyor: ConveyorApp) -> StreamingResponse:
-    #         return conveyor.sse(conveyor.job(job_id))
+    @router.get("/{job_id}/events", response_class=StreamingResponse)
+    async def job_events(
+        job_id: str,
+        conveyor: ConveyorApp,
+        last_event_id: Annotated[str | None, Header()] = None,
+    ) -> StreamingResponse:
+        """The job's streamed chunks as Server-Sent Events (``conveyor.sse``), from the start
+        or after the browser's ``Last-Event-ID``, ending with an ``end`` event."""
+        job = _job(conveyor, job_id)
+        if (await job.info_async()).state is JobState.UNKNOWN:
+            raise HTTPException(404, f"no job {job_id} (not added yet, or its record expired)")
+        try:
+            return sse(job, last_event_id=last_event_id)
+        except ConfigurationError as exc:  # a malformed Last-Event-ID, before any byte is sent
+            raise HTTPException(400, str(exc)) from None
+
     return router
+
+
+def _job(conveyor: Conveyor, job_id: str) -> Job[Any]:
+    try:
+        return conveyor.job(job_id)
+    except ConfigurationError as exc:  # not a job id at all
+        raise HTTPException(400, str(exc)) from None
