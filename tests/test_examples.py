@@ -48,6 +48,16 @@ EXPECTED = {
     "workflows": "chains, a chord and a resumed chain ran as expected",
 }
 
+#: Examples that are packages (``examples/<name>/``), run with ``python -m examples.<name>``,
+#: with the line they print on success and the module holding their worker app.
+PACKAGES = {
+    "ai_pipeline": (
+        "every document went through 4 stage queues; summary streamed over SSE; "
+        "the killed stage lost nothing",
+        "examples.ai_pipeline.tasks:app",
+    ),
+}
+
 RUN_MARKER = re.compile(r"<!--\s*test:\s*run\s*-->\s*\n```python\n(.*?)\n```", re.S)
 
 
@@ -122,6 +132,26 @@ def test_example_runs_to_its_expected_outcome_and_cleans_up(
     assert f"namespace {example_namespace}" in proc.stdout, "the example ignored its namespace"
     left = _keys(r, example_namespace)
     assert not left, f"examples/{name}.py left keys behind: {left[:10]}"
+
+
+def test_every_example_package_has_an_expected_outcome() -> None:
+    found = {p.parent.name for p in EXAMPLES.glob("*/__main__.py")}
+    assert found == set(PACKAGES), "add example packages to PACKAGES (and remove deleted ones)"
+
+
+@pytest.mark.parametrize("name", sorted(PACKAGES))
+def test_example_package_runs_to_its_expected_outcome_and_cleans_up(
+    name: str, redis_url: str, r: redis.Redis, example_namespace: str
+) -> None:
+    line, spec = PACKAGES[name]
+    assert load_app(spec).tasks, f"{spec} registers no task"
+    proc = _run(["-m", f"examples.{name}"], redis_url, ROOT, EXAMPLE_NAMESPACE=example_namespace)
+    report = f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+    assert proc.returncode == 0, f"examples/{name} exited with {proc.returncode}\n{report}"
+    assert line in proc.stdout, report
+    assert f"namespace {example_namespace}" in proc.stdout, "the example ignored its namespace"
+    left = _keys(r, example_namespace)
+    assert not left, f"examples/{name} left keys behind: {left[:10]}"
 
 
 def _readme_blocks() -> list[str]:
