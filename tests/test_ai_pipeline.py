@@ -30,7 +30,7 @@ def served(redis_url: str) -> Iterator[tuple[httpx.Client, dict[str, str]]]:
         **os.environ,
         "CONVEYOR_REDIS_URL": redis_url,
         "EXAMPLE_NAMESPACE": namespace,
-        "AI_PIPELINE_TOKEN_DELAY": "0.05",
+        "AI_PIPELINE_TOKEN_DELAY": "0.1",  # 17 tokens: the first arrives 1.6 s before the end
     }
     port = harness.free_port()
     server = harness.server(port, env)
@@ -58,7 +58,7 @@ def test_post_answers_at_once_sse_streams_the_summary_live_and_get_reports_the_r
     served: tuple[httpx.Client, dict[str, str]],
 ) -> None:
     client, env = served
-    document = DOCUMENTS[1]
+    document = DOCUMENTS[0]
     want_tokens, want_vector = expected(document)
 
     # No worker runs yet: the POST answers with the chain's id and every step's id.
@@ -134,6 +134,24 @@ def test_bad_input_gets_clear_errors_and_enqueues_nothing(
     unknown = "0" * 32
     assert client.get(f"/documents/{unknown}").status_code == 404
     assert client.get(f"/documents/{unknown}/summary").status_code == 404
+    markup = client.post("/documents", json={"text": "<p> </p>"})
+    assert markup.status_code == 422 and "no text once its markup is removed" in markup.text
+    assert client.delete(f"/documents/{unknown}").status_code == 404
     doc_id = client.post("/documents", json={"text": "One sentence."}).json()["job_id"]
     bad_resume = client.get(f"/documents/{doc_id}/summary", headers={"Last-Event-ID": "<x>"})
     assert bad_resume.status_code == 400 and "Last-Event-ID" in bad_resume.json()["detail"]
+
+
+def test_a_chain_cancelled_before_summarize_ends_the_summary_stream_saying_so(
+    served: tuple[httpx.Client, dict[str, str]],
+) -> None:
+    client, _ = served  # no worker: the chain waits at its first step, queued (will_skip)
+    posted = client.post("/documents", json={"text": DOCUMENTS[2]}).json()
+    with client.stream("GET", posted["events"]) as stream:
+        cancelled = client.delete(posted["status"]).json()
+        assert cancelled == {"job_id": posted["job_id"], "stage": "extract", "outcome": "will_skip"}
+        got = list(harness.sse_messages(stream.iter_lines()))
+    assert got == [("end", '{"state":"cancelled","stage":"extract"}', None)]
+    status = client.get(posted["status"]).json()
+    assert status["state"] == "cancelled" and status["stage"] == "extract"
+    assert "summary" not in status

@@ -4,6 +4,7 @@ summary being written over Server-Sent Events, read the final result.
     POST /documents {"text": ...}      -> 202 {"job_id", "steps": {stage: job id}, ...}
     GET  /documents/{job_id}           -> {"state", "stage", "steps", "summary", "embedding"}
     GET  /documents/{job_id}/summary   -> text/event-stream: the summary's tokens, live
+    DELETE /documents/{job_id}         -> cancels the step running now: the chain stops
     GET  /jobs/{id}, /jobs/{id}/events -> any one step's job (conveyor.fastapi.jobs_router)
     GET  /                             -> a small page doing all of that in a browser
 
@@ -25,13 +26,13 @@ from typing import Annotated, Any
 import msgspec
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.responses import HTMLResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from conveyor import ChainHandle, ConfigurationError, Conveyor, Job, JobState
+from conveyor import ChainHandle, ConfigurationError, Conveyor, Job, JobInfo, JobState
 from conveyor.fastapi import ConveyorApp, jobs_router, lifespan
 from conveyor.sse import HEADERS, KEEPALIVE, message, sse_events
 
-from .tasks import STAGES, app, pipeline
+from .tasks import STAGES, app, clean, pipeline
 
 #: A chain's id, as ``chain(...).enqueue()`` makes it (uuid4 hex).
 WORKFLOW_ID = re.compile(r"[0-9a-f]{32}")
@@ -46,6 +47,13 @@ api.include_router(jobs_router(), prefix="/jobs")
 class Document(BaseModel):
     text: str = Field(min_length=1, max_length=200_000)
 
+    @field_validator("text")
+    @classmethod
+    def has_text(cls, text: str) -> str:
+        if not clean(text):
+            raise ValueError("the document has no text once its markup is removed")
+        return text
+
 
 def steps_of(conveyor: Conveyor, job_id: str) -> ChainHandle[Any]:
     """The chain's handle from its id alone: each step's id is ``<queue>:d:<id>-s<step>``."""
@@ -53,6 +61,14 @@ def steps_of(conveyor: Conveyor, job_id: str) -> ChainHandle[Any]:
         raise HTTPException(404, f"no document {job_id[:64]!r} (ids are 32 hex digits)")
     jobs: list[Job[Any]] = [conveyor.job(f"{q}:d:{job_id}-s{i}") for i, q in enumerate(STAGES)]
     return ChainHandle(conveyor, job_id, jobs)
+
+
+async def known(handle: ChainHandle[Any]) -> list[JobInfo]:
+    """Each step's state; 404 when no step is known (never added, or every record expired)."""
+    infos = await asyncio.gather(*(job.info_async() for job in handle.jobs))
+    if all(info.state is JobState.UNKNOWN for info in infos):
+        raise HTTPException(404, f"no document {handle.id} (unknown, or its record expired)")
+    return infos
 
 
 @api.post("/documents", status_code=202)
@@ -71,14 +87,13 @@ async def submit(document: Document) -> dict[str, Any]:
 async def status(job_id: str, conveyor: ConveyorApp) -> dict[str, Any]:
     """Where the chain stands, and what its steps have produced so far."""
     handle = steps_of(conveyor, job_id)
-    infos = await asyncio.gather(*(job.info_async() for job in handle.jobs))
-    if infos[0].state is JobState.UNKNOWN:
-        raise HTTPException(404, f"no document {job_id} (unknown, or its record expired)")
-    where = await handle.info_async()  # the latest step that exists, and its state
+    infos = await known(handle)
+    # The chain stands at its latest step that exists (read in the same look as the rest).
+    step = max(i for i, info in enumerate(infos) if info.state is not JobState.UNKNOWN)
     out: dict[str, Any] = {
         "job_id": job_id,
-        "state": where.state.value,
-        "stage": STAGES[where.step],
+        "state": infos[step].state.value,
+        "stage": STAGES[step],
         "steps": {stage: info.state.value for stage, info in zip(STAGES, infos, strict=True)},
     }
     summary, embedding = infos[SUMMARIZE], infos[-1]
@@ -86,10 +101,22 @@ async def status(job_id: str, conveyor: ConveyorApp) -> dict[str, Any]:
         out["summary"] = summary.record.result
     if embedding.state is JobState.DONE and embedding.record is not None:
         out["embedding"] = embedding.record.result
-    failed = infos[where.step].record
-    if where.state is not JobState.DONE and failed is not None and failed.error:
+    failed = infos[step].record
+    if infos[step].state is not JobState.DONE and failed is not None and failed.error:
         out["error"] = failed.error
     return out
+
+
+@api.delete("/documents/{job_id}")
+async def cancel(job_id: str, conveyor: ConveyorApp) -> dict[str, str]:
+    """Cancels the step that runs (or waits) now: the chain stops there. A step that ended
+    meanwhile says ``already_ended`` (the next one may have started: call again)."""
+    handle = steps_of(conveyor, job_id)
+    where = await handle.info_async()
+    if where.state is JobState.UNKNOWN:
+        raise HTTPException(404, f"no document {job_id} (unknown, or its record expired)")
+    result = await handle.jobs[where.step].cancel_async("cancelled through the API")
+    return {"job_id": job_id, "stage": STAGES[where.step], "outcome": result.outcome.value}
 
 
 @api.get("/documents/{job_id}/summary", response_class=StreamingResponse)
@@ -101,8 +128,7 @@ async def summary_events(
     """The summary's tokens as Server-Sent Events (``chunk`` per token, ``restart`` if a run
     was cut short, ``end``), opened as soon as the POST answered."""
     handle = steps_of(conveyor, job_id)
-    if (await handle.jobs[0].info_async()).state is JobState.UNKNOWN:
-        raise HTTPException(404, f"no document {job_id} (unknown, or its record expired)")
+    await known(handle)
     try:
         body = sse_events(handle.jobs[SUMMARIZE], last_event_id=last_event_id)
     except ConfigurationError as exc:  # a malformed Last-Event-ID
@@ -120,7 +146,7 @@ async def once_added(handle: ChainHandle[Any], body: AsyncIterator[bytes]) -> As
         info = await handle.info_async()
         if info.step >= SUMMARIZE:
             break
-        if info.state.finished:  # failed before summarize: it will never be added
+        if info.state.finished or info.state is JobState.UNKNOWN:  # summarize never will be
             end: dict[str, Any] = {"state": info.state.value, "stage": STAGES[info.step]}
             if info.job is not None and info.job.record is not None and info.job.record.error:
                 end["error"] = info.job.record.error
