@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
@@ -20,6 +20,8 @@ from .errors import (
     NotReplicated,
     TaskNotFound,
 )
+from .events import EventStream
+from .hooks import Enqueuing, Hooks, Middleware
 from .job import Job
 from .keys import QueueKeys, parse_job_id, validate_name
 from .schedules import DEFAULT_MISFIRE_CAP, Misfire, SchedulePolicy
@@ -30,6 +32,8 @@ from .wire import DEFAULT_MAX_BYTES
 
 P = ParamSpec("P")
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 #: Jobs per pipeline in enqueue_many: large enough to amortize the round trip, small enough
 #: not to hold Redis for long.
@@ -66,6 +70,7 @@ class Conveyor:
         redact: Callable[[str, dict[str, str]], dict[str, str]] | None = None,
         durability: Durability | None = None,
         worker: WorkerSettings | None = None,
+        events: bool | EventStream = False,
     ) -> None:
         self.namespace = validate_name("namespace", namespace)
         self.default_queue = validate_name("queue", default_queue)
@@ -88,6 +93,10 @@ class Conveyor:
         #: context managers entered around every task run by this app's workers
         self.task_wrappers: list[AroundTask] = []
         self._keys: dict[str, QueueKeys] = {}
+        #: hooks, middleware (metrics, tracing) and the events stream: see hooks.py
+        self.hooks = Hooks()
+        if events:
+            self.hooks.enable_events(EventStream() if events is True else events)
 
     @property
     def url(self) -> str:
@@ -236,6 +245,16 @@ class Conveyor:
 
         return register
 
+    def on(self, kind: str) -> Callable[[F], F]:
+        """Register a hook: ``@app.on("failed")`` calls the function with a JobEvent at each
+        failed attempt. Kinds: enqueued, started, succeeded, failed, retried, dead,
+        cancelled. A hook that raises is logged and never fails the job."""
+        return self.hooks.on(kind)
+
+    def use(self, middleware: Middleware) -> None:
+        """Register a middleware object (a ``conveyor.hooks.Middleware`` subclass)."""
+        self.hooks.use(middleware)
+
     def get_task(self, name: str) -> Task[Any, Any]:
         try:
             return self.tasks[name]
@@ -265,9 +284,10 @@ class Conveyor:
         jobs: list[Job[Any]] = []
         for start in range(0, len(sigs), BATCH):
             batch = sigs[start : start + BATCH]
-            plan = _plan(batch)
+            seen = self.hooks.enqueuing(None, None, len(batch)) if self.hooks.active else None
+            plan = _plan(batch, seen.fields if seen is not None else None)
             try:
-                replies = self.broker.call_many([call for _, call in plan], d)
+                replies = _sent(seen, self.broker.call_many, [call for _, call in plan], d)
             except EnqueueRejected as exc:
                 raise _partial(exc, jobs, batch, plan, len(sigs)) from exc
             except NotReplicated as exc:
@@ -277,7 +297,10 @@ class Conveyor:
             except EnqueueUncertain as exc:
                 # Earlier batches are known to be in; only this one's fate is unknown.
                 raise EnqueueUncertain(self.url, exc.__cause__, batch=True, added=jobs) from exc
-            jobs += [job for job in _jobs(batch, plan, replies) if job is not None]
+            added = _jobs(batch, plan, replies)
+            if seen is not None:
+                seen.added(_named(batch, added), None)
+            jobs += [job for job in added if job is not None]
         return jobs
 
     async def enqueue_many_async(
@@ -288,9 +311,10 @@ class Conveyor:
         jobs: list[Job[Any]] = []
         for start in range(0, len(sigs), BATCH):
             batch = sigs[start : start + BATCH]
-            plan = _plan(batch)
+            seen = self.hooks.enqueuing(None, None, len(batch)) if self.hooks.active else None
+            plan = _plan(batch, seen.fields if seen is not None else None)
             try:
-                replies = await self.broker.acall_many([call for _, call in plan], d)
+                replies = await _asent(seen, self.broker.acall_many([call for _, call in plan], d))
             except EnqueueRejected as exc:
                 raise _partial(exc, jobs, batch, plan, len(sigs)) from exc
             except NotReplicated as exc:
@@ -300,7 +324,10 @@ class Conveyor:
             except EnqueueUncertain as exc:
                 # Earlier batches are known to be in; only this one's fate is unknown.
                 raise EnqueueUncertain(self.url, exc.__cause__, batch=True, added=jobs) from exc
-            jobs += [job for job in _jobs(batch, plan, replies) if job is not None]
+            added = _jobs(batch, plan, replies)
+            if seen is not None:
+                seen.added(_named(batch, added), None)
+            jobs += [job for job in added if job is not None]
         return jobs
 
     def close(self) -> None:
@@ -363,18 +390,19 @@ Extra = tuple[tuple[str, str | int], ...]
 Plan = list[tuple[list[int], Call[Added]]]
 
 
-def _plan(batch: Sequence[Signature]) -> Plan:
+def _plan(batch: Sequence[Signature], traced: dict[str, str] | None = None) -> Plan:
     """One script per ready stream for the batch; a job with a unique key goes alone (its
-    script checks the key)."""
+    script checks the key). ``traced``: fields the hooks add to every entry (trace context)."""
     plan: Plan = []
     streams: dict[tuple[TaskHost, str, str, Extra], list[int]] = {}
     for i, s in enumerate(batch):
         task = s.task
+        fields = {**traced, **(task._extra or {})} if traced else task._extra
         if task._unique is not None:
-            plan.append(([i], _as_list(task._immediate(s.args, s.kwargs))))
+            plan.append(([i], _as_list(task._immediate(s.args, s.kwargs, fields))))
         else:
             o = task.options
-            extra = tuple(sorted(task._extra.items())) if task._extra else ()
+            extra = tuple(sorted(fields.items())) if fields else ()
             streams.setdefault((task.app, o.queue, o.priority, extra), []).append(i)
     for (app, queue, level, extra), positions in streams.items():
         jobs: list[producer.BulkJob] = [
@@ -403,6 +431,36 @@ def _jobs(
             for i, one in zip(positions, added, strict=True):
                 jobs[i] = batch[i].task._job(one)
     return jobs
+
+
+def _sent(seen: Enqueuing | None, send: Callable[..., T], *args: Any) -> T:
+    """``send(*args)``; an error ends the hooks' view of the enqueue (a producer span)."""
+    try:
+        return send(*args)
+    except BaseException as exc:
+        if seen is not None:
+            seen.added([], exc)
+        raise
+
+
+async def _asent(seen: Enqueuing | None, sending: Awaitable[T]) -> T:
+    try:
+        return await sending
+    except BaseException as exc:
+        if seen is not None:
+            seen.added([], exc)
+        raise
+
+
+def _named(
+    batch: Sequence[Signature], jobs: Sequence[Job[Any] | None]
+) -> list[tuple[str, str, str]]:
+    """(job id, task, queue) of each job added (created: not a unique key's earlier job)."""
+    return [
+        (job.id, s.task.name, s.task.options.queue)
+        for s, job in zip(batch, jobs, strict=True)
+        if job is not None and job.created
+    ]
 
 
 def _partial(

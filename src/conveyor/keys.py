@@ -130,6 +130,16 @@ def worker_key(namespace: str, worker_id: str) -> str:
     return f"{namespace}:{WORKERS_TAG}:worker:{worker_id}"
 
 
+#: Hash tag of the namespace's events stream (events.py): written by workers from memory,
+#: never by a queue's scripts, so it needs no queue's tag and may sit on any shard.
+EVENTS_TAG: Final = "{~events}"
+
+
+def events_key(namespace: str) -> str:
+    """Capped stream of job events of the namespace (started, succeeded, failed, ...)."""
+    return f"{namespace}:{EVENTS_TAG}:stream"
+
+
 @dataclass(frozen=True)
 class JobLocation:
     """Where a job id says its job first lived: a queue and, when known, a ready entry."""

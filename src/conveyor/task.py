@@ -16,6 +16,7 @@ from .broker import Call
 from .broker.operations import Unique
 from .errors import ConfigurationError, NotReplicated, PayloadError
 from .expiry import expires_ms
+from .hooks import Hooks
 from .job import Job, JobHost
 from .keys import level_of, validate_name
 from .settings import Durability, TaskOptions
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+#: Option fields of an entry (producer.Extra)
+Extra = producer.Extra
 
 
 class _Unset:
@@ -49,6 +52,9 @@ class TaskHost(JobHost, Protocol):
 
     @property
     def durability(self) -> Durability | None: ...
+
+    @property
+    def hooks(self) -> Hooks: ...
 
     def enqueue_many(
         self, signatures: Iterable[Signature], *, durability: Durability | None = None
@@ -282,7 +288,9 @@ class Task(Generic[P, R]):
         created, job_id = added
         return Job(self.app, job_id, self.convert_result, created=created)
 
-    def _immediate(self, args: Sequence[Any], kwargs: dict[str, Any]) -> Call[tuple[bool, str]]:
+    def _immediate(
+        self, args: Sequence[Any], kwargs: dict[str, Any], extra: Extra | _Unset | None = UNSET
+    ) -> Call[tuple[bool, str]]:
         o = self.options
         return producer.immediate(
             self.app.keys(o.queue),
@@ -294,7 +302,7 @@ class Task(Generic[P, R]):
             self._unique,
             self.app.signer,
             self.hint_for,
-            self._extra,
+            self._extra if isinstance(extra, _Unset) else extra,
         )
 
     def _scheduled(
@@ -304,6 +312,7 @@ class Task(Generic[P, R]):
         *,
         delay_ms: int = 0,
         at_ms: int | None = None,
+        extra: Extra | _Unset | None = UNSET,
     ) -> Call[tuple[bool, str]]:
         o = self.options
         return producer.scheduled(
@@ -318,7 +327,7 @@ class Task(Generic[P, R]):
             unique=self._unique,
             signer=self.app.signer,
             hints=self.hint_for,
-            extra=self._extra,
+            extra=self._extra if isinstance(extra, _Unset) else extra,
         )
 
     def _add(self, call: Call[tuple[bool, str]]) -> tuple[bool, str]:
@@ -337,32 +346,76 @@ class Task(Generic[P, R]):
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Add a job and return its handle at once (one XADD)."""
+        if self.app.hooks.active:
+            return self._observed(lambda x: self._add(self._immediate(args, kwargs, x)))
         return self._job(self._add(self._immediate(args, kwargs)))
 
     async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        if self.app.hooks.active:
+            return await self._aobserved(lambda x: self._aadd(self._immediate(args, kwargs, x)))
         return self._job(await self._aadd(self._immediate(args, kwargs)))
 
     def enqueue_in(self, delay: float | timedelta, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Run after ``delay`` seconds, counted on Redis' clock."""
+        if self.app.hooks.active:
+            return self._observed(
+                lambda x: self._add(self._scheduled(args, kwargs, delay_ms=_ms(delay), extra=x))
+            )
         call = self._scheduled(args, kwargs, delay_ms=_ms(delay))
         return self._job(self._add(call))
 
     async def enqueue_in_async(
         self, delay: float | timedelta, *args: P.args, **kwargs: P.kwargs
     ) -> Job[R]:
+        if self.app.hooks.active:
+            return await self._aobserved(
+                lambda x: self._aadd(self._scheduled(args, kwargs, delay_ms=_ms(delay), extra=x))
+            )
         call = self._scheduled(args, kwargs, delay_ms=_ms(delay))
         return self._job(await self._aadd(call))
 
     def enqueue_at(self, when: datetime | float, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Run at a datetime (naive means UTC) or a UNIX timestamp."""
-        call = self._scheduled(args, kwargs, at_ms=producer.epoch_ms(when))
-        return self._job(self._add(call))
+        at_ms = producer.epoch_ms(when)
+        if self.app.hooks.active:
+            return self._observed(
+                lambda x: self._add(self._scheduled(args, kwargs, at_ms=at_ms, extra=x))
+            )
+        return self._job(self._add(self._scheduled(args, kwargs, at_ms=at_ms)))
 
     async def enqueue_at_async(
         self, when: datetime | float, *args: P.args, **kwargs: P.kwargs
     ) -> Job[R]:
-        call = self._scheduled(args, kwargs, at_ms=producer.epoch_ms(when))
-        return self._job(await self._aadd(call))
+        at_ms = producer.epoch_ms(when)
+        if self.app.hooks.active:
+            return await self._aobserved(
+                lambda x: self._aadd(self._scheduled(args, kwargs, at_ms=at_ms, extra=x))
+            )
+        return self._job(await self._aadd(self._scheduled(args, kwargs, at_ms=at_ms)))
+
+    def _observed(self, add: Callable[[Extra | None], tuple[bool, str]]) -> Job[R]:
+        """An enqueue the app's hooks see: middleware fields in the entry (trace context),
+        then ``enqueued`` once it is added (not for a unique key's earlier job)."""
+        seen = self.app.hooks.enqueuing(self.name, self.options.queue)
+        try:
+            added = add(seen.extra(self._extra))
+        except BaseException as exc:
+            seen.added([], exc)
+            raise
+        seen.added([(added[1], self.name, self.options.queue)] if added[0] else [], None)
+        return self._job(added)
+
+    async def _aobserved(
+        self, add: Callable[[Extra | None], Awaitable[tuple[bool, str]]]
+    ) -> Job[R]:
+        seen = self.app.hooks.enqueuing(self.name, self.options.queue)
+        try:
+            added = await add(seen.extra(self._extra))
+        except BaseException as exc:
+            seen.added([], exc)
+            raise
+        seen.added([(added[1], self.name, self.options.queue)] if added[0] else [], None)
+        return self._job(added)
 
     def enqueue_many(self, calls: Iterable[Sequence[Any] | Signature]) -> list[Job[R]]:
         """Add many jobs in one pipeline per batch: each item is an args tuple or ``task.s()``."""

@@ -5,7 +5,7 @@ One module per command group; importing them registers their commands on ``main`
 
 from __future__ import annotations
 
-from . import cron, dashboard, dead, history, jobs, queues, worker
+from . import cron, dashboard, dead, events, history, jobs, queues, worker
 from .base import main
 
-__all__ = ["cron", "dashboard", "dead", "history", "jobs", "main", "queues", "worker"]
+__all__ = ["cron", "dashboard", "dead", "events", "history", "jobs", "main", "queues", "worker"]

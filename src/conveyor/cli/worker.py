@@ -73,6 +73,13 @@ def _builtin(settings: WorkerSettings, path: str) -> str:
     show_envvar=True,
     help="json: one JSON object per line, for log collectors.",
 )
+@click.option(
+    "--metrics-port",
+    default=None,
+    metavar="[HOST:]PORT",
+    help="Serve Prometheus /metrics here, summed over all worker processes (needs the "
+    "metrics extra).",
+)
 @settings_options
 @pass_context
 @errors
@@ -83,6 +90,7 @@ def worker(
     processes: int,
     reload: bool,
     log_format: str,
+    metrics_port: str | None,
     **flags: Any,
 ) -> None:
     """Run workers for the app at SPEC (module:attribute), e.g. `conveyor worker tasks:app`.
@@ -118,6 +126,10 @@ def worker(
         resolved.describe(),
         extra={"sources": resolved.sources, "settings": dataclasses.asdict(settings)},
     )
+    if metrics_port is not None:
+        from ..metrics import serve_workers
+
+        serve_workers(app, metrics_port, settings.queues)
     # The children get the URL and namespace resolved here, so every process serves the
     # Redis this one checked, whatever their own import of the app would resolve.
     supervisor = Supervisor(

@@ -248,7 +248,11 @@ class DeliveryRunner:
         w.flow.started(
             Running(job, d.queue, None if process or not task.is_async else _slot(), process, lease)
         )
+        life = w.lifecycle
+        if life is not None:
+            life.started(job, d)
         started = time.perf_counter()
+        outcome: Outcome | None = None
         try:
             if opts.batch_size is None:
                 outcome = await w.executor.run(task, args, kwargs, job)
@@ -256,6 +260,8 @@ class DeliveryRunner:
                 outcome = await self.batcher.run(task, args[0], job)
         finally:
             w.flow.ended(job_id)
+            if life is not None:
+                life.ran(job_id, outcome)
         ended = time.perf_counter()
         w.job_took(ended - started)
         # Ended by a cancel: an async job whose slot was cancelled or a pool job killed
@@ -329,7 +335,7 @@ class DeliveryRunner:
 
     def _acked(self, d: Delivery, job_id: str, stored: bool) -> None:
         self.w.held.discard(d.queue, d.level, d.entry_id)  # a lease was unheld at submit
-        self.w.transitions.count("done" if stored else "lost", job_id)
+        self.w.transitions.count("done" if stored else "lost", job_id, d)
 
     async def _expired(
         self,
@@ -368,7 +374,7 @@ class DeliveryRunner:
             return False
         if ended == 1:
             log.info("job %s expired: not started within %d ms of being ready", job_id, limit_ms)
-        w.transitions.count("expired" if ended == 1 else "lost", job_id)
+        w.transitions.count("expired" if ended == 1 else "lost", job_id, d)
         return True
 
     async def _admit(
@@ -417,7 +423,7 @@ class DeliveryRunner:
             w.flow.hold(d.queue, held)
             return True, held
         counted = {"wait": "limited", "cancelled": "cancelled"}
-        w.transitions.count(counted.get(admission.outcome, "lost"), job_id)
+        w.transitions.count(counted.get(admission.outcome, "lost"), job_id, d)
         return False, None
 
     def _lease(self, d: Delivery, lease: Held | None) -> tuple[str, str] | None:
@@ -451,7 +457,7 @@ class DeliveryRunner:
         )
         if lease is not None:
             await w.transitions.call(self.release_call(d, lease))
-        w.transitions.count("cancelled" if ok else "lost", job_id)
+        w.transitions.count("cancelled" if ok else "lost", job_id, d)
 
     def _progress(
         self, keys: QueueKeys, job_id: str, ttl: int, fraction: float, message: str

@@ -15,9 +15,10 @@ from ..workflows.flow import Flow
 from ..workflows.flow import decode as decode_flow
 
 #: Entry fields of the task's options (``expires`` ms, a ``unique`` key held until done) and
-#: its place in a workflow (what follows it) that every move of the job keeps: a retry, a
-#: bounce or a rate-limited wait must not drop them.
-CARRIED_FIELDS = (b"expires", b"unique", FLOW_FIELD_BYTES)
+#: its place in a workflow (what follows it) and the trace context an enqueue carries
+#: (tracing.py) that every move of the job keeps: a retry, a bounce or a rate-limited wait
+#: must not drop them.
+CARRIED_FIELDS = (b"expires", b"unique", FLOW_FIELD_BYTES, b"traceparent", b"tracestate")
 #: When the job first became ready (Redis ms): written by the first move that is not a new
 #: attempt (a rate- or concurrency-limited wait, a shutdown requeue), kept by later ones, so
 #: its ``expires`` clock (expire.lua) does not restart each time it comes back as a new

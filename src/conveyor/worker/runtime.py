@@ -36,6 +36,7 @@ from .executor import Executor, Outcome
 from .fetcher import Fetcher
 from .flow import FlowState
 from .lease import HeldJobs, LeaseKeeper
+from .lifecycle import Lifecycle
 from .lifetime import RECYCLE_EXIT, Lifetime
 from .maintenance import Maintenance
 from .process_pool import ProcessPool, ProcessPoolSettings
@@ -107,6 +108,9 @@ class Worker:
             bounce_delay=min(1.0, leases.renew_every),
             unknown_task_wait=UNKNOWN_TASK_LEASES * leases.timeout,
         )
+        #: the hooks' view of each job (hooks, metrics, traces, events); None when off
+        self.lifecycle = Lifecycle.of(app, self.consumer, self.broker)
+        self.transitions.lifecycle = self.lifecycle
         self.live_tasks = LiveTasks(self.broker, app.namespace, min(1.0, leases.renew_every))
         self.handoff = Handoff()
         self.turns = TurnBudget(YIELD_BUDGET)
@@ -162,6 +166,8 @@ class Worker:
         self.completer.start()
         self.completer.on_exit(self._part_ended)
         self.maintenance.start()
+        if self.lifecycle is not None:
+            self.lifecycle.start()
         loop = asyncio.get_running_loop()
         self.slots = [
             loop.create_task(self._slot(n), name=f"conveyor-slot-{n}")
@@ -180,6 +186,8 @@ class Worker:
         finally:
             await self.lifetime.stop()
             await shut_down(self)
+            if self.lifecycle is not None:
+                await self.lifecycle.close()
         if self.crash is not None:
             raise self.crash
 

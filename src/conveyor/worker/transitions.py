@@ -29,6 +29,7 @@ from ..workflows.flow import Flow
 from ..workflows.handles import MEMBER_FAILED
 from . import outcomes
 from .executor import Outcome
+from .lifecycle import Lifecycle
 
 log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
@@ -71,11 +72,15 @@ class Transitions:
         self.bounce_delay = bounce_delay
         #: how long no live worker may register a task before its jobs are dead-lettered
         self.unknown_task_wait = unknown_task_wait
+        #: the hooks' view of each job (lifecycle.py), None when nothing listens
+        self.lifecycle: Lifecycle | None = None
 
     async def failed(
         self, d: Delivery, env: Envelope, task: Task[Any, Any], job_id: str, outcome: Outcome
     ) -> None:
         error = outcome.error or "unknown error"
+        if self.lifecycle is not None:
+            self.lifecycle.failed(d, job_id, task.name, env.attempt, outcome)
         history = outcomes.next_history(env, error, self.consumer)
         if env.attempt <= task.options.retries and not outcome.final:
             delay = task.options.backoff.delay(env.attempt)
@@ -106,7 +111,7 @@ class Transitions:
                 delay,
                 error,
             )
-            self.count(RETRIED.get(ok, "lost"), job_id)
+            self.count(RETRIED.get(ok, "lost"), job_id, d)
             return
         await self.dead(
             d,
@@ -166,7 +171,7 @@ class Transitions:
             )
         )
         log.warning("job %s moved to the dead-letter stream (%s): %s", job_id, reason, error)
-        self.count("dead" if dead_id else "lost", job_id)
+        self.count("dead" if dead_id else "lost", job_id, d, reason, error)
 
     async def _member_died(
         self, d: Delivery, flow: Flow, job_id: str, reason: str, error: str
@@ -226,7 +231,7 @@ class Transitions:
         )
         dead_id = await self.call(operations.reject(self.keys[d.queue], self.consumer, d, fields))
         log.warning("entry %s/%s rejected (%s): %s", d.queue, d.entry_id, reason, error)
-        self.count("dead" if dead_id else "lost", job_id)
+        self.count("dead" if dead_id else "lost", job_id, d, reason, error)
 
     async def bounce(
         self, d: Delivery, env: Envelope, job_id: str, *, registered: bool, known: str
@@ -270,10 +275,20 @@ class Transitions:
             env.task,
             "for a worker that does" if registered else "in case a worker that does starts",
         )
-        self.count({1: "bounced", 2: "cancelled"}.get(ok, "lost"), job_id)
+        self.count({1: "bounced", 2: "cancelled"}.get(ok, "lost"), job_id, d)
 
-    def count(self, what: str, job_id: str) -> None:
+    def count(
+        self,
+        what: str,
+        job_id: str,
+        d: Delivery | None = None,
+        reason: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Count how a delivery ended (and tell the hooks, when any listen)."""
         self.counts[what] = self.counts.get(what, 0) + 1
+        if self.lifecycle is not None and d is not None:
+            self.lifecycle.ended(what, job_id, d, reason, error)
         if what == "lost":
             log.warning("job %s: lease lost before it ended here; another worker has it", job_id)
 

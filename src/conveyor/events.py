@@ -1,0 +1,260 @@
+"""The events stream: a capped per-namespace stream of what workers did to jobs.
+
+Off by default (``Conveyor(events=True)`` or ``events=EventStream(maxlen=...)`` turns it on):
+it costs Redis one XADD per job event, sent by each worker from memory in batches, never
+inside a queue's scripts (the stream has a hash tag of its own, ``{~events}``, so it may
+live on another shard than the queues). It is a live feed for the dashboard and
+``conveyor events --follow``, not a record: a worker that dies loses the events it had not
+sent, a Redis outage drops them, and the stream keeps about ``maxlen`` of the latest.
+Job arguments never go in; errors are clipped to ERROR_CHARS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .broker import Broker, Call, command, text
+from .errors import ConfigurationError, ConveyorError
+from .hooks import JobEvent
+from .keys import events_key
+
+log = logging.getLogger("conveyor.events")
+
+#: Characters of an error kept in an event (the job's record keeps it whole).
+ERROR_CHARS: Final = 500
+#: Events a worker holds for sending at most; past it (Redis unreachable) the oldest go.
+BUFFER_CAP: Final = 10_000
+#: Events sent in one round trip at most.
+BATCH: Final = 500
+
+
+@dataclass(frozen=True)
+class EventStream:
+    """Settings of the events stream: ``maxlen`` events kept (approximately, trimmed with
+    ``MAXLEN ~``), sent every ``flush_every`` seconds by each worker."""
+
+    maxlen: int = 10_000
+    flush_every: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.maxlen, int) or self.maxlen < 1:
+            raise ConfigurationError(f"EventStream.maxlen must be an int >= 1, not {self.maxlen!r}")
+        if not 0 < self.flush_every <= 60:
+            raise ConfigurationError(
+                f"EventStream.flush_every must be within (0, 60] seconds, not {self.flush_every!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event as read back from the stream."""
+
+    id: str
+    kind: str
+    job_id: str
+    queue: str
+    task: str
+    attempt: int
+    worker: str
+    at_ms: int
+    duration_ms: float | None = None
+    queue_wait_ms: float | None = None
+    reason: str | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def fields_of(event: JobEvent) -> list[str]:
+    """The stream fields of one event (flat name, value list)."""
+    out = [
+        "kind",
+        event.kind,
+        "job",
+        event.job_id,
+        "queue",
+        event.queue,
+        "task",
+        event.task,
+        "attempt",
+        str(event.attempt),
+        "worker",
+        event.worker or "",
+        "at",
+        str(int(event.at * 1000)),
+    ]
+    if event.duration is not None:
+        out += ["duration_ms", f"{event.duration * 1000:.3f}"]
+    if event.queue_wait is not None:
+        out += ["wait_ms", f"{event.queue_wait * 1000:.3f}"]
+    if event.reason:
+        out += ["reason", event.reason]
+    if event.error:
+        error = event.error
+        out += ["error", error if len(error) <= ERROR_CHARS else error[: ERROR_CHARS - 3] + "..."]
+    return out
+
+
+def parse(entry_id: Any, raw: Any) -> Event:
+    f = {text(k): text(v) for k, v in (raw.items() if isinstance(raw, dict) else _pairs(raw))}
+    return Event(
+        id=text(entry_id),
+        kind=f.get("kind", ""),
+        job_id=f.get("job", ""),
+        queue=f.get("queue", ""),
+        task=f.get("task", ""),
+        attempt=_int(f.get("attempt"), 1),
+        worker=f.get("worker", ""),
+        at_ms=_int(f.get("at"), 0),
+        duration_ms=_float(f.get("duration_ms")),
+        queue_wait_ms=_float(f.get("wait_ms")),
+        reason=f.get("reason"),
+        error=f.get("error"),
+    )
+
+
+def _pairs(flat: Any) -> Iterator[tuple[Any, Any]]:
+    it = iter(flat)
+    return zip(it, it, strict=True)
+
+
+def _int(raw: str | None, default: int) -> int:
+    try:
+        return int(raw) if raw is not None else default
+    except ValueError:
+        return default
+
+
+def _float(raw: str | None) -> float | None:
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+class EventWriter:
+    """A worker's side: events buffered in memory, sent every ``flush_every`` seconds in one
+    pipeline. Adding one is a list append; a failed send drops that batch (logged)."""
+
+    def __init__(self, broker: Broker, namespace: str, settings: EventStream) -> None:
+        self.broker = broker
+        self.key = events_key(namespace)
+        self.settings = settings
+        self._buffer: list[JobEvent] = []
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def add(self, event: JobEvent) -> None:
+        buffer = self._buffer
+        buffer.append(event)
+        if len(buffer) > BUFFER_CAP:
+            del buffer[: len(buffer) - BUFFER_CAP]
+            self.dropped += 1
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="conveyor-events")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.flush_every)
+            await self.flush()
+
+    def _calls(self, events: list[JobEvent]) -> list[Call[Any]]:
+        maxlen = str(self.settings.maxlen)
+        return [
+            command("XADD", self.key, "MAXLEN", "~", maxlen, "*", *fields_of(e)) for e in events
+        ]
+
+    async def flush(self) -> None:
+        while self._buffer:
+            batch, self._buffer = self._buffer[:BATCH], self._buffer[BATCH:]
+            try:
+                await self.broker.acall_many(self._calls(batch))
+            except (ConveyorError, OSError) as exc:
+                self.dropped += len(batch)
+                log.warning("dropped %d event(s): could not send them: %s", len(batch), exc)
+                return
+
+    async def close(self) -> None:
+        """Stop the loop and send what is left (best effort)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+
+def read(
+    app: Any, *, after: str = "-", count: int = 100, block_ms: int | None = None
+) -> list[Event]:
+    """Events of the app's namespace after the entry id ``after`` (``"-"``: from the oldest,
+    ``"$"``: only new ones, waiting up to ``block_ms``), oldest first, at most ``count``.
+
+    Pass the last event's ``id`` as ``after`` to read on from there (what ``follow`` does).
+    """
+    key = events_key(app.namespace)
+    if block_ms is None:
+        start = "-" if after == "-" else f"({after}"
+        if after == "$":
+            return []
+        reply = app.broker.call(command("XRANGE", key, start, "+", "COUNT", count))
+        return [parse(i, f) for i, f in reply or []]
+    reply = app.broker.call(
+        command("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", key, _xread_id(after))
+    )
+    return _from_xread(reply)
+
+
+async def read_async(
+    app: Any, *, after: str = "-", count: int = 100, block_ms: int | None = None
+) -> list[Event]:
+    """``read`` for async code (the dashboard's live view)."""
+    key = events_key(app.namespace)
+    if block_ms is None:
+        if after == "$":
+            return []
+        start = "-" if after == "-" else f"({after}"
+        reply = await app.broker.acall(command("XRANGE", key, start, "+", "COUNT", count))
+        return [parse(i, f) for i, f in reply or []]
+    reply = await app.broker.acall(
+        command("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", key, _xread_id(after))
+    )
+    return _from_xread(reply)
+
+
+def latest(app: Any, count: int = 20) -> list[Event]:
+    """The last ``count`` events, oldest first."""
+    reply = app.broker.call(
+        command("XREVRANGE", events_key(app.namespace), "+", "-", "COUNT", count)
+    )
+    return [parse(i, f) for i, f in reversed(reply or [])]
+
+
+def follow(app: Any, *, after: str = "$", block_ms: int = 1000) -> Iterator[Event]:
+    """Every event from ``after`` on (``"$"``: from now), as they come; runs until closed."""
+    last = after
+    while True:
+        for event in read(app, after=last, count=500, block_ms=block_ms):
+            last = event.id
+            yield event
+
+
+def _xread_id(after: str) -> str:
+    return "0-0" if after == "-" else after
+
+
+def _from_xread(reply: Any) -> list[Event]:
+    if not reply:
+        return []
+    streams = reply.items() if isinstance(reply, dict) else reply
+    out: list[Event] = []
+    for _, entries in streams:
+        out += [parse(i, f) for i, f in entries]
+    return out

@@ -1,0 +1,214 @@
+"""Hooks and middleware: user code told what happens to each job (audit logs, Sentry, metrics).
+
+``@app.on("failed")`` registers a function; ``app.use(obj)`` registers a middleware object
+with a method per point it cares about (a subclass of ``Middleware``). Both get a JobEvent.
+A hook that raises is logged and never fails the job or the enqueue. Hooks run in the
+thread that saw the event (the worker's event loop for job events, the caller's for
+``enqueued``), so they must be quick; an ``async def`` hook is scheduled on the worker's
+loop instead of awaited.
+
+Nothing here costs a job anything until a hook, a middleware or the events stream is on:
+the producer and the worker check one attribute (``Hooks.active``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeVar
+
+from .errors import ConfigurationError
+
+log = logging.getLogger("conveyor.hooks")
+
+#: The points of a job's life hooks can watch, in the order they can happen.
+EVENTS: Final = ("enqueued", "started", "succeeded", "failed", "retried", "dead", "cancelled")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One thing that happened to a job.
+
+    ``kind`` is one of EVENTS. ``failed`` is sent for every attempt that raised or timed out,
+    then ``retried`` or ``dead`` says what became of the job. ``duration`` is the attempt's
+    run time (succeeded, failed), ``queue_wait`` the time from ready to start (started).
+    ``worker`` is the consumer name (None for ``enqueued``). No job arguments travel here.
+    """
+
+    kind: str
+    job_id: str
+    queue: str
+    task: str
+    attempt: int = 1
+    worker: str | None = None
+    at: float = 0.0
+    duration: float | None = None
+    queue_wait: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    reason: str | None = None
+
+
+class Producing(Protocol):
+    """What a middleware keeps around one enqueue (a producer span, say)."""
+
+    @property
+    def fields(self) -> Mapping[str, str]:
+        """Entry fields to carry with the job (trace context), or none."""
+        ...
+
+    def done(self, job_ids: list[str], error: BaseException | None) -> None: ...
+
+
+class Running(Protocol):
+    """What a middleware keeps around one run of a job (a consumer span, say)."""
+
+    def done(self, error: str | None) -> None: ...
+
+
+class Middleware:
+    """Base class of middleware: override the points you need; each gets a JobEvent.
+
+    ``producing`` and ``running`` bracket an enqueue and a run (tracing uses them):
+    ``producing`` may return fields for the entry, ``running`` is entered in the context
+    the task runs in (so a span made current there is the task's parent).
+    """
+
+    def enqueued(self, event: JobEvent) -> None: ...
+    def started(self, event: JobEvent) -> None: ...
+    def succeeded(self, event: JobEvent) -> None: ...
+    def failed(self, event: JobEvent) -> None: ...
+    def retried(self, event: JobEvent) -> None: ...
+    def dead(self, event: JobEvent) -> None: ...
+    def cancelled(self, event: JobEvent) -> None: ...
+
+    def producing(self, task: str | None, queue: str | None, count: int) -> Producing | None:
+        return None
+
+    def running(self, event: JobEvent, fields: Mapping[bytes, bytes]) -> Running | None:
+        return None
+
+
+class Hooks:
+    """The app's hooks, middleware and events setting (``app.hooks``)."""
+
+    def __init__(self) -> None:
+        self._fns: dict[str, list[Callable[[JobEvent], Any]]] = {}
+        self.middleware: list[Middleware] = []
+        #: the events stream's settings, or None when off (see events.py)
+        self.events: Any = None
+        #: False until anything is registered: the one check the hot paths make
+        self.active = False
+
+    def on(self, kind: str) -> Callable[[F], F]:
+        if kind not in EVENTS:
+            raise ConfigurationError(f"unknown event {kind!r}; one of: {', '.join(EVENTS)}")
+
+        def register(fn: F) -> F:
+            if not callable(fn):
+                raise ConfigurationError(f"a hook for {kind!r} must be callable, not {fn!r}")
+            self._fns.setdefault(kind, []).append(fn)
+            self.active = True
+            return fn
+
+        return register
+
+    def use(self, middleware: Middleware) -> None:
+        if not isinstance(middleware, Middleware):
+            raise ConfigurationError(
+                f"middleware must subclass conveyor.hooks.Middleware, not {type(middleware)!r}"
+            )
+        if middleware not in self.middleware:
+            self.middleware.append(middleware)
+        self.active = True
+
+    def enable_events(self, settings: Any) -> None:
+        self.events = settings
+        self.active = True
+
+    def emit(self, event: JobEvent) -> None:
+        """Tell every hook and middleware; one that raises is logged and skipped."""
+        for fn in self._fns.get(event.kind, ()):
+            _call(fn, event)
+        for mw in self.middleware:
+            _call(getattr(mw, event.kind), event)
+
+    def enqueuing(self, task: str | None, queue: str | None, count: int = 1) -> Enqueuing:
+        return Enqueuing(self, task, queue, count)
+
+
+def _call(fn: Callable[[JobEvent], Any], event: JobEvent) -> None:
+    try:
+        result = fn(event)
+        if inspect.isawaitable(result):
+            _schedule(result, fn, event)
+    except Exception:
+        log.exception("hook %s raised on %s of job %s", _name(fn), event.kind, event.job_id)
+
+
+def _schedule(result: Any, fn: Callable[..., Any], event: JobEvent) -> None:
+    try:
+        task = asyncio.ensure_future(result)
+    except RuntimeError:  # no running loop (an async hook on a sync enqueue)
+        result.close()
+        log.error("async hook %s needs a running event loop; %s not told", _name(fn), event.kind)
+        return
+
+    def logged(t: asyncio.Future[Any]) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.error(
+                "hook %s raised on %s of job %s",
+                _name(fn),
+                event.kind,
+                event.job_id,
+                exc_info=t.exception(),
+            )
+
+    task.add_done_callback(logged)
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", repr(fn))
+
+
+class Enqueuing:
+    """One enqueue (or one bulk batch) as the hooks see it: the fields middleware add to its
+    entries, then an ``enqueued`` event per job added."""
+
+    def __init__(self, hooks: Hooks, task: str | None, queue: str | None, count: int) -> None:
+        self.hooks = hooks
+        self._open: list[Producing] = []
+        fields: dict[str, str] = {}
+        for mw in hooks.middleware:
+            try:
+                p = mw.producing(task, queue, count)
+            except Exception:
+                log.exception("middleware %r failed to start an enqueue", mw)
+                continue
+            if p is not None:
+                self._open.append(p)
+                fields.update(p.fields)
+        self.fields = fields
+
+    def extra(self, base: Mapping[str, str | int] | None) -> dict[str, str | int] | None:
+        """The option fields of the entries, with the middleware's fields added."""
+        if not self.fields:
+            return dict(base) if base else None
+        return {**self.fields, **(base or {})}
+
+    def added(self, jobs: Iterable[tuple[str, str, str]], error: BaseException | None) -> None:
+        """``jobs``: (job id, task, queue) of each job actually added."""
+        added = list(jobs)
+        for p in self._open:
+            try:
+                p.done([j for j, _, _ in added], error)
+            except Exception:
+                log.exception("middleware failed to end an enqueue")
+        now = time.time()
+        for job_id, task, queue in added:
+            self.hooks.emit(JobEvent("enqueued", job_id, queue, task, at=now))
