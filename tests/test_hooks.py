@@ -1,0 +1,166 @@
+"""Hooks, middleware and the events stream, with a real worker on a real Redis."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from conveyor import ConfigurationError, Conveyor, JobFailed
+from conveyor.events import EventStream, latest, read
+from conveyor.hooks import JobEvent, Middleware
+from conveyor.keys import events_key
+from conveyor.worker import Worker
+from tests.conftest import fast, wait_until, worker_thread
+from tests.telemetryapp import register_tasks
+
+
+class Recorder(Middleware):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, int]] = []
+        self.lock = threading.Lock()
+
+    def _add(self, event: JobEvent) -> None:
+        with self.lock:
+            self.seen.append((event.kind, event.task, event.attempt))
+
+    enqueued = started = succeeded = failed = retried = dead = cancelled = _add
+
+
+def test_hooks_see_each_step_of_a_jobs_life_in_order(app: Conveyor) -> None:
+    register_tasks(app)
+    rec = Recorder()
+    app.use(rec)
+    errors: list[JobEvent] = []
+    app.on("failed")(errors.append)
+    with worker_thread(app, fast()):
+        ok = app.tasks["ok"].enqueue(1)
+        flaky = app.tasks["flaky"].enqueue(2)
+        doomed = app.tasks["doomed"].enqueue(3)
+        assert ok.result(10) == 1
+        assert flaky.result(10) == 2
+        with pytest.raises(JobFailed):
+            doomed.result(10)
+        wait_until(lambda: ("dead", "doomed", 2) in rec.seen, 5, "the dead event")
+
+    def of(task: str) -> list[tuple[str, int]]:
+        """The worker's events in order (``enqueued`` is told by the producer once Redis
+        acknowledged the add, so a fast worker may start the job before it)."""
+        return [(k, attempt) for k, t, attempt in rec.seen if t == task and k != "enqueued"]
+
+    assert sorted(t for k, t, _ in rec.seen if k == "enqueued") == ["doomed", "flaky", "ok"]
+    assert of("ok") == [("started", 1), ("succeeded", 1)]
+    assert of("flaky") == [
+        ("started", 1),
+        ("failed", 1),
+        ("retried", 1),
+        ("started", 2),
+        ("succeeded", 2),
+    ]
+    assert of("doomed") == [
+        ("started", 1),
+        ("failed", 1),
+        ("retried", 1),
+        ("started", 2),
+        ("failed", 2),
+        ("dead", 2),
+    ]
+    assert [e.error for e in errors if e.task == "doomed"] == ["ValueError: doomed 3"] * 2
+    assert all(e.traceback and "ValueError" in e.traceback for e in errors if e.task == "doomed")
+
+
+def test_a_hook_that_raises_is_logged_and_never_fails_the_job(
+    app: Conveyor, caplog: pytest.LogCaptureFixture
+) -> None:
+    register_tasks(app)
+    calls: list[str] = []
+
+    @app.on("started")
+    @app.on("succeeded")
+    @app.on("enqueued")
+    def broken(event: JobEvent) -> None:
+        calls.append(event.kind)
+        raise RuntimeError("the hook is broken")
+
+    with caplog.at_level(logging.ERROR, logger="conveyor.hooks"), worker_thread(app, fast()):
+        job = app.tasks["ok"].enqueue(7)  # the enqueue itself survives the hook too
+        assert job.result(10) == 7
+        wait_until(lambda: "succeeded" in calls, 5, "the succeeded hook")
+    assert sorted(calls) == ["enqueued", "started", "succeeded"]
+    assert job.status().value == "done"
+    logged = [r for r in caplog.records if "the hook is broken" in str(r.exc_info)]
+    assert len(logged) == 3
+
+
+async def test_an_async_hook_runs_on_the_workers_loop(app: Conveyor) -> None:
+    from conveyor.testing import result_async, worker_task
+
+    register_tasks(app)
+    done: list[str] = []
+
+    @app.on("succeeded")
+    async def record(event: JobEvent) -> None:
+        done.append(event.job_id)
+
+    async with worker_task(app, fast()):
+        job = await app.tasks["ok"].enqueue_async(3)
+        assert await result_async(job, 10) == 3
+        for _ in range(100):
+            if done:
+                break
+            import asyncio
+
+            await asyncio.sleep(0.01)
+    assert done == [job.id]
+
+
+def test_bad_hook_registrations_are_refused(app: Conveyor) -> None:
+    with pytest.raises(ConfigurationError, match="unknown event 'finished'"):
+        app.on("finished")
+    with pytest.raises(ConfigurationError, match="Middleware"):
+        app.use(object())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="maxlen"):
+        EventStream(maxlen=0)
+    assert not app.hooks.active
+
+
+def test_events_stream_holds_what_workers_did(redis_url: str, namespace: str) -> None:
+    app = Conveyor(redis_url, namespace=namespace, events=EventStream(maxlen=1000))
+    register_tasks(app)
+    with worker_thread(app, fast()):
+        jobs = [app.tasks["ok"].enqueue(i) for i in range(5)]
+        flaky = app.tasks["flaky"].enqueue(9)
+        for j in jobs:
+            j.result(10)
+        flaky.result(10)
+        wait_until(lambda: len(read(app, count=1000)) >= 15, 5, "15 events in the stream")
+    events = read(app, count=1000)
+    kinds = [(e.kind, e.task) for e in events]
+    assert kinds.count(("started", "ok")) == 5
+    assert kinds.count(("succeeded", "ok")) == 5
+    assert [k for k, t in kinds if t == "flaky"] == [
+        "started",
+        "failed",
+        "retried",
+        "started",
+        "succeeded",
+    ]
+    failed = next(e for e in events if e.kind == "failed")
+    assert failed.error == "RuntimeError: flaky 9 failed once"
+    assert all(e.worker and e.queue == "default" for e in events)
+    assert all(e.duration_ms is not None for e in events if e.kind == "succeeded")
+    # Reading on from an id returns only what came after it; latest() the tail.
+    assert read(app, after=events[-3].id) == events[-2:]
+    assert latest(app, 2) == events[-2:]
+
+
+def test_with_everything_off_the_worker_has_no_lifecycle_and_writes_no_events(
+    app: Conveyor, r: object
+) -> None:
+    register_tasks(app)
+    worker = Worker(app, fast())
+    assert worker.lifecycle is None and worker.transitions.lifecycle is None
+    with worker_thread(app, fast()):
+        assert app.tasks["ok"].enqueue(1).result(10) == 1
+    assert not app.broker.client.exists(events_key(app.namespace))
