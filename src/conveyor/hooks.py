@@ -19,9 +19,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .events import EventStream
 
 log = logging.getLogger("conveyor.hooks")
 
@@ -101,9 +104,14 @@ class Hooks:
         self._fns: dict[str, list[Callable[[JobEvent], Any]]] = {}
         self.middleware: list[Middleware] = []
         #: the events stream's settings, or None when off (see events.py)
-        self.events: Any = None
+        self.events: EventStream | None = None
         #: False until anything is registered: the one check the hot paths make
         self.active = False
+        #: per kind, what to call: the hooks, then the middleware that override the point
+        self._targets: dict[str, list[Callable[[JobEvent], Any]]] = {}
+        #: middleware that bracket enqueues and runs (override producing / running)
+        self.producers: list[Middleware] = []
+        self.runners: list[Middleware] = []
 
     def on(self, kind: str) -> Callable[[F], F]:
         if kind not in EVENTS:
@@ -113,7 +121,7 @@ class Hooks:
             if not callable(fn):
                 raise ConfigurationError(f"a hook for {kind!r} must be callable, not {fn!r}")
             self._fns.setdefault(kind, []).append(fn)
-            self.active = True
+            self._changed()
             return fn
 
         return register
@@ -125,21 +133,36 @@ class Hooks:
             )
         if middleware not in self.middleware:
             self.middleware.append(middleware)
-        self.active = True
+        self._changed()
 
-    def enable_events(self, settings: Any) -> None:
+    def enable_events(self, settings: EventStream) -> None:
         self.events = settings
+        self._changed()
+
+    def _changed(self) -> None:
+        """Work out once what each point calls, so a job pays only for what listens."""
         self.active = True
+        self._targets = {
+            kind: [
+                *self._fns.get(kind, ()),
+                *(getattr(mw, kind) for mw in self.middleware if _overrides(mw, kind)),
+            ]
+            for kind in EVENTS
+        }
+        self.producers = [mw for mw in self.middleware if _overrides(mw, "producing")]
+        self.runners = [mw for mw in self.middleware if _overrides(mw, "running")]
 
     def emit(self, event: JobEvent) -> None:
         """Tell every hook and middleware; one that raises is logged and skipped."""
-        for fn in self._fns.get(event.kind, ()):
+        for fn in self._targets.get(event.kind, ()):
             _call(fn, event)
-        for mw in self.middleware:
-            _call(getattr(mw, event.kind), event)
 
     def enqueuing(self, task: str | None, queue: str | None, count: int = 1) -> Enqueuing:
         return Enqueuing(self, task, queue, count)
+
+
+def _overrides(mw: Middleware, name: str) -> bool:
+    return getattr(type(mw), name, None) is not getattr(Middleware, name)
 
 
 def _call(fn: Callable[[JobEvent], Any], event: JobEvent) -> None:
@@ -184,7 +207,7 @@ class Enqueuing:
         self.hooks = hooks
         self._open: list[Producing] = []
         fields: dict[str, str] = {}
-        for mw in hooks.middleware:
+        for mw in hooks.producers:
             try:
                 p = mw.producing(task, queue, count)
             except Exception:

@@ -97,7 +97,7 @@ class Lifecycle:
             queue_wait=wait,
         )
         run = _Run(time.perf_counter(), job.attempt)
-        for mw in self.hooks.middleware:
+        for mw in self.hooks.runners:
             try:
                 span = mw.running(event, d.fields)
             except Exception:
