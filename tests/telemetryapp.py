@@ -8,6 +8,7 @@ tests compare the Prometheus counters with those lines.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from conveyor import Backoff, Conveyor, current_job
@@ -44,6 +45,11 @@ def register_tasks(app: Conveyor) -> None:
             raise RuntimeError(f"flaky {i} failed once")
         _ledger("ok")
         return i
+
+    @app.task
+    async def sleepy(seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
 
     @app.task(retries=1, backoff=FAST)
     def doomed(i: int) -> None:

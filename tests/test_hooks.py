@@ -70,6 +70,20 @@ def test_hooks_see_each_step_of_a_jobs_life_in_order(app: Conveyor) -> None:
     assert all(e.traceback and "ValueError" in e.traceback for e in errors if e.task == "doomed")
 
 
+def test_a_running_job_cancelled_tells_the_cancelled_hook(app: Conveyor) -> None:
+    register_tasks(app)
+    rec = Recorder()
+    app.use(rec)
+    with worker_thread(app, fast()):
+        job = app.tasks["sleepy"].enqueue(30)
+        wait_until(lambda: ("started", "sleepy", 1) in rec.seen, 5, "the job to start")
+        job.cancel()
+        wait_until(lambda: ("cancelled", "sleepy", 1) in rec.seen, 5, "the cancelled event")
+    worker_events = [k for k, t, _ in rec.seen if t == "sleepy" and k != "enqueued"]
+    assert worker_events == ["started", "cancelled"]
+    assert job.status().value == "cancelled"
+
+
 def test_a_hook_that_raises_is_logged_and_never_fails_the_job(
     app: Conveyor, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -84,6 +84,18 @@ class JobMetrics(Middleware):
             buckets=WAIT_BUCKETS,
         )
 
+        #: labelled children by (metric, queue, task): ``labels()`` checks and locks on
+        #: every call, a dict lookup does not (it was most of the per-job cost)
+        self._children: dict[tuple[str, str, str], Any] = {}
+
+    def _child(self, metric: str, queue: str, task: str) -> Any:
+        key = (metric, queue, task)
+        child = self._children.get(key)
+        if child is None:
+            parent = self.counters.get(metric) or (self.run if metric == "run" else self.wait)
+            child = self._children[key] = parent.labels(queue, task)
+        return child
+
     @classmethod
     def get(cls) -> JobMetrics:
         """The process's one set (prometheus_client refuses a name registered twice)."""
@@ -92,19 +104,19 @@ class JobMetrics(Middleware):
         return cls._made
 
     def _count(self, event: JobEvent) -> None:
-        self.counters[event.kind].labels(event.queue, event.task).inc()
+        self._child(event.kind, event.queue, event.task).inc()
 
     enqueued = retried = dead = cancelled = _count
 
     def started(self, event: JobEvent) -> None:
-        self._count(event)
+        self._child("started", event.queue, event.task).inc()
         if event.queue_wait is not None:
-            self.wait.labels(event.queue, event.task).observe(event.queue_wait)
+            self._child("wait", event.queue, event.task).observe(event.queue_wait)
 
     def succeeded(self, event: JobEvent) -> None:
-        self._count(event)
+        self._child(event.kind, event.queue, event.task).inc()
         if event.duration is not None:
-            self.run.labels(event.queue, event.task).observe(event.duration)
+            self._child("run", event.queue, event.task).observe(event.duration)
 
     failed = succeeded
 

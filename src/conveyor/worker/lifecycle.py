@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from ..broker.operations import Delivery
@@ -40,7 +40,7 @@ KINDS: Final = {"done": "succeeded", "retried": "retried", "dead": "dead", "canc
 class _Run:
     t0: float
     attempt: int
-    spans: list[Running] = field(default_factory=list)
+    spans: list[Running] | None = None
     duration: float | None = None
 
 
@@ -104,7 +104,7 @@ class Lifecycle:
                 log.exception("middleware %r failed to start a run", mw)
                 continue
             if span is not None:
-                run.spans.append(span)
+                run.spans = [*(run.spans or ()), span]
         self.runs[job.id] = run
         self.emit(event)
 
@@ -115,7 +115,7 @@ class Lifecycle:
             return
         run.duration = time.perf_counter() - run.t0
         error = None if outcome is not None and outcome.ok else _error(outcome)
-        for span in reversed(run.spans):
+        for span in reversed(run.spans or ()):
             try:
                 span.done(error)
             except Exception:
