@@ -4,8 +4,9 @@ job with each of them on, against all off, side by side in one run.
 A private redis-server on a free loopback port; for each round, every mode in turn (so
 drift and noise of a shared machine fall on all of them alike): N no-op jobs enqueued in
 bulk (not timed), then drained by one in-process worker; the drain is timed to the last
-ack. Prints the median drain rate of each mode, its ratio to ``off``, and the Redis
-commands per job during the drain (INFO commandstats, Lua included).
+ack. Prints the median drain rate of each mode, its ratio to ``off``, the worker process's
+CPU time per job (less sensitive than the rate to other load on a shared machine), and the
+Redis commands per job during the drain (INFO commandstats, Lua included).
 
     .venv/bin/python bench/telemetry_cost.py --jobs 20000 --rounds 5
     .venv/bin/python bench/telemetry_cost.py --modes off   # runs on a tree without them too
@@ -61,34 +62,37 @@ def make_app(url: str, mode: str, n: int) -> Conveyor:
     return app
 
 
-async def drain(app: Conveyor, jobs: int, concurrency: int) -> float:
+async def drain(app: Conveyor, jobs: int, concurrency: int) -> tuple[float, float]:
+    """Wall seconds and this process's CPU seconds (all threads) to drain ``jobs``."""
     worker = Worker(app, WorkerSettings(concurrency=concurrency))
     run = asyncio.create_task(worker.run())
     await worker.ready.wait()  # timed from the first fetch, not the worker's start-up
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     while worker.counts["done"] < jobs:
         await asyncio.sleep(0.002)
         if run.done():
             run.result()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     worker.stop()
     await run
-    return elapsed
+    return elapsed, cpu
 
 
-def measure(url: str, client: redis.Redis, mode: str, n: int, args: Any) -> tuple[float, float]:
+def measure(
+    url: str, client: redis.Redis, mode: str, n: int, args: Any
+) -> tuple[float, float, float]:
     app = make_app(url, mode, n)
     task = app.tasks["noop"]
     task.enqueue_many([(i,) for i in range(args.jobs)])
     before = commandstats(client)
-    seconds = asyncio.run(drain(app, args.jobs, args.concurrency))
+    seconds, cpu = asyncio.run(drain(app, args.jobs, args.concurrency))
     after = commandstats(client)
     skip = ("info", "config|resetstat")
     commands = sum(v - before.get(k, 0) for k, v in after.items() if k not in skip)
     for key in client.scan_iter(match=f"{app.namespace}:*"):
         client.delete(key)
     app.close()
-    return args.jobs / seconds, commands / args.jobs
+    return args.jobs / seconds, commands / args.jobs, cpu / args.jobs * 1e6
 
 
 def main() -> None:
@@ -101,14 +105,16 @@ def main() -> None:
     modes = args.modes.split(",")
     rates: dict[str, list[float]] = {m: [] for m in modes}
     cmds: dict[str, list[float]] = {m: [] for m in modes}
+    cpus: dict[str, list[float]] = {m: [] for m in modes}
     with RedisServer() as server:
         client = redis.Redis.from_url(server.url)
         measure(server.url, client, "off", -1, argparse.Namespace(**{**vars(args), "jobs": 500}))
         for n in range(args.rounds):
             for mode in modes:
-                rate, per_job = measure(server.url, client, mode, n, args)
+                rate, per_job, cpu = measure(server.url, client, mode, n, args)
                 rates[mode].append(rate)
                 cmds[mode].append(per_job)
+                cpus[mode].append(cpu)
         version = client.info("server")["redis_version"]
         client.close()
     base = statistics.median(rates[modes[0]])
@@ -123,6 +129,7 @@ def main() -> None:
                 "drain_per_s_all": [round(r) for r in rates[m]],
                 "ratio_to_first": round(statistics.median(rates[m]) / base, 3),
                 "redis_commands_per_job": round(statistics.median(cmds[m]), 3),
+                "worker_cpu_us_per_job": round(statistics.median(cpus[m]), 1),
             }
             for m in modes
         },

@@ -1,12 +1,13 @@
 """The events stream: a capped per-namespace stream of what workers did to jobs.
 
 Off by default (``Conveyor(events=True)`` or ``events=EventStream(maxlen=...)`` turns it on):
-it costs Redis one XADD per job event, sent by each worker from memory in batches, never
-inside a queue's scripts (the stream has a hash tag of its own, ``{~events}``, so it may
-live on another shard than the queues). It is a live feed for the dashboard and
-``conveyor events --follow``, not a record: a worker that dies loses the events it had not
-sent, a Redis outage drops them, and the stream keeps about ``maxlen`` of the latest.
-Job arguments never go in; errors are clipped to ERROR_CHARS.
+it costs Redis one XADD per job event, sent by each worker from memory in batches (one
+script call per batch, append_events.lua), never inside a queue's scripts: the stream has a
+hash tag of its own, ``{~events}``, so it may live on another shard than the queues. It is
+a live feed for the dashboard and ``conveyor events --follow``, not a record: a worker that
+dies loses the events it had not sent, a Redis outage or the memory limit drops them, and
+the stream keeps about ``maxlen`` of the latest. Job arguments never go in; errors are
+clipped to ERROR_CHARS.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .broker import Broker, Call, command, text
+from .broker import Broker, Call, command, run_script, text
+from .broker.calls import Arg
 from .errors import ConfigurationError, ConveyorError
 from .hooks import JobEvent
 from .keys import events_key
@@ -165,17 +167,21 @@ class EventWriter:
             await asyncio.sleep(self.settings.flush_every)
             await self.flush()
 
-    def _calls(self, events: list[JobEvent]) -> list[Call[Any]]:
-        maxlen = str(self.settings.maxlen)
-        return [
-            command("XADD", self.key, "MAXLEN", "~", maxlen, "*", *fields_of(e)) for e in events
-        ]
+    def _call(self, events: list[JobEvent]) -> Call[Any]:
+        """One script call adds the batch (append_events.lua): one command for the client
+        to send and parse per flush, not one per event."""
+        args: list[Arg] = [self.settings.maxlen]
+        for e in events:
+            fields = fields_of(e)
+            args.append(len(fields))
+            args += fields
+        return run_script("append_events", [self.key], args)
 
     async def flush(self) -> None:
         while self._buffer:
             batch, self._buffer = self._buffer[:BATCH], self._buffer[BATCH:]
             try:
-                await self.broker.acall_many(self._calls(batch))
+                await self.broker.acall(self._call(batch))
             except (ConveyorError, OSError) as exc:
                 self.dropped += len(batch)
                 log.warning("dropped %d event(s): could not send them: %s", len(batch), exc)

@@ -47,6 +47,7 @@ NAMES: Final = (
     "chord_report",
     "chord_failed",
     "chunk_append",
+    "append_events",
 )
 
 
