@@ -167,6 +167,9 @@ def test_events_stream_holds_what_workers_did(redis_url: str, namespace: str) ->
     # Reading on from an id returns only what came after it; latest() the tail.
     assert read(app, after=events[-3].id) == events[-2:]
     assert latest(app, 2) == events[-2:]
+    # An entry someone else wrote there is read as an unknown event, not a crash.
+    app.broker.client.xadd(events_key(namespace), {"event": "{not json"})
+    assert latest(app, 1)[0].kind == "unknown"
 
 
 def test_with_everything_off_the_worker_has_no_lifecycle_and_writes_no_events(

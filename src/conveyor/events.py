@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
+
 from .broker import Broker, Call, command, run_script, text
 from .broker.calls import Arg
 from .errors import ConfigurationError, ConveyorError
@@ -73,71 +75,77 @@ class Event:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-def fields_of(event: JobEvent) -> list[str]:
-    """The stream fields of one event (flat name, value list)."""
-    out = [
-        "kind",
-        event.kind,
-        "job",
-        event.job_id,
-        "queue",
-        event.queue,
-        "task",
-        event.task,
-        "attempt",
-        str(event.attempt),
-        "worker",
-        event.worker or "",
-        "at",
-        str(int(event.at * 1000)),
-    ]
-    if event.duration is not None:
-        out += ["duration_ms", f"{event.duration * 1000:.3f}"]
-    if event.queue_wait is not None:
-        out += ["wait_ms", f"{event.queue_wait * 1000:.3f}"]
-    if event.reason:
-        out += ["reason", event.reason]
-    if event.error:
-        error = event.error
-        out += ["error", error if len(error) <= ERROR_CHARS else error[: ERROR_CHARS - 3] + "..."]
-    return out
+class _Wire(msgspec.Struct, omit_defaults=True):
+    """An event as stored: one JSON field, ``event``, per stream entry (one value for the
+    worker to pack and Redis to store, not a dozen)."""
+
+    kind: str
+    job: str
+    queue: str
+    task: str
+    attempt: int
+    worker: str
+    at: int
+    duration_ms: float | None = None
+    wait_ms: float | None = None
+    reason: str | None = None
+    error: str | None = None
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(_Wire).decode
+FIELD: Final = "event"
+
+
+def encoded(event: JobEvent) -> bytes:
+    """The stored form of one event."""
+    error = event.error
+    if error is not None and len(error) > ERROR_CHARS:
+        error = error[: ERROR_CHARS - 3] + "..."
+    return _encode(
+        _Wire(
+            event.kind,
+            event.job_id,
+            event.queue,
+            event.task,
+            event.attempt,
+            event.worker or "",
+            int(event.at * 1000),
+            None if event.duration is None else round(event.duration * 1000, 3),
+            None if event.queue_wait is None else round(event.queue_wait * 1000, 3),
+            event.reason or None,
+            error or None,
+        )
+    )
 
 
 def parse(entry_id: Any, raw: Any) -> Event:
-    f = {text(k): text(v) for k, v in (raw.items() if isinstance(raw, dict) else _pairs(raw))}
+    """An entry of the stream as an Event (an unreadable one reads as kind ``unknown``)."""
+    fields = raw if isinstance(raw, dict) else dict(_pairs(raw))
+    value = fields.get(FIELD.encode(), fields.get(FIELD)) or b""
+    try:
+        w = _decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+        w = _Wire("unknown", "", "", "", 0, "", 0)
     return Event(
         id=text(entry_id),
-        kind=f.get("kind", ""),
-        job_id=f.get("job", ""),
-        queue=f.get("queue", ""),
-        task=f.get("task", ""),
-        attempt=_int(f.get("attempt"), 1),
-        worker=f.get("worker", ""),
-        at_ms=_int(f.get("at"), 0),
-        duration_ms=_float(f.get("duration_ms")),
-        queue_wait_ms=_float(f.get("wait_ms")),
-        reason=f.get("reason"),
-        error=f.get("error"),
+        kind=w.kind,
+        job_id=w.job,
+        queue=w.queue,
+        task=w.task,
+        attempt=w.attempt,
+        worker=w.worker,
+        at_ms=w.at,
+        duration_ms=w.duration_ms,
+        queue_wait_ms=w.wait_ms,
+        reason=w.reason,
+        error=w.error,
     )
 
 
 def _pairs(flat: Any) -> Iterator[tuple[Any, Any]]:
     it = iter(flat)
     return zip(it, it, strict=True)
-
-
-def _int(raw: str | None, default: int) -> int:
-    try:
-        return int(raw) if raw is not None else default
-    except ValueError:
-        return default
-
-
-def _float(raw: str | None) -> float | None:
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
 
 
 class EventWriter:
@@ -172,9 +180,7 @@ class EventWriter:
         to send and parse per flush, not one per event."""
         args: list[Arg] = [self.settings.maxlen]
         for e in events:
-            fields = fields_of(e)
-            args.append(len(fields))
-            args += fields
+            args += (FIELD, encoded(e))
         return run_script("append_events", [self.key], args)
 
     async def flush(self) -> None:

@@ -4,14 +4,10 @@
 -- event from the client: what it spares is the client's cost per command, not Redis'.
 -- KEYS[1] events stream ({~events} hash tag: it shares a slot with no queue)
 -- ARGV[1] maxlen (approximate: MAXLEN ~)
--- ARGV[2..] events, each as: n (the count of name/value items that follow), then n items
+-- ARGV[2..] events, each as two items: a field name and its value (the event's JSON)
 -- returns the number of events added
 local key, maxlen = KEYS[1], ARGV[1]
-local i, added = 2, 0
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i + 1, i + n))
-  i = i + n + 1
-  added = added + 1
+for i = 2, #ARGV, 2 do
+  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', ARGV[i], ARGV[i + 1])
 end
-return added
+return (#ARGV - 1) / 2
