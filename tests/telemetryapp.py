@@ -51,6 +51,15 @@ def register_tasks(app: Conveyor) -> None:
         await asyncio.sleep(seconds)
         return seconds
 
+    @app.task
+    async def current_span() -> int:
+        """The span id current while the task runs (0 without OpenTelemetry)."""
+        try:
+            from opentelemetry import trace
+        except ImportError:
+            return 0
+        return int(trace.get_current_span().get_span_context().span_id)
+
     @app.task(retries=1, backoff=FAST)
     def doomed(i: int) -> None:
         """Fails every time: one retry, then the dead-letter stream."""

@@ -71,6 +71,19 @@ def test_one_producer_and_one_consumer_span_per_job_linked(
         assert consumers[job.id].status.status_code == StatusCode.UNSET
 
 
+def test_the_consumer_span_is_current_while_an_async_task_runs(
+    app: Conveyor, exporter: tuple[InMemorySpanExporter, TracerProvider]
+) -> None:
+    exp, provider = exporter
+    register_tasks(app)
+    conveyor_tracing.instrument(app, provider)
+    with worker_thread(app, fast()):
+        span_id = app.tasks["current_span"].enqueue().result(10)
+        wait_until(lambda: len(spans(exp, SpanKind.CONSUMER)) == 1, 5, "the consumer span")
+    (consumer,) = spans(exp, SpanKind.CONSUMER)
+    assert consumer.context is not None and span_id == consumer.context.span_id
+
+
 def test_retries_keep_the_trace_and_failures_mark_the_span(
     app: Conveyor, exporter: tuple[InMemorySpanExporter, TracerProvider]
 ) -> None:
