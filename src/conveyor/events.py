@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -26,6 +26,9 @@ from .broker.calls import Arg
 from .errors import ConfigurationError, ConveyorError
 from .hooks import JobEvent
 from .keys import events_key
+
+if TYPE_CHECKING:
+    from .app import Conveyor
 
 log = logging.getLogger("conveyor.events")
 
@@ -204,7 +207,7 @@ class EventWriter:
 
 
 def read(
-    app: Any, *, after: str = "-", count: int = 100, block_ms: int | None = None
+    app: Conveyor, *, after: str = "-", count: int = 100, block_ms: int | None = None
 ) -> list[Event]:
     """Events of the app's namespace after the entry id ``after`` (``"-"``: from the oldest,
     ``"$"``: only new ones, waiting up to ``block_ms``), oldest first, at most ``count``.
@@ -216,16 +219,16 @@ def read(
         start = "-" if after == "-" else f"({after}"
         if after == "$":
             return []
-        reply = app.broker.call(command("XRANGE", key, start, "+", "COUNT", count))
-        return [parse(i, f) for i, f in reply or []]
-    reply = app.broker.call(
+        entries: Any = app.broker.call(command("XRANGE", key, start, "+", "COUNT", count))
+        return [parse(i, f) for i, f in entries or []]
+    reply: Any = app.broker.call(
         command("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", key, _xread_id(after))
     )
     return _from_xread(reply)
 
 
 async def read_async(
-    app: Any, *, after: str = "-", count: int = 100, block_ms: int | None = None
+    app: Conveyor, *, after: str = "-", count: int = 100, block_ms: int | None = None
 ) -> list[Event]:
     """``read`` for async code (the dashboard's live view)."""
     key = events_key(app.namespace)
@@ -233,23 +236,23 @@ async def read_async(
         if after == "$":
             return []
         start = "-" if after == "-" else f"({after}"
-        reply = await app.broker.acall(command("XRANGE", key, start, "+", "COUNT", count))
-        return [parse(i, f) for i, f in reply or []]
-    reply = await app.broker.acall(
+        entries: Any = await app.broker.acall(command("XRANGE", key, start, "+", "COUNT", count))
+        return [parse(i, f) for i, f in entries or []]
+    reply: Any = await app.broker.acall(
         command("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", key, _xread_id(after))
     )
     return _from_xread(reply)
 
 
-def latest(app: Any, count: int = 20) -> list[Event]:
+def latest(app: Conveyor, count: int = 20) -> list[Event]:
     """The last ``count`` events, oldest first."""
-    reply = app.broker.call(
+    reply: Any = app.broker.call(
         command("XREVRANGE", events_key(app.namespace), "+", "-", "COUNT", count)
     )
     return [parse(i, f) for i, f in reversed(reply or [])]
 
 
-def follow(app: Any, *, after: str = "$", block_ms: int = 1000) -> Iterator[Event]:
+def follow(app: Conveyor, *, after: str = "$", block_ms: int = 1000) -> Iterator[Event]:
     """Every event from ``after`` on (``"$"``: from now), as they come; runs until closed."""
     last = after
     while True:
