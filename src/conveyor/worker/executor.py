@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from .process_pool import ProcessPool
 
 
-@dataclass(frozen=True, slots=True)
+#: Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
+#: about 4x the cost of a plain one, and this is built once per job on the hot path.
+@dataclass(slots=True)
 class Outcome:
     ok: bool
     value: Any = None
