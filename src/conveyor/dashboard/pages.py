@@ -21,7 +21,7 @@ from starlette.templating import Jinja2Templates
 
 from .. import dead_letters, stats
 from ..app import Conveyor
-from ..cli.cron import schedule_rows
+from ..cron_view import schedule_rows
 from ..errors import ConfigurationError, ReplayRefused
 from ..job import JobState
 from ..keys import is_entry_id, validate_name
