@@ -3,6 +3,7 @@ read-only mode, bad input, redaction, mounting; and the pure chart arithmetic.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -25,6 +27,7 @@ from conveyor.cli import main
 from conveyor.dashboard import BasicAuth, TokenAuth, asgi, check_bind
 from conveyor.dashboard.series import Point, Sample, Series, polylines
 from conveyor.errors import ConfigurationError
+from conveyor.keys import events_key
 from conveyor.testing import result
 from tests.conftest import fast, wait_until, worker_thread
 from tests.dashboard_server import serve
@@ -187,6 +190,8 @@ def test_conveyor_dashboard_command_serves_on_loopback(redis_url: str, namespace
         assert page is not None, proc.communicate()[0]
         assert page.status_code == 200 and "read-only" in page.text
         assert namespace in page.text
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert scraped.status_code == 200 and "conveyor_workers_live 0.0" in scraped.text
     finally:
         proc.terminate()
         out = proc.communicate(timeout=10)[0]
@@ -254,9 +259,9 @@ def test_mounted_under_a_prefix_links_stay_inside_it(app: Conveyor) -> None:
     dashboard = asgi(
         app,
         auth=TokenAuth(TOKEN),
-        extra_routes=[Route("/events", feed)],
-        extra_nav=[("Events", "/events")],
-        live_partials=[("Recent events", "/events")],
+        extra_routes=[Route("/feed", feed)],
+        extra_nav=[("Feed", "/feed")],
+        live_partials=[("Feed", "/feed")],
     )
     outer = Starlette(routes=[Mount("/conveyor", dashboard)])
     bearer = {"Authorization": f"Bearer {TOKEN}"}
@@ -264,11 +269,16 @@ def test_mounted_under_a_prefix_links_stay_inside_it(app: Conveyor) -> None:
         page = client.get("/conveyor/")
         assert page.status_code == 200
         assert 'href="/conveyor/jobs"' in page.text
-        # The places left for a metrics route and an events feed: behind the same auth.
+        # Routes, links and live sections of one's own: behind the same auth.
+        assert 'href="/conveyor/feed">Feed</a>' in page.text
+        assert 'hx-get="/conveyor/feed"' in page.text
+        assert client.get("/conveyor/feed").text == "<p>an event</p>"
+        assert httpx.get(url + "/conveyor/feed").status_code == 401
+        # The built-in events section and /metrics stay inside the prefix too.
+        assert 'hx-get="/conveyor/partials/events?brief=1"' in page.text
         assert 'href="/conveyor/events">Events</a>' in page.text
-        assert 'hx-get="/conveyor/events"' in page.text
-        assert client.get("/conveyor/events").text == "<p>an event</p>"
-        assert httpx.get(url + "/conveyor/events").status_code == 401
+        assert client.get("/conveyor/metrics").status_code == 200
+        assert httpx.get(url + "/conveyor/metrics").status_code == 401
         assert 'src="/conveyor/static/htmx.min.js"' in page.text
         assert client.get("/conveyor/static/htmx.min.js").status_code == 200
         assert "path=/conveyor" in page.headers["set-cookie"].lower()
@@ -306,6 +316,94 @@ def test_delayed_cron_and_workers_pages_show_what_redis_holds(app: Conveyor) -> 
         finally:
             release.set()
         assert result(running) == "now.pdf"
+
+
+# -- /metrics -----------------------------------------------------------------------------
+def gauges(text: str) -> dict[tuple[str, str], float]:
+    """(sample name, queue label) -> value, from an exposition."""
+    return {
+        (s.name, s.labels.get("queue", "")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_through_the_dashboard_show_queue_gauges_behind_its_auth(app: Conveyor) -> None:
+    tasks = register(app)
+    lost = tasks["boom"].enqueue(1)
+    with worker_thread(app, fast()):
+        wait_until(lambda: lost.status().value == "dead", 15, "the job to die")
+    for n in range(3):
+        tasks["double"].enqueue(n)
+    with serve(asgi(app, auth=TokenAuth(TOKEN))) as url:
+        assert httpx.get(url + "/metrics").status_code == 401
+        wrong = httpx.get(url + "/metrics", headers={"Authorization": "Bearer not-the-token"})
+        assert wrong.status_code == 401
+        scraped = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert scraped.status_code == 200
+        assert scraped.headers["content-type"].startswith("text/plain; version=")
+        seen = gauges(scraped.text)
+        assert seen[("conveyor_queue_ready_jobs", "default")] == 3
+        assert seen[("conveyor_queue_dead_jobs", "default")] == 1
+        assert seen[("conveyor_queue_running_jobs", "default")] == 0
+        assert seen[("conveyor_queue_lag_seconds", "default")] >= 0
+        assert seen[("conveyor_workers_live", "")] == 0
+    basic = BasicAuth("prometheus", "scrape-password")
+    with serve(asgi(app, auth=basic)) as url:
+        assert httpx.get(url + "/metrics").status_code == 401
+        scraped = httpx.get(url + "/metrics", auth=("prometheus", "scrape-password"))
+        assert gauges(scraped.text)[("conveyor_queue_ready_jobs", "default")] == 3
+    with serve(asgi(app, metrics=False)) as url:
+        assert httpx.get(url + "/metrics").status_code == 404
+
+
+# -- events -------------------------------------------------------------------------------
+def test_events_view_lists_the_newest_filtered_and_escaped(redis_url: str, namespace: str) -> None:
+    app = Conveyor(redis_url, namespace=namespace, events=True)
+    try:
+        tasks = register(app)
+        lost, done = tasks["boom"].enqueue(7), tasks["double"].enqueue(4)
+        with worker_thread(app, fast()):
+            assert result(done) == 8
+            wait_until(lambda: lost.status().value == "dead", 15, "the job to die")
+            wait_until(lambda: app.broker.client.xlen(events_key(namespace)) >= 5, 10, "events")
+        evil = '<img src=x onerror="alert(1)">'
+        hostile = {"kind": "started", "job": evil, "queue": "default", "task": "t", "attempt": 1}
+        app.broker.client.xadd(
+            events_key(namespace), {"event": json.dumps({**hostile, "worker": "w", "at": 1})}
+        )
+        with serve(asgi(app)) as url, httpx.Client(base_url=url) as client:
+            page = client.get("/events").text
+            kinds = re.findall(r'<tr data-kind="(\w+)">', page)
+            # Newest first: the hostile entry, then the worker's five in the order they came.
+            assert kinds[0] == "started" and sorted(kinds[1:]) == sorted(
+                ["started", "started", "succeeded", "failed", "dead"]
+            )
+            assert f'href="/jobs/{done.id}"' in page and f'href="/jobs/{lost.id}"' in page
+            assert "boom 7" not in page  # errors stay on the job's page
+            assert evil not in page and "&lt;img src=x onerror=" in page
+            dead = client.get("/events", params={"kind": "dead"}).text
+            assert re.findall(r'<tr data-kind="(\w+)">', dead) == ["dead"] and lost.id in dead
+            assert done.id not in dead.split("<tbody>")[1]
+            other = client.get("/partials/events", params={"queue": "other"}).text
+            assert "No events that match yet." in other
+            assert client.get("/events", params={"kind": "<b>"}).status_code == 400
+            assert client.get("/events", params={"queue": "no{such}"}).status_code == 400
+            brief = client.get("/partials/events", params={"brief": "1"}).text
+            assert brief.count("<tr data-kind=") == 6
+    finally:
+        app.close()
+
+
+def test_events_off_the_view_says_how_to_turn_them_on(app: Conveyor) -> None:
+    with serve(asgi(app)) as url, httpx.Client(base_url=url) as client:
+        for path in ("/events", "/partials/events?brief=1"):
+            page = client.get(path)
+            assert page.status_code == 200, path
+            assert "The events stream is off for this app" in page.text
+            assert "Conveyor(..., events=True)" in page.text
+            assert "<table" not in page.text.split('id="events-off"')[1]
+        assert 'hx-get="/partials/events?brief=1"' in client.get("/").text
 
 
 # -- charts -------------------------------------------------------------------------------

@@ -14,6 +14,13 @@ from .base import Context, errors, main, pass_context
 @click.option("--port", default=8900, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--read-only", is_flag=True, help="Show everything, change nothing (no actions).")
 @click.option(
+    "--metrics/--no-metrics",
+    "serve_metrics",
+    default=True,
+    show_default=True,
+    help="Serve /metrics for Prometheus (behind the same auth) when prometheus-client is there.",
+)
+@click.option(
     "--token",
     envvar="CONVEYOR_DASHBOARD_TOKEN",
     default=None,
@@ -35,6 +42,7 @@ def dashboard(
     host: str,
     port: int,
     read_only: bool,
+    serve_metrics: bool,
     token: str | None,
     basic: str | None,
 ) -> None:
@@ -54,7 +62,7 @@ def dashboard(
     auth = web.TokenAuth(token) if token else web.BasicAuth.parse(basic) if basic else None
     web.check_bind(host, auth)
     app = c.app(spec)
-    asgi = web.asgi(app, auth=auth, read_only=read_only)
+    asgi = web.asgi(app, auth=auth, read_only=read_only, metrics=None if serve_metrics else False)
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"Conveyor dashboard of {spec} on http://{shown}:{port}/"

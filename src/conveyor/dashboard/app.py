@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import importlib.util
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..app import Conveyor
-from ..errors import ConveyorError
+from ..errors import ConfigurationError, ConveyorError
 from . import csrf
 from .auth import SESSION_COOKIE, Auth, Backend, BasicAuth, TokenAuth
 from .pages import Pages
@@ -68,6 +69,7 @@ def asgi(
     extra_routes: Sequence[BaseRoute] = (),
     extra_nav: Sequence[tuple[str, str]] = (),
     live_partials: Sequence[tuple[str, str]] = (),
+    metrics: bool | None = None,
 ) -> Starlette:
     """The dashboard of ``app`` as an ASGI app, to serve (``conveyor dashboard``) or mount
     (``starlette_app.mount("/conveyor", asgi(app, auth=TokenAuth(...)))``).
@@ -77,15 +79,20 @@ def asgi(
     leaves out every action. ``extra_routes`` are served behind the same auth (a
     ``/metrics`` route, a live events page); ``extra_nav`` adds ``(label, path)`` links to
     the menu, and ``live_partials`` adds ``(title, path)`` sections to the overview, each an
-    HTML fragment it loads every 2 s (a feed of recent events). Paths are relative to the
-    dashboard's root.
+    HTML fragment it loads every 2 s. Paths are relative to the dashboard's root.
+
+    Built in: an Events page and a "Recent events" section on the overview, fed by the
+    events stream (``Conveyor(events=True)``), and ``/metrics`` for Prometheus (the queue
+    gauges read from Redis, and the counters of this process's registry), behind the same
+    auth. ``metrics``: None serves it when prometheus_client is installed, True requires it,
+    False leaves it out.
     """
     pages = Pages(
         app,
         read_only=read_only,
         token_login=isinstance(auth, TokenAuth),
         nav=extra_nav,
-        live=live_partials,
+        live=[("Recent events", "/partials/events?brief=1"), *live_partials],
     )
     routes: list[BaseRoute] = [
         Route("/", pages.overview, name="overview"),
@@ -97,7 +104,10 @@ def asgi(
         Route("/delayed", pages.delayed, name="delayed"),
         Route("/cron", pages.cron, name="cron"),
         Route("/workers", pages.workers, name="workers"),
+        Route("/events", pages.events, name="events"),
+        Route("/partials/events", pages.events_partial, name="events_partial"),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        *_metrics_route(pages, metrics),
         *extra_routes,
     ]
     if not read_only:
@@ -140,6 +150,27 @@ def asgi(
             HTTPException: http_error,
         },
     )
+
+
+def _metrics_route(pages: Pages, wanted: bool | None) -> list[BaseRoute]:
+    """``/metrics``: what ``conveyor.metrics.exposition`` shows, for the queues the overview
+    shows. Needs prometheus_client (in the ``dashboard`` and ``metrics`` extras)."""
+    if wanted is False:
+        return []
+    if importlib.util.find_spec("prometheus_client") is None:
+        if wanted:
+            raise ConfigurationError(
+                "the dashboard's /metrics needs prometheus-client: "
+                "pip install 'conveyor-queue[metrics]' (or pass metrics=False)"
+            )
+        return []
+    from .. import metrics
+
+    def scrape(request: Request) -> Response:
+        body, content_type = metrics.exposition(pages.app, pages.queues())
+        return Response(body, media_type=content_type)
+
+    return [Route("/metrics", scrape, name="metrics")]
 
 
 def _unauthorized(

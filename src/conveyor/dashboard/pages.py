@@ -19,10 +19,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from .. import dead_letters, stats
+from .. import dead_letters, events, stats
 from ..app import Conveyor
 from ..cron_view import schedule_rows
 from ..errors import ConfigurationError, ReplayRefused
+from ..hooks import EVENTS
 from ..job import JobState
 from ..keys import is_entry_id, validate_name
 from . import csrf, queries
@@ -36,6 +37,10 @@ PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#d
 #: How often the queue list is rebuilt with SCAN.
 DISCOVER_EVERY_S = 15.0
 STATES = [s.value for s in JobState if s is not JobState.UNKNOWN]
+#: Newest events the events view reads to filter (the stream keeps about 10,000); the
+#: overview's section shows fewer.
+EVENTS_SCANNED = 500
+OVERVIEW_EVENTS = 10
 
 
 def job_url(base: str, job_id: str) -> str:
@@ -45,6 +50,12 @@ def job_url(base: str, job_id: str) -> str:
 
 def utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def utc_ms(ms: int) -> str:
+    """An event's time to the millisecond (several happen within a second)."""
+    at = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return at.strftime("%H:%M:%S.") + f"{ms % 1000:03d}"
 
 
 class Pages:
@@ -74,6 +85,7 @@ class Pages:
         )
         env.globals["job_url"] = job_url
         env.filters["utc"] = utc
+        env.filters["utc_ms"] = utc_ms
         self.templates = Jinja2Templates(env=env)
 
     # -- rendering ------------------------------------------------------------------------
@@ -94,7 +106,7 @@ class Pages:
         csrf.remember(request, response)
         return response
 
-    def _queues(self) -> list[str]:
+    def queues(self) -> list[str]:
         """The app's task queues and every queue with keys in the namespace. SCAN walks
         every key of the namespace (job records too), so it runs at most every
         DISCOVER_EVERY_S seconds, not on each 2 s poll."""
@@ -118,7 +130,7 @@ class Pages:
         return self.render(request, "_overview.html", self._overview_context())
 
     def _overview_context(self) -> dict[str, Any]:
-        rows = queries.overview(self.app, self._queues(), self.series)
+        rows = queries.overview(self.app, self.queues(), self.series)
         now = time.monotonic()
         span = self.series.span(now)
         charts = []
@@ -158,7 +170,7 @@ class Pages:
             "jobs.html",
             {
                 "queue": queue,
-                "queues": self._queues(),
+                "queues": self.queues(),
                 "task": task or "",
                 "state": state or "",
                 "states": STATES,
@@ -192,7 +204,7 @@ class Pages:
             "dead.html",
             {
                 "queue": queue,
-                "queues": self._queues(),
+                "queues": self.queues(),
                 "task": task or "",
                 "reason": reason or "",
                 "rows": rows,
@@ -245,7 +257,7 @@ class Pages:
         queue = self._queue(request)
         rows = queries.delayed(self.app, queue, LIMIT)
         return self.render(
-            request, "delayed.html", {"queue": queue, "queues": self._queues(), "rows": rows}
+            request, "delayed.html", {"queue": queue, "queues": self.queues(), "rows": rows}
         )
 
     def cron(self, request: Request) -> Response:
@@ -253,6 +265,39 @@ class Pages:
 
     def workers(self, request: Request) -> Response:
         return self.render(request, "workers.html", {"rows": queries.workers(self.app)})
+
+    # -- events ---------------------------------------------------------------------------
+    def events(self, request: Request) -> Response:
+        return self.render(request, "events.html", self._events_context(request, LIMIT))
+
+    def events_partial(self, request: Request) -> Response:
+        limit = OVERVIEW_EVENTS if request.query_params.get("brief") else LIMIT
+        return self.render(request, "_events.html", self._events_context(request, limit))
+
+    def _events_context(self, request: Request, limit: int) -> dict[str, Any]:
+        """The newest events, newest first, of one queue and/or kind (the filter applies to
+        the last EVENTS_SCANNED of the stream: it is a live feed, not a search)."""
+        queue = request.query_params.get("queue") or ""
+        kind = request.query_params.get("kind") or ""
+        if queue:
+            validate_name("queue", queue)
+        if kind and kind not in EVENTS:
+            raise ConfigurationError(f"unknown event kind {kind!r}; one of {', '.join(EVENTS)}")
+        rows = [
+            e
+            for e in reversed(events.latest(self.app, EVENTS_SCANNED))
+            if (not queue or e.queue == queue) and (not kind or e.kind == kind)
+        ][:limit]
+        return {
+            "events_on": self.app.hooks.events is not None,
+            "rows": rows,
+            "queue": queue,
+            "queues": self.queues(),
+            "kind": kind,
+            "kinds": EVENTS,
+            "filter": urlencode({"queue": queue, "kind": kind}),
+            "scanned": EVENTS_SCANNED,
+        }
 
     # -- token login ----------------------------------------------------------------------
     def login_form(self, request: Request, status: int = 200, error: str = "") -> Response:
