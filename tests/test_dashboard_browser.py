@@ -206,3 +206,50 @@ def test_delete_all_that_match_asks_first(app: Conveyor, page: Page) -> None:
         page.click("#delete-all button")
         expect(page.locator("#notice")).to_have_text("deleted 2")
     assert app.broker.client.xlen(dead) == 0
+
+
+def test_events_view_shows_a_jobs_events_live_as_a_worker_runs_it(
+    redis_url: str, namespace: str, page: Page, tmp_path: Path
+) -> None:
+    app = Conveyor(redis_url, namespace=namespace, events=True)
+    try:
+        tasks = register(app, threading.Event())
+        with serve(asgi(app)) as url:
+            page.goto(url + "/events")
+            events = page.locator("#events")
+            expect(events).to_contain_text("No events yet.")
+            with worker_thread(app, fast()):
+                # Enqueued after the page loaded: what follows comes by polling, no reload.
+                ok, lost = tasks["resize"].enqueue(5), tasks["charge"].enqueue("order-30")
+
+                def rows(job_id: str, kind: str) -> Any:
+                    return events.locator(f"tbody tr[data-kind={kind}]").filter(has_text=job_id)
+
+                for kind in ("started", "succeeded"):
+                    expect(rows(ok.id, kind)).to_have_count(1)
+                for kind in ("started", "failed", "dead"):
+                    expect(rows(lost.id, kind)).to_have_count(1)
+                expect(rows(lost.id, "dead")).to_contain_text("failed")  # its reason
+                page.screenshot(path=str(tmp_path / "events.png"), full_page=True)
+                page.select_option("select[name=kind]", "dead")
+                page.click("#filter button")
+                expect(events.locator("tbody tr")).to_have_count(1)
+                page.goto(url + "/")
+                recent = page.locator("section.live").filter(has_text="Recent events")
+                expect(
+                    recent.locator(f"tr[data-kind=succeeded] a:text-is('{ok.id}')")
+                ).to_have_count(1)
+                recent.locator(f"tr[data-kind=dead] a:text-is('{lost.id}')").click()
+                expect(page.locator("#job-state")).to_have_text("dead")
+    finally:
+        app.close()
+
+
+def test_events_off_the_browser_is_told_how_to_turn_them_on(app: Conveyor, page: Page) -> None:
+    with serve(asgi(app)) as url:
+        page.goto(url + "/")
+        expect(page.locator("section.live #events-off")).to_contain_text(
+            "Conveyor(..., events=True)"
+        )
+        page.click("header nav a:text-is('Events')")
+        expect(page.locator("#events-off")).to_contain_text("The events stream is off")
