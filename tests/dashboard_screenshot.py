@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("path")
     parser.add_argument("--seconds", type=float, default=40.0)
     args = parser.parse_args()
-    app = Conveyor(namespace="dashboard-screenshot")
+    app = Conveyor(namespace="dashboard-screenshot", events=True)
 
     @app.task(queue="images")
     async def resize(n: int) -> int:

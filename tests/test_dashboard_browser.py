@@ -1,6 +1,7 @@
 """The dashboard in a real browser: headless Debian chromium (Playwright), a real worker on a
 real Redis. Screenshots go to the test's tmp dir; CONVEYOR_DOCS_SCREENSHOT=path writes the
-overview's to that path too (docs/images/dashboard.png was made so).
+overview's to that path too (docs/images/dashboard.png was made so), and
+CONVEYOR_DOCS_EVENTS_SCREENSHOT=path the Events page's (docs/images/dashboard-events.png).
 
 Chromium missing fails these tests (see tests/dashboard_server.py): `make test` installs it.
 """
@@ -231,6 +232,9 @@ def test_events_view_shows_a_jobs_events_live_as_a_worker_runs_it(
                     expect(rows(lost.id, kind)).to_have_count(1)
                 expect(rows(lost.id, "dead")).to_contain_text("failed")  # its reason
                 page.screenshot(path=str(tmp_path / "events.png"), full_page=True)
+                docs = os.environ.get("CONVEYOR_DOCS_EVENTS_SCREENSHOT")
+                if docs:
+                    page.screenshot(path=docs, clip={"x": 0, "y": 0, "width": 1280, "height": 390})
                 page.select_option("select[name=kind]", "dead")
                 page.click("#filter button")
                 expect(events.locator("tbody tr")).to_have_count(1)
