@@ -404,6 +404,15 @@ def test_events_off_the_view_says_how_to_turn_them_on(app: Conveyor) -> None:
             assert "Conveyor(..., events=True)" in page.text
             assert "<table" not in page.text.split('id="events-off"')[1]
         assert 'hx-get="/partials/events?brief=1"' in client.get("/").text
+        # Workers of another app object may still write the stream: shown under the note.
+        event = {"kind": "succeeded", "job": "default:n:1-0", "queue": "default", "task": "t"}
+        app.broker.client.xadd(
+            events_key(app.namespace),
+            {"event": json.dumps({**event, "attempt": 1, "worker": "w", "at": 1})},
+        )
+        page = client.get("/events").text
+        assert "The events stream is off for this app" in page
+        assert re.findall(r'<tr data-kind="(\w+)">', page) == ["succeeded"]
 
 
 # -- charts -------------------------------------------------------------------------------
