@@ -223,7 +223,8 @@ def _conveyor_column(page: str) -> list[list[str]]:
             header = False
             column = cells.index("Conveyor") if "Conveyor" in cells else None
         elif column is not None and not set(line) <= set("|- "):
-            rows.append(CODE_SPAN.findall(cells[column]))
+            # a table cell writes `|` as `\|`; the code it stands for has a plain `|`
+            rows.append([span.replace("\\|", "|") for span in CODE_SPAN.findall(cells[column])])
     return rows
 
 
