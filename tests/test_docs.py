@@ -123,6 +123,9 @@ def _run_block(block: Block, cwd: Path, redis_url: str) -> subprocess.CompletedP
         script = cwd / "test_doc_block.py"
         script.write_text(block.code + "\n", encoding="utf-8")
         args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", f"--rootdir={cwd}"]
+        # plugins of this project's dev install that a reader's block does not use; loading
+        # them (hypothesis above all) costs more CPU than the block's tests
+        args += ["-p", "no:hypothesispytest", "-p", "no:django", "-p", "no:anyio"]
         args += ["-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function"]
         return _run([*args, script.name], cwd, redis_url)
     name = block.arg if block.kind == "module" else f"doc_block_{block.index}.py"
