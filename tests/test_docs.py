@@ -123,6 +123,9 @@ def _run_block(block: Block, cwd: Path, redis_url: str) -> subprocess.CompletedP
         script = cwd / "test_doc_block.py"
         script.write_text(block.code + "\n", encoding="utf-8")
         args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", f"--rootdir={cwd}"]
+        # plugins of this project's dev install that a reader's block does not use; loading
+        # them (hypothesis above all) costs more CPU than the block's tests
+        args += ["-p", "no:hypothesispytest", "-p", "no:django", "-p", "no:anyio"]
         args += ["-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function"]
         return _run([*args, script.name], cwd, redis_url)
     name = block.arg if block.kind == "module" else f"doc_block_{block.index}.py"
@@ -223,7 +226,8 @@ def _conveyor_column(page: str) -> list[list[str]]:
             header = False
             column = cells.index("Conveyor") if "Conveyor" in cells else None
         elif column is not None and not set(line) <= set("|- "):
-            rows.append(CODE_SPAN.findall(cells[column]))
+            # a table cell writes `|` as `\|`; the code it stands for has a plain `|`
+            rows.append([span.replace("\\|", "|") for span in CODE_SPAN.findall(cells[column])])
     return rows
 
 
