@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,10 +43,15 @@ from pytest_django.fixtures import Settings as SettingsWrapper  # noqa: E402
 from conveyor import Conveyor  # noqa: E402
 from conveyor.django import ConveyorBackend  # noqa: E402
 from conveyor.django.compat import (  # noqa: E402
+    InvalidTask,
     InvalidTaskBackend,
     TaskResultDoesNotExist,
+    TaskResultMismatch,
     TaskResultStatus,
     task_backends,
+    task_enqueued,
+    task_finished,
+    task_started,
 )
 from tests.conftest import fast, worker_thread  # noqa: E402
 
@@ -87,13 +92,25 @@ def wait_finished(result: Any, timeout: float = 10.0) -> Any:
     return result
 
 
+def test_the_framework_under_test_is_the_one_this_python_gets() -> None:
+    """Django 6 must be tested through its own django.tasks, 5.2 through the backport: the
+    backend's base class says which one compat.py picked."""
+    base = ConveyorBackend.__mro__[1]
+    if django.VERSION >= (6, 0):
+        assert base.__module__ == "django.tasks.backends.base"
+    else:
+        assert base.__module__ == "django_tasks.backends.base"
+
+
 def test_a_django_task_enqueues_through_conveyor_and_a_worker_runs_it(
     backend: ConveyorBackend, worker: Conveyor
 ) -> None:
     note = Note.objects.create(text="Redis streams keep unfinished jobs safe")
+    before = timezone.now()
     result = summarize_note.enqueue(note.pk)
     assert result.status == TaskResultStatus.READY
     assert result.id.startswith("default:n:")  # a Conveyor job id
+    assert result.args == [note.pk] and result.kwargs == {}
     wait_finished(result)
     assert result.status == TaskResultStatus.SUCCESSFUL
     assert result.return_value == "Redis streams keep unfinished jobs safe"
@@ -104,6 +121,59 @@ def test_a_django_task_enqueues_through_conveyor_and_a_worker_runs_it(
     again = summarize_note.get_result(result.id)
     assert again.status == TaskResultStatus.SUCCESSFUL
     assert again.return_value == result.return_value
+    assert again.args == [note.pk] and again.kwargs == {}  # read back from Redis
+    assert again.enqueued_at is not None and again.finished_at is not None
+    assert before - timedelta(seconds=1) <= again.enqueued_at <= again.finished_at
+    assert again.worker_ids and again.worker_ids[0]  # the Conveyor worker's name
+    # Django checks that a result belongs to the task it is asked through.
+    with pytest.raises(TaskResultMismatch):
+        word_count.get_result(result.id)
+
+
+def test_django_task_signals_are_sent_on_enqueue_and_around_each_run(
+    backend: ConveyorBackend, worker: Conveyor
+) -> None:
+    seen: list[tuple[str, Any, str, str]] = []
+
+    def receiver(name: str) -> Any:
+        def receive(sender: Any, task_result: Any, **kwargs: Any) -> None:
+            seen.append((name, sender, task_result.id, str(task_result.status)))
+            if name == "finished" and task_result.errors:
+                seen.append(("error", sender, task_result.id, task_result.errors[0].traceback))
+
+        return receive
+
+    receivers = [
+        (s, receiver(n))
+        for s, n in (
+            (task_enqueued, "enqueued"),
+            (task_started, "started"),
+            (task_finished, "finished"),
+        )
+    ]
+    for signal_, fn in receivers:
+        signal_.connect(fn)
+    try:
+        ok = wait_finished(word_count.enqueue("a b c"))
+        bad = wait_finished(explode.enqueue("torn"))
+    finally:
+        for signal_, fn in receivers:
+            signal_.disconnect(fn)
+    assert {s[1] for s in seen} == {ConveyorBackend}
+    mine = [(n, status) for n, _, i, status in seen if i == ok.id]
+    assert mine == [("enqueued", "READY"), ("started", "RUNNING"), ("finished", "SUCCESSFUL")]
+    failed = [(n, status) for n, _, i, status in seen if i == bad.id]
+    assert failed[:3] == [("enqueued", "READY"), ("started", "RUNNING"), ("finished", "FAILED")]
+    assert failed[3][0] == "error" and "ValueError: torn" in failed[3][1]
+
+
+def test_django_validation_refuses_what_the_backend_cannot_run(backend: ConveyorBackend) -> None:
+    with pytest.raises(InvalidTask, match="Queue 'nowhere' is not valid"):
+        word_count.using(queue_name="nowhere").enqueue("x")
+    with pytest.raises(InvalidTask, match="run_after must be an aware datetime"):
+        shout.using(run_after=datetime(2030, 1, 1)).enqueue("x")
+    with pytest.raises(InvalidTask, match="priority"):
+        word_count.using(priority=101).enqueue("x")
 
 
 def test_the_example_views_answer_at_once_and_serve_the_result(

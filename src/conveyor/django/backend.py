@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import threading
+import traceback as tb
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
@@ -52,7 +55,12 @@ from .compat import (
     TaskResult,
     TaskResultDoesNotExist,
     TaskResultStatus,
+    task_enqueued,
+    task_finished,
+    task_started,
 )
+
+log = logging.getLogger("conveyor.django")
 
 SETTINGS_KEYS = frozenset({"BACKEND", "QUEUES", "OPTIONS"})
 OPTION_KEYS = frozenset({"URL", "NAMESPACE", "RETRIES", "TIMEOUT", "RESULT_TTL"})
@@ -164,7 +172,9 @@ class ConveyorBackend(BaseTaskBackend):
             job = routed.enqueue_at(task.run_after, *args, **kwargs)
         else:
             job = routed.enqueue(*args, **kwargs)
-        return self._queued(task, job, args, kwargs)
+        result = self._queued(task, job, args, kwargs)
+        task_enqueued.send(type(self), task_result=result)
+        return result
 
     async def aenqueue(self, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         self.validate_task(task)
@@ -173,7 +183,9 @@ class ConveyorBackend(BaseTaskBackend):
             job = await routed.enqueue_at_async(task.run_after, *args, **kwargs)
         else:
             job = await routed.enqueue_async(*args, **kwargs)
-        return self._queued(task, job, args, kwargs)
+        result = self._queued(task, job, args, kwargs)
+        await sync_to_async(task_enqueued.send)(type(self), task_result=result)
+        return result
 
     def get_result(self, result_id: str) -> Any:
         try:
@@ -238,7 +250,8 @@ class ConveyorBackend(BaseTaskBackend):
                 f"no task result {job.id!r} (unknown, or its record's RESULT_TTL has passed)"
             )
         record = info.record
-        name = record.task if record is not None and record.task else self._task_name(job, record)
+        envelope = self._envelope(job, record)
+        name = record.task if record is not None and record.task else envelope.get("task")
         task = _known.get(name) if name else None
         if task is None:
             raise TaskResultDoesNotExist(
@@ -266,12 +279,12 @@ class ConveyorBackend(BaseTaskBackend):
             task=task,
             id=job.id,
             status=status,
-            enqueued_at=None,
+            enqueued_at=_envelope_time(envelope) or _enqueued_at(job.id),
             started_at=None,
             finished_at=finished,
             last_attempted_at=finished,
-            args=[],
-            kwargs={},
+            args=_decoded(envelope, "args", list) or [],
+            kwargs=_decoded(envelope, "kwargs", dict) or {},
             backend=self.alias,
             errors=errors,
             worker_ids=[worker] * attempts,  # Django counts attempts as worker ids
@@ -280,9 +293,10 @@ class ConveyorBackend(BaseTaskBackend):
             object.__setattr__(result, "_return_value", record.result)
         return result
 
-    def _task_name(self, job: Job[Any], record: JobRecord | None) -> str | None:
-        """The task of a job whose record does not name it: read from its stream entry
-        (queued, running) or its delayed payload (scheduled)."""
+    def _envelope(self, job: Job[Any], record: JobRecord | None) -> dict[str, str]:
+        """The job's envelope as text fields (task, args, kwargs, enqueued_at...), read from
+        its stream entry (queued, running, done until trimmed) or its delayed payload
+        (scheduled); empty once it is gone from both."""
         loc = parse_job_id(job.id)
         level, entry = loc.level, loc.entry_id
         if record is not None and record.level and record.entry:  # moved: where it is now
@@ -291,16 +305,37 @@ class ConveyorBackend(BaseTaskBackend):
         client = self.conveyor.broker.client
         if level is not None and entry is not None:
             found = client.xrange(keys.stream(level), entry, entry)
-            if found:
-                task = found[0][1].get(b"task")
-                return task.decode() if task else None
-            return None
+            if not found:
+                return {}
+            return {k.decode(): v.decode() for k, v in found[0][1].items()}
         payload = client.hget(keys.payloads, job.id)
-        if payload:
-            fields = decode_json(payload)
-            if isinstance(fields, dict) and isinstance(fields.get("task"), str):
-                return str(fields["task"])
+        fields = decode_json(payload) if payload else None
+        if not isinstance(fields, dict):
+            return {}
+        return {str(k): v for k, v in fields.items() if isinstance(v, str)}
+
+
+def _decoded(envelope: Mapping[str, str], name: str, kind: type) -> Any:
+    """A JSON field of the envelope, if it is there and of the expected kind."""
+    try:
+        value = decode_json(envelope[name])
+    except (KeyError, msgspec.DecodeError):
         return None
+    return value if isinstance(value, kind) else None
+
+
+def _envelope_time(envelope: Mapping[str, str]) -> datetime | None:
+    raw = envelope.get("enqueued_at", "")
+    if not raw.isdigit() or int(raw) == 0:
+        return None
+    return datetime.fromtimestamp(int(raw) / 1000, timezone.utc)
+
+
+def _enqueued_at(job_id: str) -> datetime | None:
+    """When a job first entered a stream: its id is that stream entry's (milliseconds). A
+    job enqueued delayed has an id of its own, which carries no time."""
+    entry = parse_job_id(job_id).entry_id
+    return datetime.fromtimestamp(int(entry.split("-")[0]) / 1000, timezone.utc) if entry else None
 
 
 def _exception_path(error: str, traceback: str | None) -> str:
@@ -315,29 +350,48 @@ def runner(task: Any) -> Callable[..., Any]:
     """The function a Conveyor worker runs for a Django task: the task's function (with its
     context when it takes one), with database connections closed before and after it, as
     Django's request cycle does (``close_old_connections``), so a worker thread never keeps
-    a broken connection or one past CONN_MAX_AGE."""
+    a broken connection or one past CONN_MAX_AGE. Each attempt sends Django's
+    ``task_started`` and ``task_finished`` signals, as Django's own backends do."""
     fn = task.func
     signature = inspect.signature(fn)
     if task.takes_context:
         signature = signature.replace(parameters=list(signature.parameters.values())[1:])
 
-    def context() -> Any:
+    def started(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         job = current_job()
+        now = datetime.now(timezone.utc)
         result = TaskResult(
             task=task,
             id=job.id,
             status=TaskResultStatus.RUNNING,
-            enqueued_at=None,
-            started_at=datetime.now(timezone.utc),
+            enqueued_at=_enqueued_at(job.id),
+            started_at=now,
             finished_at=None,
-            last_attempted_at=datetime.now(timezone.utc),
-            args=[],
-            kwargs={},
+            last_attempted_at=now,
+            args=list(args),
+            kwargs=dict(kwargs),
             backend=task.backend,
             errors=[],
             worker_ids=[job.worker] * job.attempt,
         )
-        return TaskContext(task_result=result)
+        _signal(task_started, result)
+        return result
+
+    def finished(result: Any, value: Any = None, error: BaseException | None = None) -> None:
+        object.__setattr__(result, "finished_at", datetime.now(timezone.utc))
+        if error is None:
+            object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
+            object.__setattr__(result, "_return_value", value)
+        else:
+            object.__setattr__(result, "status", TaskResultStatus.FAILED)
+            kind = type(error)
+            result.errors.append(
+                TaskError(
+                    exception_class_path=f"{kind.__module__}.{kind.__qualname__}",
+                    traceback="".join(tb.format_exception(error)),
+                )
+            )
+        _signal(task_finished, result)
 
     if inspect.iscoroutinefunction(fn):
 
@@ -345,9 +399,17 @@ def runner(task: Any) -> Callable[..., Any]:
         async def run_async(*args: Any, **kwargs: Any) -> Any:
             await sync_to_async(close_old_connections)()
             try:
-                if task.takes_context:
-                    return await fn(context(), *args, **kwargs)
-                return await fn(*args, **kwargs)
+                result = started(args, kwargs)
+                try:
+                    if task.takes_context:
+                        value = await fn(TaskContext(task_result=result), *args, **kwargs)
+                    else:
+                        value = await fn(*args, **kwargs)
+                except Exception as exc:
+                    finished(result, error=exc)
+                    raise
+                finished(result, value)
+                return value
             finally:
                 await sync_to_async(close_old_connections)()
 
@@ -358,14 +420,36 @@ def runner(task: Any) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         close_old_connections()
         try:
-            if task.takes_context:
-                return fn(context(), *args, **kwargs)
-            return fn(*args, **kwargs)
+            result = started(args, kwargs)
+            try:
+                if task.takes_context:
+                    value = fn(TaskContext(task_result=result), *args, **kwargs)
+                else:
+                    value = fn(*args, **kwargs)
+            except Exception as exc:
+                finished(result, error=exc)
+                raise
+            finished(result, value)
+            return value
         finally:
             close_old_connections()
 
     run.__signature__ = signature  # type: ignore[attr-defined]
     return run
+
+
+def _signal(signal: Any, result: Any) -> None:
+    """Send a task signal from the worker. A receiver that raises is logged, not allowed to
+    turn a task that ran into a failed (and retried) one."""
+    for receiver, response in signal.send_robust(ConveyorBackend, task_result=result):
+        if isinstance(response, Exception):
+            log.error(
+                "%s receiver %r raised for task %s",
+                "task_started" if signal is task_started else "task_finished",
+                receiver,
+                result.id,
+                exc_info=response,
+            )
 
 
 def known_tasks() -> dict[str, Any]:

@@ -6,7 +6,13 @@ try:  # Django 6.0+
     from django.tasks import TaskContext, TaskResult, task_backends
     from django.tasks.backends.base import BaseTaskBackend
     from django.tasks.base import Task, TaskError, TaskResultStatus
-    from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultDoesNotExist
+    from django.tasks.exceptions import (
+        InvalidTask,
+        InvalidTaskBackend,
+        TaskResultDoesNotExist,
+        TaskResultMismatch,
+    )
+    from django.tasks.signals import task_enqueued, task_finished, task_started
 except ImportError:  # Django 5.2 with `pip install django-tasks`
     try:
         from django_tasks import TaskContext, TaskResultStatus, task_backends
@@ -14,7 +20,8 @@ except ImportError:  # Django 5.2 with `pip install django-tasks`
         from django_tasks.base import Task, TaskError, TaskResult
         from django_tasks.exceptions import InvalidTaskBackendError as InvalidTaskBackend
         from django_tasks.exceptions import InvalidTaskError as InvalidTask
-        from django_tasks.exceptions import TaskResultDoesNotExist
+        from django_tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
+        from django_tasks.signals import task_enqueued, task_finished, task_started
     except ImportError as exc:  # the extra is optional: say how to get it
         raise ImportError(
             "conveyor.django needs Django's task framework: Django 6, or Django 5.2 with the "
@@ -30,6 +37,10 @@ __all__ = [
     "TaskError",
     "TaskResult",
     "TaskResultDoesNotExist",
+    "TaskResultMismatch",
     "TaskResultStatus",
     "task_backends",
+    "task_enqueued",
+    "task_finished",
+    "task_started",
 ]
