@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint docs format redis chromium chaos scale bench bench-quick clean workflows-chaos
+.PHONY: install demo test test-django6 lint docs format redis chromium chaos scale bench bench-quick clean workflows-chaos
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Conveyor needs Python 3.10+, found " + sys.version.split()[0])'
@@ -27,6 +27,33 @@ demo: $(STAMP)
 ## missing).
 test: lint docs redis chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-django6
+
+## Django 6's own django.tasks (Django 6 needs Python 3.12+; .venv may be older): a second
+## venv, .venv-django6, with the dev extra on the newest Django 6.x and without the django-tasks
+## backport, runs tests/test_django.py against the real Redis. Needs a python3.12 or newer
+## (PATH or pyenv); without one it says so and tests nothing.
+DJANGO6_SPEC := django>=6.0,<7
+VENV6  := .venv-django6
+STAMP6 := $(VENV6)/.installed-stamp
+PYTHON_DJANGO6 ?= $(shell for p in python3.12 python3.13 python3.14 \
+	$(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3; do \
+	"$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
+	&& { command -v "$$p"; break; }; done)
+
+$(STAMP6): pyproject.toml
+	$(PYTHON_DJANGO6) -m venv $(VENV6)
+	$(VENV6)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV6)/bin/python -m pip install --quiet -e '.[dev]' '$(DJANGO6_SPEC)'
+	@touch $(STAMP6)
+
+test-django6: redis
+	@if [ -z "$(PYTHON_DJANGO6)" ]; then \
+		echo "test-django6: NOT RUN: no Python 3.12+ found (python3.12..3.14 on PATH or in ~/.pyenv/versions), so Django 6's django.tasks was not tested"; \
+		exit 0; fi; \
+	$(MAKE) --no-print-directory PYTHON_DJANGO6=$(PYTHON_DJANGO6) $(STAMP6) && \
+	echo "test-django6: tests/test_django.py on $$($(VENV6)/bin/python -c 'import django, sys; print("Django", django.__version__, "on Python", sys.version.split()[0])')" && \
+	$(VENV6)/bin/python -m pytest tests/test_django.py -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
@@ -60,7 +87,7 @@ chromium:
 	[ -x $(CHROMIUM) ] || { echo "apt-get installed chromium but $(CHROMIUM) is still missing" >&2; exit 1; }
 
 clean:
-	rm -rf $(VENV) bench/.peers-venv .mypy_cache .ruff_cache .pytest_cache docs/_build
+	rm -rf $(VENV) $(VENV6) bench/.peers-venv .mypy_cache .ruff_cache .pytest_cache docs/_build
 
 ## The chaos and fault suite (issue 3) at full size (~20 min on 2 cores): its own redis-servers
 ## and worker processes; prints the checker's table and exits non-zero on any failure.

@@ -6,6 +6,8 @@ Redis: CONVEYOR_REDIS_URL (else REDIS_URL, else localhost); namespace: EXAMPLE_N
 import os
 from pathlib import Path
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = "example-only-not-secret"
@@ -17,7 +19,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
-    "django_tasks",  # the backport, on Django 5.2; drop it on Django 6 (django.tasks built in)
+    # Django 6 has django.tasks built in; Django 5.2 needs the django-tasks backport's app.
+    *(["django_tasks"] if django.VERSION < (6, 0) else []),
     "conveyor.django",  # `manage.py conveyor_worker`
     "notes",
 ]
