@@ -34,6 +34,7 @@ test: lint docs redis chromium
 ## backport, runs tests/test_django.py against the real Redis. Needs a python3.12 or newer
 ## (PATH or pyenv); without one it says so and tests nothing.
 DJANGO6_SPEC := django>=6.0,<7
+DJANGO6_PYTEST_ARGS ?=
 VENV6  := .venv-django6
 STAMP6 := $(VENV6)/.installed-stamp
 PYTHON_DJANGO6 ?= $(shell for p in python3.12 python3.13 python3.14 \
@@ -51,9 +52,9 @@ test-django6: redis
 	@if [ -z "$(PYTHON_DJANGO6)" ]; then \
 		echo "test-django6: NOT RUN: no Python 3.12+ found (python3.12..3.14 on PATH or in ~/.pyenv/versions), so Django 6's django.tasks was not tested"; \
 		exit 0; fi; \
-	$(MAKE) --no-print-directory PYTHON_DJANGO6=$(PYTHON_DJANGO6) $(STAMP6) && \
+	$(MAKE) -s --no-print-directory PYTHON_DJANGO6=$(PYTHON_DJANGO6) $(STAMP6) && \
 	echo "test-django6: tests/test_django.py on $$($(VENV6)/bin/python -c 'import django, sys; print("Django", django.__version__, "on Python", sys.version.split()[0])')" && \
-	$(VENV6)/bin/python -m pytest tests/test_django.py -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV6)/bin/python -m pytest tests/test_django.py -q -p no:cacheprovider $(DJANGO6_PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench

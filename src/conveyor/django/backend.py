@@ -9,7 +9,10 @@ a function named by a payload.
 Mapping: ``queue_name`` is the Conveyor queue; ``priority`` (-100..100) picks the ready
 stream: above 0 high, 0 normal, below 0 low; ``run_after`` is ``enqueue_at``. A result's id
 is the Conveyor job id. Status: scheduled, queued and retrying are READY; running is
-RUNNING; done is SUCCESSFUL; dead, cancelled and expired are FAILED.
+RUNNING; done is SUCCESSFUL; dead, cancelled and expired are FAILED. A result read back
+carries args, kwargs and enqueued_at from the job's stream entry (or delayed payload) while
+Redis keeps it. Django's signals are sent as its own backends send them: ``task_enqueued``
+on enqueue, ``task_started``/``task_finished`` by the worker around each attempt.
 
 Enqueue happens when ``enqueue()`` is called. Inside a transaction, enqueue after the commit
 as Django documents, so a worker never looks for rows it cannot see yet:
