@@ -310,7 +310,10 @@ class ConveyorBackend(BaseTaskBackend):
             found = client.xrange(keys.stream(level), entry, entry)
             if not found:
                 return {}
-            return {k.decode(): v.decode() for k, v in found[0][1].items()}
+            return {
+                k.decode(errors="replace"): v.decode(errors="replace")
+                for k, v in found[0][1].items()
+            }
         payload = client.hget(keys.payloads, job.id)
         fields = decode_json(payload) if payload else None
         if not isinstance(fields, dict):
