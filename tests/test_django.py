@@ -160,11 +160,20 @@ def test_django_task_signals_are_sent_on_enqueue_and_around_each_run(
         for signal_, fn in receivers:
             signal_.disconnect(fn)
     assert {s[1] for s in seen} == {ConveyorBackend}
+    # task_enqueued is sent by the producer once the job is in Redis, so a worker may start
+    # it first: the order holds within each side, not across them.
     mine = [(n, status) for n, _, i, status in seen if i == ok.id]
-    assert mine == [("enqueued", "READY"), ("started", "RUNNING"), ("finished", "SUCCESSFUL")]
+    assert mine.count(("enqueued", "READY")) == 1
+    assert [m for m in mine if m[0] != "enqueued"] == [
+        ("started", "RUNNING"),
+        ("finished", "SUCCESSFUL"),
+    ]
     failed = [(n, status) for n, _, i, status in seen if i == bad.id]
-    assert failed[:3] == [("enqueued", "READY"), ("started", "RUNNING"), ("finished", "FAILED")]
-    assert failed[3][0] == "error" and "ValueError: torn" in failed[3][1]
+    assert failed.count(("enqueued", "READY")) == 1
+    ran = [f for f in failed if f[0] != "enqueued"]
+    assert ran[:2] == [("started", "RUNNING"), ("finished", "FAILED")]
+    assert ran[2][0] == "error" and "ValueError: torn" in ran[2][1]
+    assert len(ran) == 3  # RETRIES 0: one attempt
 
 
 def test_django_validation_refuses_what_the_backend_cannot_run(backend: ConveyorBackend) -> None:
