@@ -234,15 +234,8 @@ def wait_until_empty(
     job to its end, retries and delayed jobs included. Raises TimeoutError naming what is
     left (a job delayed beyond ``timeout`` is left, by design).
     """
-    names = tuple(queues) if queues is not None else app_queues(app)
-    deadline = time.monotonic() + timeout
-    seen: list[bool] = []
-    while not _empty_twice(app, names, seen):
-        check_workers()
-        if time.monotonic() >= deadline:
-            raise TimeoutError(_not_empty(app, names, timeout))
-        time.sleep(EMPTY_POLL_SECONDS)
-    check_workers()
+    for pause in _pauses_until_empty(app, queues, timeout):
+        time.sleep(pause)
 
 
 async def wait_until_empty_async(
@@ -250,6 +243,15 @@ async def wait_until_empty_async(
 ) -> None:
     """The asyncio twin of :func:`wait_until_empty`, for a worker from :func:`worker_task`
     on the same loop (each look is a short Redis call; the loop runs the worker between)."""
+    for pause in _pauses_until_empty(app, queues, timeout):
+        await asyncio.sleep(pause)
+
+
+def _pauses_until_empty(
+    app: Conveyor, queues: Iterable[str] | None, timeout: float
+) -> Iterator[float]:
+    """The pauses between two looks until the queues are empty (the sync and async waits
+    only differ in how they pause); a worker's crash or the timeout is raised from here."""
     names = tuple(queues) if queues is not None else app_queues(app)
     deadline = time.monotonic() + timeout
     seen: list[bool] = []
@@ -257,7 +259,7 @@ async def wait_until_empty_async(
         check_workers()
         if time.monotonic() >= deadline:
             raise TimeoutError(_not_empty(app, names, timeout))
-        await asyncio.sleep(EMPTY_POLL_SECONDS)
+        yield EMPTY_POLL_SECONDS
     check_workers()
 
 
