@@ -97,6 +97,25 @@ def test_a_failed_batch_call_retries_each_job_alone(app: Conveyor, r: Any) -> No
     assert all(g["attempt"] == 2 for g in records(app, r, jobs))
 
 
+def test_a_cancelled_error_raised_by_an_async_batch_fails_its_jobs_not_the_worker(
+    app: Conveyor,
+) -> None:
+    @app.task(batch_size=4, batch_wait=0.05, retries=0)
+    async def lookup(items: list[int]) -> list[int]:
+        if -1 in items:
+            raise asyncio.CancelledError()  # e.g. it awaited a call another task cancelled
+        return items
+
+    jobs = lookup.enqueue_many([(-1,), (1,), (2,), (3,)])
+    with worker_thread(app, fast(concurrency=4)) as worker:
+        for job in jobs:
+            with pytest.raises(JobFailed, match="CancelledError"):
+                job.result(timeout=5)
+        assert all(not slot.done() for slot in worker.slots)  # every slot still runs
+        assert lookup.enqueue(7).result(timeout=5) == 7
+        assert worker.counts["dead"] == 4
+
+
 def test_the_wrong_number_of_results_fails_the_batch_clearly(app: Conveyor) -> None:
     @app.task(batch_size=3, batch_wait=0.05, retries=0)
     def short(items: list[int]) -> list[int]:

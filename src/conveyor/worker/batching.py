@@ -36,7 +36,7 @@ import msgspec
 from ..context import JobContext
 from ..errors import PayloadError, TaskTimeout
 from ..task import Task
-from .executor import Executor, Outcome, cancelled_outcome
+from .executor import Executor, Outcome, cancelled_outcome, task_cancelled
 
 log = logging.getLogger("conveyor.worker")
 
@@ -146,11 +146,16 @@ class Batcher:
         try:
             outcome = await self._invoke(task, [i[0] for i in items])
             results = split(task.name, outcome, len(items))
-        except BaseException:
+        except asyncio.CancelledError:  # this batch task is stopped (_invoke tells)
             for _, future, _ in items:
                 if not future.done():
                     future.cancel()
             raise
+        except BaseException as exc:
+            # A failure here is each item's, set as its outcome: a slot's future is never
+            # cancelled for it (a slot that sees a CancelledError ends, and the worker too).
+            log.exception("batch of task %s failed outside its function", task.name)
+            results = [_failure(exc)] * len(items)
         for (_, future, job), result in zip(items, results, strict=True):
             job._returned()  # a cancel mark read from now on is too late for this run
             if not future.done():
@@ -168,6 +173,13 @@ class Batcher:
         except asyncio.TimeoutError:
             exc = TaskTimeout(f"batch task {task.name} ran longer than its timeout of {timeout} s")
             return Outcome(False, error=f"{type(exc).__name__}: {exc}")
+        except asyncio.CancelledError as exc:
+            # One the function raised itself (it awaited something another task cancelled)
+            # fails the batch, as it fails a plain async task (Executor.run); one aimed at
+            # this batch task passes through.
+            if task_cancelled():
+                raise
+            return _failure(exc)
 
     def _item_type(self, task: Task[Any, Any]) -> Any:
         if task.name not in self._item_types:

@@ -128,7 +128,7 @@ class Executor:
                 if job._flags[2] and job._writer is not None:  # readers look at once
                     await job._writer.aend(job, False)
                 return cancelled_outcome()
-            if self.stopping or _slot_cancelled():
+            if self.stopping or task_cancelled():
                 raise
             return _failure(exc)  # e.g. it awaited something another task cancelled
 
@@ -138,7 +138,7 @@ class Executor:
             self.pool.close()
 
 
-def _slot_cancelled() -> bool:
+def task_cancelled() -> bool:
     """True when the asyncio task running the job (its slot) was asked to stop.
 
     A CancelledError the job raised or caught from something it awaited is its failure; one
