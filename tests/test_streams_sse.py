@@ -85,6 +85,27 @@ async def test_sse_says_restart_between_runs_and_the_error_of_a_dead_job(app: Co
             assert end["state"] == "dead" and "bad document" in end["error"]
 
 
+async def test_sse_says_restart_when_a_run_with_the_same_attempt_and_delivery_follows(
+    app: Conveyor,
+) -> None:
+    from conveyor.streams import append
+
+    @app.task
+    def gen() -> Iterator[int]:
+        yield 1
+
+    job = gen.enqueue()  # no worker: these entries stand for a run and its replay
+    keys = app.keys(app.default_queue)
+    for run in ("1.1.aaaa", "1.1.bbbb"):
+        app.broker.call(append(keys, job.id, run, 0, "c", b'"x"', 60_000))
+        app.broker.call(append(keys, job.id, run, 1, "end", "ok", 60_000))
+    job.cancel()
+    async with web(app) as client:
+        got = events((await client.get(f"/jobs/{job.id}/stream")).text)
+    assert [e["event"] for e in got] == ["chunk", "restart", "chunk", "end"]
+    assert json.loads(got[1]["data"]) == {"attempt": 1}
+
+
 def test_sse_refuses_a_malformed_last_event_id(app: Conveyor) -> None:
     with pytest.raises(ConfigurationError, match="Last-Event-ID"):
         conveyor.sse(app.job("default:n:1-0"), last_event_id="</script>")

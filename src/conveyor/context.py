@@ -50,10 +50,11 @@ class JobContext:
     #: how often this entry was handed out (more than 1 after a worker died running it)
     deliveries: int
     worker: str
-    #: [cancelled, returned, chunks emitted]: plain values under one module lock, not two
-    #: Events and a Lock per job (those cost more than a short job on the hot path); returned
-    #: is set when the function returned or raised: a cancel mark read later is not this run's
-    _flags: list[int] = field(default_factory=lambda: [False, False, 0], compare=False, repr=False)
+    #: [cancelled, returned, run]: plain values under one module lock, not two Events and a
+    #: Lock per job (those cost more than a short job on the hot path); returned is set when
+    #: the function returned or raised: a cancel mark read later is not this run's. run is 0
+    #: until the job writes to its chunk stream, then its streams.Run (what it wrote).
+    _flags: list[Any] = field(default_factory=lambda: [False, False, 0], compare=False, repr=False)
     _report: Report | None = field(default=None, compare=False, repr=False)
     _areport: AsyncReport | None = field(default=None, compare=False, repr=False)
     #: the worker's chunk writer (one per worker, shared: nothing allocated per job)

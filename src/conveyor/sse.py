@@ -77,12 +77,11 @@ def sse_events(
 
 
 async def _events(job: Job[Any], after: str) -> AsyncIterator[bytes]:
-    run: tuple[int, int] | None = None
+    run: str | None = None
     async for chunk in job.chunks_async(after=after):
-        this = (chunk.attempt, chunk.delivery)
-        if run is not None and this != run:
+        if run is not None and chunk.run != run:
             yield message("restart", encode_json({"attempt": chunk.attempt}))
-        run = this
+        run = chunk.run
         yield message("chunk", chunk.raw, chunk.id)
     info = await job.info_async()
     end: dict[str, Any] = {"state": info.state.value}

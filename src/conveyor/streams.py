@@ -1,13 +1,18 @@
 """Streamed partial results: what a task yields (or ``emit()``s) while it runs, read live.
 
 Each job has one chunk stream beside its record (``QueueKeys.chunks``). It is not a queue:
-MAXLEN bounds it (a reader more than MAX_CHUNKS behind loses the oldest), and every write
-sets it to expire ``result_ttl`` after it, so it goes away with the job's record.
+MAXLEN bounds it (a reader more than MAX_CHUNKS behind loses the oldest). While the job runs
+every write keeps it a day longer than ``result_ttl``; a run's end sets ``result_ttl``, so it
+goes away with the job's record.
 
-Every entry names its run (``<attempt>.<delivery>``: a retry or a crashed worker's re-run
-starts a new run, from its first chunk) and its index in the run; chunk_append.lua drops a
-resent entry, so a write retried after a dropped connection never doubles a chunk. When a
-run ends, its worker adds an ``end`` entry.
+Every entry names its run (``<attempt>.<delivery>.<token>``: a retry, a crashed worker's
+re-run, a replay or a shutdown requeue starts a new run, from its first chunk; the random
+token keeps two runs apart when the numbers repeat) and its index in the run. A run writes
+one entry at a time, so chunk_append.lua finds a resent entry at the stream's end and drops
+it: a write retried after a dropped connection never doubles a chunk. When a run ends, its
+worker adds an ``end`` entry and writes nothing more; a run left behind (a sync task's thread
+still running after its timeout, or after a shutdown handed its job back) is closed the same
+way, so what its thread emits later is dropped instead of mixed into the next run.
 
 When does a reader stop? The job ends in one of many scripts (the batched ack, retry, dead
 letters, cancel, expiry), each writing the job's record atomically with the end; that record
@@ -25,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -53,6 +60,8 @@ IDLE_MS = 1000
 #: After a run's ``end`` entry, the job's state is read again after this long, doubling up to
 #: IDLE_MS: the end lands with the batched ack, a few ms later.
 END_POLL_MS = 5
+#: How much longer than ``result_ttl`` a running job's chunks are kept after each write.
+RUNNING_MS = 24 * 3600 * 1000
 END_OK = "ok"
 END_ERROR = "error"
 
@@ -70,6 +79,9 @@ class Chunk:
     index: int
     #: the chunk as JSON
     raw: bytes
+    #: the name of the run that emitted it: a new name is a new run (a retry, a re-run after
+    #: a crash, a replay), whose chunks start again from the first
+    run: str = ""
 
     @property
     def value(self) -> Any:
@@ -94,7 +106,8 @@ def encode_chunk(value: Any, max_bytes: int) -> bytes:
 def append(
     keys: QueueKeys, job_id: str, run: str, index: int, kind: str, payload: bytes | str, ttl_ms: int
 ) -> Call[str]:
-    """Add a chunk (``kind`` "c") or a run's end ("end") to the job's stream: one script."""
+    """Add a chunk (``kind`` "c") or a run's end ("end") to the job's stream: one script.
+    The stream then expires ``ttl_ms`` after this write."""
     return run_script(
         "chunk_append",
         [keys.chunks(job_id)],
@@ -103,12 +116,82 @@ def append(
     )
 
 
+class Run:
+    """What one run has written: its name, its next index, and whether it is still open.
+
+    Made at a run's first write (a plain job never makes one) and kept in its JobContext.
+    Indexes are taken under a short lock (threads of one sync job may emit at once), and
+    the writes of one run are serialised (a lock for threads, one for the event loop), so
+    the stream holds a run's entries in index order and a resent write is always the
+    stream's last entry of that run. A closed run writes nothing more: its end is written,
+    or it was abandoned (a sync task's thread still runs after its timeout or a shutdown
+    requeue, while the job runs again elsewhere).
+    """
+
+    __slots__ = ("alock", "lock", "name", "next", "open")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.next = 0
+        self.open = True
+        self.lock = threading.Lock()
+        self.alock: asyncio.Lock | None = None
+
+    def take(self, close: bool = False) -> int | None:
+        """The next index, or None when the run is closed; ``close``: the last one."""
+        with _TAKE:
+            if not self.open:
+                return None
+            n = self.next
+            self.next = n + 1
+            self.open = not close
+            return n
+
+
+#: Guards taking a run's index and making a job's Run: held for a few instructions, never
+#: across I/O, so one lock serves every job.
+_TAKE = threading.Lock()
+#: The run of a job abandoned before it wrote anything: closed, never written.
+_ABANDONED = Run("")
+_ABANDONED.open = False
+
+
+def run_of(job: JobContext) -> Run:
+    """The job's current run (made at its first write), named ``<attempt>.<delivery>.
+    <token>``: attempt and delivery for readers, and a random token, since neither the two
+    numbers nor the entry make a run unique (a replay starts again at attempt 1, delivery
+    1; a shutdown requeue keeps the attempt in a fresh entry)."""
+    run: Run | int = job._flags[2]
+    if isinstance(run, Run):
+        return run
+    with _TAKE:
+        run = job._flags[2]
+        if not isinstance(run, Run):
+            run = job._flags[2] = Run(f"{job.attempt}.{job.deliveries}.{os.urandom(6).hex()}")
+        return run
+
+
+def abandon_run(job: JobContext) -> tuple[Run, int] | None:
+    """Close the job's run without writing its end: its function may still run (a thread),
+    and must write no more. Returns the run and the index its end takes when it wrote
+    something and was still open (ChunkWriter.abandon then writes that end)."""
+    with _TAKE:
+        run = job._flags[2]
+        if not isinstance(run, Run):
+            job._flags[2] = _ABANDONED
+            return None
+    index = run.take(close=True)
+    return None if index is None else (run, index)
+
+
 class ChunkWriter:
     """Writes the chunks of the jobs a worker runs (one per worker, shared by its jobs).
 
-    ``keys_of`` gives a queue's keys and ``ttl_of`` a task's ``result_ttl`` in ms: the stream
-    is kept as long as the record. A job's running count of chunks lives in its JobContext,
-    so nothing is allocated per job that emits nothing.
+    ``keys_of`` gives a queue's keys and ``ttl_of`` a task's ``result_ttl`` in ms. While a
+    job runs, each write keeps its stream for ``result_ttl`` plus RUNNING_MS (a job may work
+    long after its last chunk); the run's end sets ``result_ttl``, as its record gets.
+    A job's run (its name, next index, locks) lives in its JobContext, made at its first
+    write, so nothing is allocated for a job that emits nothing.
     """
 
     def __init__(
@@ -123,35 +206,82 @@ class ChunkWriter:
         self.ttl_of = ttl_of
         self.max_bytes = max_bytes
 
-    def _call(self, job: JobContext, kind: str, payload: bytes | str) -> Call[str]:
-        run = f"{job.attempt}.{job.deliveries}"
-        index = job._flags[2]
-        return append(
-            self.keys_of(job.queue), job.id, run, index, kind, payload, self.ttl_of(job.task)
-        )
+    def _call(
+        self, job: JobContext, run: Run, index: int, kind: str, payload: bytes | str
+    ) -> Call[str]:
+        ttl = self.ttl_of(job.task)
+        if kind != "end":
+            ttl += RUNNING_MS
+        return append(self.keys_of(job.queue), job.id, run.name, index, kind, payload, ttl)
 
-    def emit(self, job: JobContext, value: Any) -> None:
-        call = self._call(job, "c", encode_chunk(value, self.max_bytes))
-        self.broker.call(call)
-        job._flags[2] += 1
+    def emit(self, job: JobContext, value: Any) -> bool:
+        """Store one chunk (blocking); False when the run is closed and nothing was written."""
+        raw = encode_chunk(value, self.max_bytes)
+        run = run_of(job)
+        with run.lock:
+            index = run.take()
+            if index is None:
+                return False
+            self.broker.call(self._call(job, run, index, "c", raw))
+        return True
 
-    async def aemit(self, job: JobContext, value: Any) -> None:
-        call = self._call(job, "c", encode_chunk(value, self.max_bytes))
-        await self.broker.acall(call)
-        job._flags[2] += 1
+    async def aemit(self, job: JobContext, value: Any) -> bool:
+        raw = encode_chunk(value, self.max_bytes)
+        run = run_of(job)
+        if run.alock is None:
+            run.alock = asyncio.Lock()
+        async with run.alock:
+            index = run.take()
+            if index is None:
+                return False
+            await self.broker.acall(self._call(job, run, index, "c", raw))
+        return True
 
     def end(self, job: JobContext, ok: bool) -> None:
-        """Mark the run's end (a hint for readers: a failure to write it only delays them)."""
+        """Close the run and mark its end (a hint for readers: a failure to write it only
+        delays them). Nothing is written for a run already closed."""
+        run = run_of(job)
+        with run.lock:
+            index = run.take(close=True)
+            if index is None:
+                return
+            try:
+                self.broker.call(self._end_call(job, run, index, ok))
+            except Exception as exc:
+                log.warning("job %s: could not mark the end of its chunk stream: %s", job.id, exc)
+
+    async def abandon(self, job: JobContext) -> None:
+        """Close the run of a job whose function is left running (a timed-out thread, a
+        timed-out or cancelled coroutine) and mark its end, from the event loop: what the
+        function writes from now on is dropped, so a retry streams alone."""
+        closed = abandon_run(job)
+        if closed is not None:
+            await self._aend(job, closed[0], False, closed[1])
+
+    async def aend(self, job: JobContext, ok: bool) -> None:
+        run = run_of(job)
+        await self._aend(job, run, ok, None)
+
+    async def _aend(self, job: JobContext, run: Run, ok: bool, index: int | None) -> None:
+        if run.alock is None:
+            await self._awrite_end(job, run, ok, index)
+        else:  # after the writes still in flight (tasks the job started), not among them
+            async with run.alock:
+                await self._awrite_end(job, run, ok, index)
+
+    async def _awrite_end(self, job: JobContext, run: Run, ok: bool, index: int | None) -> None:
+        """``index``: the one abandon_run took, else the run is closed here."""
+        if index is None:
+            index = run.take(close=True)
+        if index is None:
+            return
         try:
-            self.broker.call(self._call(job, "end", END_OK if ok else END_ERROR))
+            await self.broker.acall(self._end_call(job, run, index, ok))
         except Exception as exc:
             log.warning("job %s: could not mark the end of its chunk stream: %s", job.id, exc)
 
-    async def aend(self, job: JobContext, ok: bool) -> None:
-        try:
-            await self.broker.acall(self._call(job, "end", END_OK if ok else END_ERROR))
-        except Exception as exc:
-            log.warning("job %s: could not mark the end of its chunk stream: %s", job.id, exc)
+    def _end_call(self, job: JobContext, run: Run, index: int, ok: bool) -> Call[str]:
+        return self._call(job, run, index, "end", END_OK if ok else END_ERROR)
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -217,15 +347,22 @@ class _Reading:
         chunks = []
         for entry_id, f in entries:
             self.last = entry_id
-            run = _text(f.get(b"run", b"0.0")).split(".")
-            attempt, delivery = int(run[0]), int(run[-1])
+            run = _text(f.get(b"run", b"0.0"))
+            attempt, delivery = _numbers(run)
             index = int(f.get(b"n", 0))
             if b"c" in f:
                 self.run_ended = False
-                chunks.append(Chunk(entry_id, attempt, delivery, index, f[b"c"]))
+                chunks.append(Chunk(entry_id, attempt, delivery, index, f[b"c"], run))
             elif b"end" in f:
                 self.run_ended = True
         return chunks
+
+
+def _numbers(run: str) -> tuple[int, int]:
+    """(attempt, delivery) from a run's name; 0 for a part that is not a number."""
+    parts = run.split(".")
+    numbers = [int(p) if p.isdigit() else 0 for p in parts[:2]]
+    return numbers[0], numbers[1] if len(numbers) > 1 else 0
 
 
 def _steps(key: str, after: str, idle_ms: int) -> Generator[Step, Any, None]:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import JobContext, _current
 from ..errors import TaskTimeout
+from ..streams import abandon_run
 from ..task import Task
 from .threads import TaskThreads
 
@@ -117,6 +118,12 @@ class Executor:
             call = functools.partial(runner_sync, task.fn, args, kwargs, job, self.around)
             return await self.threads.run(call, timeout, f"{task.name} ({job.id})")
         except asyncio.TimeoutError:
+            # A thread runs on, a coroutine was stopped mid-way: either way its run is over
+            # (what a thread emits from now on is dropped) and readers are told at once.
+            if job._flags[2] and job._writer is not None:
+                await job._writer.abandon(job)
+            else:
+                abandon_run(job)
             exc = TaskTimeout(f"task {task.name} ran longer than its timeout of {timeout} s")
             return Outcome(False, error=_describe(exc))
         except asyncio.CancelledError as exc:
@@ -126,10 +133,15 @@ class Executor:
                 if uncancel is not None:  # Python 3.11+
                     uncancel()
                 if job._flags[2] and job._writer is not None:  # readers look at once
-                    await job._writer.aend(job, False)
+                    await job._writer.abandon(job)
                 return cancelled_outcome()
             if self.stopping or task_cancelled():
+                # The job is handed back and runs again: a thread still running it must
+                # not stream into the next run (no end marker: the worker is stopping).
+                abandon_run(job)
                 raise
+            if job._flags[2] and job._writer is not None:  # it emitted, then failed so
+                await job._writer.abandon(job)
             return _failure(exc)  # e.g. it awaited something another task cancelled
 
     def shutdown(self) -> None:
@@ -248,7 +260,10 @@ def _run_generator(
             gen = fn(*args, **kwargs)
             try:
                 while not job.cancelled():
-                    writer.emit(job, next(gen))
+                    if not writer.emit(job, next(gen)):
+                        # Its run was abandoned (a timeout, a shutdown): the job ran on
+                        # elsewhere, this outcome is discarded; stop asking for chunks.
+                        return Outcome(False, error="RuntimeError: its run was abandoned")
             except StopIteration as stop:
                 ok = True
                 return Outcome(True, stop.value)
