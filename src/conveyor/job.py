@@ -96,8 +96,25 @@ def interpret(job_id: str, w: operations.Whereabouts) -> JobInfo:
     return JobInfo(job_id, JobState.UNKNOWN, record)
 
 
+class StepOf(Protocol):
+    """The workflow a job is a step of (a workflows handle sets itself on its jobs). A later
+    step has no record until the step before it ends, so its stream's reader asks the
+    workflow whether the step is still to come instead of taking "unknown" for the end."""
+
+    def _step_may_come(self, job: Job[Any]) -> bool: ...
+
+    async def _step_may_come_async(self, job: Job[Any]) -> bool: ...
+
+    async def _end_async(self) -> dict[str, Any]:
+        """Where the workflow stands, for the end event of a step that never came."""
+        ...
+
+
 class Job(Generic[R]):
     """A handle on one job. Cheap to make: it holds an id, and reads Redis when asked."""
+
+    #: set by a workflow's handle on its steps (a class default: a plain job stores none)
+    _workflow: StepOf | None = None
 
     def __init__(
         self,
@@ -194,7 +211,11 @@ class Job(Generic[R]):
         """The chunks the job yields or ``emit()``s, from the start (or after the chunk
         whose ``Chunk.id`` is ``after``), live, ending when the job ends (done, dead,
         cancelled, expired). A retried or re-run job streams again from its first chunk;
-        ``chunks()`` tells the runs apart. Works after the end too, until the job expires."""
+        ``chunks()`` tells the runs apart. Works after the end too, until the job expires.
+
+        An id Redis does not know ends the stream at once, empty; but a later step of a
+        workflow, from its handle (``handle.last``, ``handle.jobs[i]``), is waited for
+        while the steps before it run, and ends empty only if the workflow stops first."""
         return (chunk.value for chunk in self.chunks(after=after))
 
     def chunks(self, *, after: str = "0-0") -> Iterator[streams.Chunk]:
@@ -212,10 +233,16 @@ class Job(Generic[R]):
         )
 
     def _ended(self) -> bool:
-        return _has_ended(self.info().state)
+        state = self.info().state
+        if state is JobState.UNKNOWN and self._workflow is not None:
+            return not self._workflow._step_may_come(self)
+        return _has_ended(state)
 
     async def _ended_async(self) -> bool:
-        return _has_ended((await self.info_async()).state)
+        state = (await self.info_async()).state
+        if state is JobState.UNKNOWN and self._workflow is not None:
+            return not await self._workflow._step_may_come_async(self)
+        return _has_ended(state)
 
     def result(self, timeout: float | None = None) -> R:
         """Wait for the job to finish and return its result; raise JobFailed if it died,

@@ -7,7 +7,9 @@ gives the body alone (bytes) for any other ASGI framework. Starlette is the opti
 The events: ``chunk`` per chunk (``data`` its JSON, ``id`` its entry id, so a browser that
 reconnects sends it back as Last-Event-ID and resumes after it), ``restart`` when a retry or
 a re-run after a crash starts streaming again from its first chunk (clear what was shown),
-and one ``end`` when the job has ended (``data``: its state and, if it failed, the error).
+and one ``end`` when the job has ended (``data``: its state and, if it failed, the error;
+for a later step of a workflow that stopped before it, ``unknown`` and the workflow's
+state, step and error under ``workflow``).
 A comment line (``: keep-alive``) is sent after each ``keepalive`` seconds of silence.
 """
 
@@ -19,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
-from .job import Job
+from .job import Job, JobState
 from .keys import is_entry_id
 from .wire import encode_json
 
@@ -87,6 +89,8 @@ async def _events(job: Job[Any], after: str) -> AsyncIterator[bytes]:
     end: dict[str, Any] = {"state": info.state.value}
     if info.record is not None and info.record.error:
         end["error"] = info.record.error
+    if info.state is JobState.UNKNOWN and job._workflow is not None:
+        end["workflow"] = await job._workflow._end_async()  # why this step never came
     yield message("end", encode_json(end))
 
 

@@ -50,6 +50,8 @@ class ChainHandle(Generic[R]):
         #: one handle per step, in order, each with its deterministic id
         self.jobs = steps
         self._first = 0  # the workflow step number of jobs[0]
+        for job in steps:  # a reader of a step's stream waits for it while steps run before
+            job._workflow = self
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.id!r}, steps={len(self.jobs)})"
@@ -150,6 +152,28 @@ class ChainHandle(Generic[R]):
                 continue
             with contextlib.suppress(Exception):  # the next look says what it meant
                 await job.result_async(timeout=min(wait, RECHECK_SECONDS))
+
+    # -- asked by the stream reader of a step not in Redis (job.StepOf) ----------------------
+    def _step_may_come(self, job: Job[Any]) -> bool:
+        return self._to_come(job, self.info())
+
+    async def _step_may_come_async(self, job: Job[Any]) -> bool:
+        return self._to_come(job, await self.info_async())
+
+    def _to_come(self, job: Job[Any], info: WorkflowInfo) -> bool:
+        """Whether ``job`` will be added: a step before it still runs (or the one before
+        it ended well, and it is being added). Not when the workflow stopped earlier (a
+        replay of the failed step resumes it: read the stream again then) or is unknown."""
+        if info.state is JobState.UNKNOWN or info.state in _ENDED_BADLY:
+            return False
+        return info.step <= self._first + self.jobs.index(job)
+
+    async def _end_async(self) -> dict[str, Any]:
+        info = await self.info_async()
+        end: dict[str, Any] = {"id": self.id, "state": info.state.value, "step": info.step}
+        if info.job is not None and info.job.record is not None and info.job.record.error:
+            end["error"] = info.job.record.error
+        return end
 
     def _left(self, deadline: float | None, timeout: float | None) -> float:
         if deadline is None:
