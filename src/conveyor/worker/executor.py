@@ -11,8 +11,10 @@ cancellation of the slot itself (the worker stopping) passes through.
 Generator tasks stream: each chunk a sync generator (in its thread) or an async generator (on
 the loop) yields is emitted to the job's chunk stream before the next is asked for, and the
 run's end is marked when it stops. A sync generator's ``return`` value is the job's result;
-an async generator's is None (Python gives it no return value). Plain tasks pay one list
-read for this (did the run emit?), nothing else.
+an async generator's is None (Python gives it no return value). A run that times out, or is
+handed back at shutdown, is abandoned (streams.abandon_run): a thread that still runs it
+writes nothing more, and a generator there is closed at its next chunk, so the job's next
+run streams alone. Plain tasks pay one list read for this (did the run emit?), nothing else.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class Executor:
         except asyncio.TimeoutError:
             # A thread runs on, a coroutine was stopped mid-way: either way its run is over
             # (what a thread emits from now on is dropped) and readers are told at once.
-            if job._flags[2] and job._writer is not None:
+            if job._writer is not None:
                 await job._writer.abandon(job)
             else:
                 abandon_run(job)
