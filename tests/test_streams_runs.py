@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -38,7 +38,7 @@ def test_a_replayed_job_streams_its_new_run_although_attempt_and_delivery_repeat
     fail = [True]
 
     @app.task(retries=0)
-    def gen() -> Iterator[str]:
+    def gen() -> Generator[str, None, str]:
         name = "first" if fail[0] else "replayed"
         for i in range(3):
             yield f"{name}-{i}"
@@ -140,28 +140,31 @@ def test_concurrent_emits_of_one_job_are_all_stored_in_index_order(app: Conveyor
 def test_a_running_jobs_chunks_outlive_its_result_ttl_and_expire_with_its_record(
     app: Conveyor, r: Any
 ) -> None:
-    @app.task(result_ttl=0.5)
-    def think() -> Iterator[str]:
+    @app.task(result_ttl=1.0)
+    def think() -> Generator[str, None, str]:
         yield "token-0"
         yield "token-1"
-        time.sleep(0.8)  # still running, longer than result_ttl after the last chunk
+        time.sleep(1.5)  # still running, longer than result_ttl after the last chunk
         return "answer"
 
     key = app.keys(app.default_queue).chunks
     with worker_thread(app, fast()):
         job = think.enqueue()
-        wait_until(lambda: r.exists(key(job.id)), 5, "the first chunks")
-        assert r.pttl(key(job.id)) > 24 * 3600 * 1000  # kept a day past result_ttl
+        wait_until(lambda: r.xlen(key(job.id)) == 2, 5, "the first chunks")
+        time.sleep(1.1)  # past result_ttl since the last write
+        assert job.status() is JobState.RUNNING
+        assert r.xlen(key(job.id)) == 2
+        assert r.pttl(key(job.id)) > 23 * 3600 * 1000  # kept about a day past result_ttl
         assert job.result(timeout=5) == "answer"
-    assert list(job.stream()) == ["token-0", "token-1"]
-    assert 0 < r.pttl(key(job.id)) <= 500  # the run's end: as long as the record
+        assert 0 < r.pttl(key(job.id)) <= 1000  # from the run's end: as long as the record
+        assert list(job.stream()) == ["token-0", "token-1"]
 
 
 def test_a_timed_out_generator_thread_stops_streaming_into_its_retry(app: Conveyor, r: Any) -> None:
     yielded: list[tuple[int, int]] = []
 
     @app.task(timeout=0.5, retries=1, backoff=Backoff(base=0.05, jitter=False))
-    def slow() -> Iterator[str]:
+    def slow() -> Generator[str, None, str]:
         attempt = current_job().attempt
         for i in range(6):
             yielded.append((attempt, i))
@@ -204,3 +207,41 @@ def test_an_async_generator_that_times_out_or_raises_cancelled_error_marks_its_e
                 job.result(timeout=5)
     for job in jobs:
         assert [w for _, _, w in entries(app, r, job.id)] == ["1", "end:error"]
+
+
+async def test_an_abandoned_runs_end_lands_after_the_write_its_thread_has_under_way(
+    app: Conveyor, r: Any
+) -> None:
+    from conveyor.context import JobContext
+    from conveyor.streams import ChunkWriter
+
+    class Held:
+        """The app's broker, whose sync calls wait for ``go`` (a slow network)."""
+
+        def __init__(self) -> None:
+            self.go = threading.Event()
+            self.waiting = threading.Event()
+
+        def call(self, c: Any) -> Any:
+            self.waiting.set()
+            self.go.wait(5)
+            return app.broker.call(c)
+
+        async def acall(self, c: Any) -> Any:
+            return await app.broker.acall(c)
+
+    held = Held()
+    writer = ChunkWriter(held, app.keys, lambda name: 60_000, 1_000_000)  # type: ignore[arg-type]
+    job = JobContext("default:n:1-0", "t", "default", 1, 1, "w", _writer=writer)
+    thread = threading.Thread(target=writer.emit, args=(job, "under way"))
+    thread.start()
+    assert held.waiting.wait(5)
+    abandoning = asyncio.create_task(writer.abandon(job))  # e.g. its timeout, on the loop
+    await asyncio.sleep(0.2)
+    assert not abandoning.done()  # the end waits for the write under way
+    held.go.set()
+    await asyncio.wait_for(abandoning, 5)
+    thread.join(5)
+    assert [w for _, _, w in entries(app, r, job.id)] == ['"under way"', "end:error"]
+    assert writer.emit(job, "later") is False  # the run is over: nothing more is written
+    assert len(entries(app, r, job.id)) == 2

@@ -62,6 +62,8 @@ IDLE_MS = 1000
 END_POLL_MS = 5
 #: How much longer than ``result_ttl`` a running job's chunks are kept after each write.
 RUNNING_MS = 24 * 3600 * 1000
+#: How long an abandoned run's end waits for a write its thread has under way (seconds).
+END_WAIT = 2.0
 END_OK = "ok"
 END_ERROR = "error"
 
@@ -184,6 +186,12 @@ def abandon_run(job: JobContext) -> tuple[Run, int] | None:
     return None if index is None else (run, index)
 
 
+def _wait_free(lock: threading.Lock, timeout: float) -> None:
+    """Wait until ``lock`` is free (at most ``timeout`` s), on a thread: never left held."""
+    if lock.acquire(timeout=timeout):
+        lock.release()
+
+
 class ChunkWriter:
     """Writes the chunks of the jobs a worker runs (one per worker, shared by its jobs).
 
@@ -255,8 +263,12 @@ class ChunkWriter:
         timed-out or cancelled coroutine) and mark its end, from the event loop: what the
         function writes from now on is dropped, so a retry streams alone."""
         closed = abandon_run(job)
-        if closed is not None:
-            await self._aend(job, closed[0], False, closed[1])
+        if closed is None:
+            return
+        run, index = closed
+        if run.lock.locked():  # a thread's write is under way: let it land first, so the
+            await asyncio.to_thread(_wait_free, run.lock, END_WAIT)  # end is the run's last
+        await self._aend(job, run, False, index)
 
     async def aend(self, job: JobContext, ok: bool) -> None:
         run = run_of(job)
