@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ..errors import JobNotFound, JobTimeout
+from ..errors import JobCancelled, JobExpired, JobFailed, JobNotFound, JobTimeout
 from ..job import Job, JobHost, JobInfo, JobState, interpret
 from .flow import OnError
 
@@ -163,10 +163,13 @@ class ChainHandle(Generic[R]):
     def _to_come(self, job: Job[Any], info: WorkflowInfo) -> bool:
         """Whether ``job`` will be added: a step before it still runs (or the one before
         it ended well, and it is being added). Not when the workflow stopped earlier (a
-        replay of the failed step resumes it: read the stream again then) or is unknown."""
-        if info.state is JobState.UNKNOWN or info.state in _ENDED_BADLY:
+        replay of the failed step resumes it: read the stream again then) or is unknown:
+        what ``result()`` would raise for."""
+        try:
+            done, _ = self._settled(info)
+        except (JobFailed, JobCancelled, JobExpired, JobNotFound):
             return False
-        return info.step <= self._first + self.jobs.index(job)
+        return not done and info.step <= self._first + self.jobs.index(job)
 
     async def _end_async(self) -> dict[str, Any]:
         info = await self.info_async()
