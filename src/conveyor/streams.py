@@ -226,6 +226,8 @@ class ChunkWriter:
         """Store one chunk (blocking); False when the run is closed and nothing was written."""
         raw = encode_chunk(value, self.max_bytes)
         run = run_of(job)
+        if not run.open:
+            return False
         with run.lock:
             index = run.take()
             if index is None:
@@ -236,6 +238,8 @@ class ChunkWriter:
     async def aemit(self, job: JobContext, value: Any) -> bool:
         raw = encode_chunk(value, self.max_bytes)
         run = run_of(job)
+        if not run.open:  # (before its lock is made: _ABANDONED is shared by all loops)
+            return False
         if run.alock is None:
             run.alock = asyncio.Lock()
         async with run.alock:
@@ -249,6 +253,8 @@ class ChunkWriter:
         """Close the run and mark its end (a hint for readers: a failure to write it only
         delays them). Nothing is written for a run already closed."""
         run = run_of(job)
+        if not run.open:
+            return
         with run.lock:
             index = run.take(close=True)
             if index is None:
