@@ -164,6 +164,28 @@ def test_a_cancelled_job_in_a_batch_ends_cancelled_and_the_others_finish(
         assert (a.result(timeout=5), b.result(timeout=5)) == ("x", "y")
 
 
+def test_a_sync_batch_job_cancelled_while_its_batch_fills_is_not_called(app: Conveyor) -> None:
+    from conveyor import JobCancelled
+
+    called: list[list[str]] = []
+
+    @app.task(batch_size=2, batch_wait=1.0)
+    def pair(items: list[str]) -> list[str]:
+        called.append(items)
+        return items
+
+    with worker_thread(app, fast(concurrency=4)):
+        waiting = pair.enqueue("first")  # waits up to 1 s for a second item
+        wait_until(lambda: waiting.status() is JobState.RUNNING, 5, "the job to wait")
+        waiting.cancel()  # a mark: the lease beat flags the job, its slot is not cancelled
+        with pytest.raises(JobCancelled):
+            waiting.result(timeout=5)
+        assert called == []
+        a, b = pair.enqueue("x"), pair.enqueue("y")
+        assert (a.result(timeout=5), b.result(timeout=5)) == ("x", "y")
+    assert called == [["x", "y"]]
+
+
 def test_bad_batch_options_and_arguments_are_refused_clearly(app: Conveyor, r: Any) -> None:
     with pytest.raises(ConfigurationError, match="generator task cannot take batch_size"):
 

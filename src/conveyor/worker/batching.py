@@ -16,7 +16,8 @@ converted to the list's annotated item type), and returns a list of as many resu
 same order; an item's result may be an exception instance, which fails that job alone. An
 exception raised by the function fails every job of the batch (each is retried on its own
 schedule and may land in another batch). ``current_job()`` is not set inside a batch: it
-runs for several jobs.
+runs for several jobs. A job cancelled while its batch fills leaves it (an async task's
+slot is cancelled; a sync task's mark is read when the batch is called) and ends cancelled.
 """
 
 from __future__ import annotations
@@ -130,7 +131,16 @@ class Batcher:
             return
         if pending.timer is not None:
             pending.timer.cancel()
-        live = [i for i in pending.items if not i[1].done()]
+        live = []
+        for item in pending.items:
+            if item[1].done():
+                continue
+            if item[2].cancelled():
+                # A sync task's job is cancelled by a mark, not by cancelling its slot: one
+                # marked while its batch filled ends cancelled here, without being called.
+                item[1].set_result(cancelled_outcome())
+                continue
+            live.append(item)
         if not live:
             return
         stats = self.stats.setdefault(name, [0, 0])
