@@ -99,7 +99,9 @@ def interpret(job_id: str, w: operations.Whereabouts) -> JobInfo:
 class StepOf(Protocol):
     """The workflow a job is a step of (a workflows handle sets itself on its jobs). A later
     step has no record until the step before it ends, so its stream's reader asks the
-    workflow whether the step is still to come instead of taking "unknown" for the end."""
+    workflow whether the step is still to come instead of taking "unknown" for the end.
+    When the workflow stopped before the step, the answer is False, or what its
+    ``result()`` raises (JobFailed, JobCancelled, JobExpired, JobNotFound)."""
 
     def _step_may_come(self, job: Job[Any]) -> bool: ...
 
@@ -235,13 +237,19 @@ class Job(Generic[R]):
     def _ended(self) -> bool:
         state = self.info().state
         if state is JobState.UNKNOWN and self._workflow is not None:
-            return not self._workflow._step_may_come(self)
+            try:
+                return not self._workflow._step_may_come(self)
+            except _STOPPED:
+                return True
         return _has_ended(state)
 
     async def _ended_async(self) -> bool:
         state = (await self.info_async()).state
         if state is JobState.UNKNOWN and self._workflow is not None:
-            return not await self._workflow._step_may_come_async(self)
+            try:
+                return not await self._workflow._step_may_come_async(self)
+            except _STOPPED:
+                return True
         return _has_ended(state)
 
     def result(self, timeout: float | None = None) -> R:
@@ -305,6 +313,10 @@ class Job(Generic[R]):
                         await asyncio.sleep(0)
         finally:
             await pubsub.aclose()
+
+
+#: What a workflow's result() raises when it stopped: a step after that is never added.
+_STOPPED = (JobFailed, JobCancelled, JobExpired, JobNotFound)
 
 
 def _has_ended(state: JobState) -> bool:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ..errors import JobCancelled, JobExpired, JobFailed, JobNotFound, JobTimeout
+from ..errors import JobNotFound, JobTimeout
 from ..job import Job, JobHost, JobInfo, JobState, interpret
 from .flow import OnError
 
@@ -153,22 +153,28 @@ class ChainHandle(Generic[R]):
             with contextlib.suppress(Exception):  # the next look says what it meant
                 await job.result_async(timeout=min(wait, RECHECK_SECONDS))
 
-    # -- asked by the stream reader of a step not in Redis (job.StepOf) ----------------------
+    def _left(self, deadline: float | None, timeout: float | None) -> float:
+        if deadline is None:
+            return RECHECK_SECONDS
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise JobTimeout(f"workflow {self.id} did not finish within {timeout} s")
+        return left
+
+    # -- asked by the stream reader of a step not in Redis yet (job.StepOf) ------------------
     def _step_may_come(self, job: Job[Any]) -> bool:
-        return self._to_come(job, self.info())
+        info, _ = self._look()
+        return self._to_come(job, info)
 
     async def _step_may_come_async(self, job: Job[Any]) -> bool:
-        return self._to_come(job, await self.info_async())
+        info, _ = await self._alook()
+        return self._to_come(job, info)
 
     def _to_come(self, job: Job[Any], info: WorkflowInfo) -> bool:
-        """Whether ``job`` will be added: a step before it still runs (or the one before
-        it ended well, and it is being added). Not when the workflow stopped earlier (a
-        replay of the failed step resumes it: read the stream again then) or is unknown:
-        what ``result()`` would raise for."""
-        try:
-            done, _ = self._settled(info)
-        except (JobFailed, JobCancelled, JobExpired, JobNotFound):
-            return False
+        """Whether ``job`` will be added: a step before it still runs (or the one before it
+        ended well, and it is being added). Raises what ``result()`` raises when the
+        workflow stopped before it (a replay of the failed step resumes it: read again)."""
+        done, _ = self._settled(info)
         return not done and info.step <= self._first + self.jobs.index(job)
 
     async def _end_async(self) -> dict[str, Any]:
@@ -177,14 +183,6 @@ class ChainHandle(Generic[R]):
         if info.job is not None and info.job.record is not None and info.job.record.error:
             end["error"] = info.job.record.error
         return end
-
-    def _left(self, deadline: float | None, timeout: float | None) -> float:
-        if deadline is None:
-            return RECHECK_SECONDS
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise JobTimeout(f"workflow {self.id} did not finish within {timeout} s")
-        return left
 
 
 class ChordHandle(ChainHandle[R]):
