@@ -16,6 +16,7 @@ from typing import Any
 
 from .broker import Broker, Call, command, run_script, text
 from .broker.calls import Arg
+from .broker.operations import MemberEnd, member_tail
 from .errors import ConveyorError, JobNotFound
 from .keys import GROUP, QueueKeys, parse_job_id
 from .wire import JobRecord, encode_record
@@ -188,9 +189,11 @@ def end_cancelled(
     unique_name: str = "",
     reason: str | None = None,
     publish: str = "PUBLISH",
+    member: MemberEnd | None = None,
 ) -> Call[bool]:
     """End a running job its worker found marked: acked, recorded ``cancelled``, not
-    retried. False when the worker no longer owns the entry (nothing changed)."""
+    retried; a chord member tells its chord on this queue (``member``) in the same step.
+    False when the worker no longer owns the entry (nothing changed)."""
     key_list = [keys.stream(level), keys.record(job_id), keys.cancelled]
     if unique_name:
         key_list.append(keys.unique(unique_name))
@@ -204,4 +207,5 @@ def end_cancelled(
         keys.done_channel,
         publish,
     ]
+    args += member_tail(member, key_list)
     return run_script("end_cancelled", key_list, args, lambda r: int(r) == 1)

@@ -5,6 +5,10 @@
 -- `cancelled` set; the entry stays until its turn (XINFO lag stays true) and the fetch
 -- skips it. Running (in a PEL): only marked; its worker reads the mark on its lease beat
 -- and ends the job with end_cancelled.lua. Ended jobs are left alone.
+-- A delayed chord member is ended `cancelled` here too, but its entry is moved to its ready
+-- stream, marked, as a queued one's: the worker that reads it ends it with end_cancelled.lua,
+-- which tells the chord (its hash may sit on another queue, out of this script's reach), so
+-- the chord does not wait for it for ever.
 -- A job holding a unique key "until done" (a `unique` field) is ended only when the caller
 -- passed that key (KEYS[8], named in ARGV[8]); else nothing changes and the reply names the
 -- key to pass: the key is freed in the same step that ends the job.
@@ -26,6 +30,7 @@
 -- @include time
 -- @include unique
 -- @include ending
+-- @include fields
 local slots = {high = 2, normal = 3, low = 4}
 local group, job_id = ARGV[1], ARGV[2]
 local channel, publish = string.match(ARGV[7], '^(%S+) (%S+)$')
@@ -52,6 +57,14 @@ if rec then
     if not finish(unique_name) then return {5, unique_name or ''} end
     redis.call('ZREM', KEYS[5], job_id)
     redis.call('HDEL', KEYS[6], job_id)
+    local fields = cjson.decode(payload)
+    local ok, flow = pcall(cjson.decode, fields['workflow'] or '')
+    if ok and type(flow) == 'table' and type(flow['member']) == 'table' then
+      local at = slots[fields['level'] or 'normal'] or 3
+      fields['level'] = nil
+      redis.call('XADD', KEYS[at], '*', unpack(flatten(fields)))
+      redis.call('SADD', KEYS[7], job_id)
+    end
     return {1, ''}
   else
     return {4, state}

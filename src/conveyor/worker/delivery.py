@@ -355,21 +355,25 @@ class DeliveryRunner:
             limit_ms = expires_ms(opts.expires)
         if not limit_ms or limit_ms <= 0:
             return False
-        ended = await w.transitions.call(
-            expire(
-                w.keys[d.queue],
-                w.consumer,
-                d.level,
-                d.entry_id,
-                job_id,
-                limit_ms,
-                ttl_ms=int(opts.result_ttl * 1000),
-                unique_name=unique_of(d),
-                attempt=env.attempt,
-                publish=w.broker.publish_command,
-                ready_at=outcomes.ready_at(d),
-            )
+        ending = functools.partial(
+            expire,
+            w.keys[d.queue],
+            w.consumer,
+            d.level,
+            d.entry_id,
+            job_id,
+            limit_ms,
+            ttl_ms=int(opts.result_ttl * 1000),
+            unique_name=unique_of(d),
+            attempt=env.attempt,
+            publish=w.broker.publish_command,
+            ready_at=outcomes.ready_at(d),
         )
+        # A chord member tells its chord it expired (a dry run first, if that chord is on
+        # another queue: told only when it did expire here).
+        error = f"not started within {limit_ms / 1000:g} s of being ready"
+        member = await w.transitions.tell_chord(d, job_id, "expired", error, ending(dry_run=True))
+        ended = await w.transitions.call(ending(member=member))
         if ended == 0:
             return False
         if ended == 1:
@@ -441,8 +445,12 @@ class DeliveryRunner:
         )
 
     async def _end_cancelled(self, d: Delivery, job_id: str, ttl: int, lease: Held | None) -> None:
-        """A job stopped by job.cancel(): acked and recorded ``cancelled``, never retried."""
+        """A job stopped by job.cancel(): acked and recorded ``cancelled``, never retried; a
+        chord member tells its chord (Transitions.tell_chord), which would wait for it."""
         w = self.w
+        member = await w.transitions.tell_chord(
+            d, job_id, "cancelled", "cancelled by job.cancel()", w.transitions.owns(d)
+        )
         ok = await w.transitions.call(
             end_cancelled(
                 w.keys[d.queue],
@@ -453,6 +461,7 @@ class DeliveryRunner:
                 ttl_ms=ttl,
                 unique_name=unique_of(d),
                 publish=w.broker.publish_command,
+                member=member,
             )
         )
         if lease is not None:
