@@ -15,6 +15,7 @@ from conveyor.broker.operations import Delivery
 from conveyor.errors import JobNotFound
 from conveyor.keys import GROUP
 from conveyor.wire import decode_fields
+from conveyor.worker.executor import Outcome
 from conveyor.worker.transitions import Transitions
 from conveyor.workflows.handles import MEMBER_FAILED
 from tests.conftest import fast, wait_until, worker_thread
@@ -176,3 +177,29 @@ def test_a_worker_that_lost_its_lease_writes_nothing_into_the_chord(
             assert handle.result(timeout=10) == [0, 10]
     finally:
         app.close()
+
+
+def test_a_member_marked_cancelled_when_it_fails_tells_its_chord(
+    app: Conveyor, r: redis.Redis
+) -> None:
+    """retry.lua ends a failed job that a cancel marked while it ran: its chord is told."""
+
+    @app.task(queue="members", retries=2)
+    def member(i: int) -> int:
+        return i
+
+    merge = _merge(app, "merge")
+    handle = chord([member.s(i) for i in range(2)], merge.s(), on_error="include").enqueue()
+    k = app.keys("members")
+    stream = k.stream("normal")
+    r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    ((_, [(entry_id, fields)]),) = r.xreadgroup(GROUP, "w1", {stream: ">"}, count=1)
+    env = decode_fields(fields)
+    r.sadd(k.cancelled, env.id or "")  # job.cancel() found it running
+    d = Delivery("members", "normal", entry_id.decode(), fields, 1)
+    counts: dict[str, int] = {}
+    t = Transitions(app.broker, {"members": k}, "w1", None, counts)
+    asyncio.run(t.failed(d, env, member, env.id or "", Outcome(False, error="ValueError: x")))
+    assert counts == {"cancelled": 1}
+    slot = r.hget(app.keys("merge").chord(handle.id), "e0")
+    assert slot is not None and b'"reason":"cancelled"' in slot

@@ -34,7 +34,7 @@ from . import outcomes
 from .batching import Batcher
 from .executor import CANCELLED, Outcome
 from .flow import Running
-from .transitions import DEFAULTS, unique_of
+from .transitions import CANCELLED_ERROR, DEFAULTS, unique_of
 
 if TYPE_CHECKING:
     from .runtime import Worker
@@ -428,6 +428,8 @@ class DeliveryRunner:
             return True, held
         counted = {"wait": "limited", "cancelled": "cancelled"}
         w.transitions.count(counted.get(admission.outcome, "lost"), job_id, d)
+        if admission.outcome == "cancelled":  # limit_gate.lua ended it: tell a chord
+            await w.transitions.tell_chord(d, job_id, "cancelled", CANCELLED_ERROR, None)
         return False, None
 
     def _lease(self, d: Delivery, lease: Held | None) -> tuple[str, str] | None:
@@ -449,7 +451,7 @@ class DeliveryRunner:
         chord member tells its chord (Transitions.tell_chord), which would wait for it."""
         w = self.w
         member = await w.transitions.tell_chord(
-            d, job_id, "cancelled", "cancelled by job.cancel()", w.transitions.owns(d)
+            d, job_id, "cancelled", CANCELLED_ERROR, w.transitions.owns(d)
         )
         ok = await w.transitions.call(
             end_cancelled(

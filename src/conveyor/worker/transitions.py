@@ -36,6 +36,8 @@ T = TypeVar("T")
 DEFAULTS = TaskOptions()
 #: what retry.lua's reply means for the counts: parked, or ended cancelled (it was marked)
 RETRIED = {1: "retried", 2: "cancelled"}
+#: What a chord member cancelled by job.cancel() stands for in its chord.
+CANCELLED_ERROR = "cancelled by job.cancel()"
 #: Reasons a chord member ends with that no replay undoes (not dead-lettered).
 NO_REPLAY = frozenset({"cancelled", "expired"})
 
@@ -113,6 +115,8 @@ class Transitions:
                 error,
             )
             self.count(RETRIED.get(ok, "lost"), job_id, d)
+            if ok == 2:
+                await self.tell_chord(d, job_id, "cancelled", CANCELLED_ERROR, None)
             return
         await self.dead(
             d,
@@ -174,7 +178,7 @@ class Transitions:
         self.count("dead" if dead_id else "lost", job_id, d, reason, error)
 
     async def tell_chord(
-        self, d: Delivery, job_id: str, reason: str, error: str, owned: Call[Any]
+        self, d: Delivery, job_id: str, reason: str, error: str, owned: Call[Any] | None
     ) -> MemberEnd | None:
         """Before a chord member ends without a result (dead, cancelled, expired), what its
         chord must hear: under on_error="fail" its callback is recorded dead, naming the
@@ -186,7 +190,11 @@ class Transitions:
         crash changes nothing), and only once ``owned`` (truthy: this worker owns the entry
         and may end it) says so, so a worker that lost its lease writes nothing there; a
         result that comes later still replaces an error until the callback is added.
-        None when there is nothing to pass to the ending script."""
+        ``owned`` None: a script this worker ran has ended the member already (retry.lua,
+        requeue.lua or limit_gate.lua found it marked cancelled): the chord is told after
+        the fact, wherever it sits (a crash in between leaves it untold; ChordHandle then
+        raises the member's JobCancelled rather than wait). None when there is nothing to
+        pass to the ending script."""
         flow = outcomes.flow_of(d)
         if flow is None or flow.member is None:
             return None
@@ -210,7 +218,7 @@ class Transitions:
                 worker=self.consumer,
             )
         ttl = int(DEFAULTS.result_ttl * 1000)
-        if m.queue == d.queue:
+        if owned is not None and m.queue == d.queue:
             return MemberEnd(
                 keys.chord(flow.id),
                 keys.stream(m.level),
@@ -222,7 +230,7 @@ class Transitions:
                 value,
                 ttl,
             )
-        if await self.call(owned) != 1:  # True, or expire's 1: this worker may end it
+        if owned is not None and await self.call(owned) != 1:  # True, or expire's 1
             return None
         if m.on_error == "include":
             report = handoff.chord_report(self._keys_of, flow, value, error=True)
@@ -313,6 +321,8 @@ class Transitions:
             "for a worker that does" if registered else "in case a worker that does starts",
         )
         self.count({1: "bounced", 2: "cancelled"}.get(ok, "lost"), job_id, d)
+        if ok == 2:
+            await self.tell_chord(d, job_id, "cancelled", CANCELLED_ERROR, None)
 
     def count(
         self,
