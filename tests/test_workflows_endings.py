@@ -170,7 +170,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing_into_the_chord(
         stale.close()
     assert counts == {"lost": 1}
     chord_key = app.keys(callback_queue).chord(handle.id)
-    assert sorted(r.hkeys(chord_key)) == [b"cb"]  # nothing written into the chord
+    assert sorted(r.hkeys(chord_key)) == [b"cb", b"ttl"]  # nothing written into the chord
     assert handle.callback.status() is JobState.UNKNOWN  # not recorded dead either
     try:
         with worker_thread(app, fast()):  # reclaims member 0 after B's lease, runs it
@@ -203,3 +203,21 @@ def test_a_member_marked_cancelled_when_it_fails_tells_its_chord(
     assert counts == {"cancelled": 1}
     slot = r.hget(app.keys("merge").chord(handle.id), "e0")
     assert slot is not None and b'"reason":"cancelled"' in slot
+
+
+def test_a_chord_whose_members_cannot_all_be_added_leaves_no_hash(
+    app: Conveyor, r: redis.Redis
+) -> None:
+    @app.task(queue="good")
+    def good(i: int) -> int:
+        return i
+
+    @app.task(queue="broken")
+    def bad(i: int) -> int:
+        return i
+
+    merge = _merge(app, "merge")
+    r.set(app.keys("broken").stream("normal"), "not a stream")  # its XADD fails
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        chord([good.s(1), bad.s(2)], merge.s()).enqueue()
+    assert not r.keys(app.keys("merge").chord("*"))
