@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import redis
 
-from conveyor import Conveyor, JobFailed, JobState, chord
+from conveyor import Conveyor, JobCancelled, JobFailed, JobState, chain, chord
 from conveyor.broker.operations import Delivery
+from conveyor.cancellation import CancelOutcome, cancel_call
 from conveyor.errors import JobNotFound
 from conveyor.keys import GROUP
 from conveyor.wire import decode_fields
@@ -221,3 +222,81 @@ def test_a_chord_whose_members_cannot_all_be_added_leaves_no_hash(
     with pytest.raises(Exception, match="WRONGTYPE"):
         chord([good.s(1), bad.s(2)], merge.s()).enqueue()
     assert not r.keys(app.keys("merge").chord("*"))
+
+
+def test_cancel_stops_a_running_chain_and_every_step_after_it(app: Conveyor) -> None:
+    started: list[str] = []
+
+    @app.task(queue="first")
+    async def slow(x: int) -> int:
+        started.append("slow")
+        await asyncio.sleep(60)
+        return x
+
+    @app.task(queue="second")
+    def after(x: int) -> int:
+        started.append("after")
+        return x
+
+    handle = chain(slow.s(1), after.s(), after.s()).enqueue()
+    with worker_thread(app, fast()):
+        wait_until(lambda: bool(started), 10, "step 1 running")
+        outcomes = [c.outcome for c in handle.cancel("no longer needed")]
+        assert outcomes == [
+            CancelOutcome.SIGNALLED,
+            CancelOutcome.CANCELLED,
+            CancelOutcome.CANCELLED,
+        ]
+        with pytest.raises(JobCancelled):
+            handle.result(timeout=10)
+        wait_until(lambda: handle.jobs[0].status() is JobState.CANCELLED, 10, "step 1 ended")
+    assert started == ["slow"]
+    assert [j.status() for j in handle.jobs] == [JobState.CANCELLED] * 3
+
+
+@pytest.mark.parametrize("next_queue", ["default", "other"])
+def test_a_step_cancelled_before_it_was_added_is_never_added(
+    app: Conveyor, r: redis.Redis, next_queue: str
+) -> None:
+    """The step before it ends well, and its handoff (same queue: in the ack; another
+    queue: forwarded) adds nothing: the workflow stays cancelled."""
+    go = f"{app.keys('default').prefix}go"
+
+    @app.task
+    def gate(x: int) -> int:
+        wait_until(lambda: bool(r.get(go)), 10, "go")
+        return x
+
+    @app.task(queue=next_queue)
+    def step(x: int) -> int:
+        return x + 1
+
+    handle = chain(gate.s(1), step.s()).enqueue()
+    first, second = handle.jobs
+    with worker_thread(app, fast()):
+        wait_until(lambda: first.status() is JobState.RUNNING, 10, "gate running")
+        call = cancel_call(second._keys, second.id, ttl_ms=60_000, before_added=True)
+        app.broker.call(call)
+        r.set(go, 1)  # step 1 ends well, after the cancel
+        wait_until(lambda: first.status() is JobState.DONE, 10, "gate done")
+        with pytest.raises(JobCancelled):
+            handle.result(timeout=10)
+    assert second.status() is JobState.CANCELLED
+    gates = 1 if next_queue == "default" else 0  # the gate's own entry (acked) is there
+    assert r.xlen(app.keys(next_queue).stream("normal")) == gates
+
+
+def test_cancel_of_a_chord_cancels_its_members_and_callback(app: Conveyor, r: redis.Redis) -> None:
+    @app.task(queue="members")
+    def member(i: int) -> int:
+        return i
+
+    merge = _merge(app, "merge")
+    handle = chord([member.s(i) for i in range(3)], merge.s(), on_error="include").enqueue()
+    outcomes = [c.outcome for c in handle.cancel()]
+    assert outcomes == [CancelOutcome.WILL_SKIP] * 3 + [CancelOutcome.CANCELLED]
+    assert not r.exists(app.keys("merge").chord(handle.id))
+    with worker_thread(app, fast()), pytest.raises(JobCancelled):
+        handle.result(timeout=10)
+    assert r.xlen(app.keys("merge").stream("normal")) == 0
+    assert handle.callback.status() is JobState.CANCELLED

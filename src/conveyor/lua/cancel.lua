@@ -17,7 +17,10 @@
 -- ARGV[1] group, ARGV[2] job_id, ARGV[3] level of the job's first entry or '',
 -- ARGV[4] that entry id or '', ARGV[5] record_json of the cancelled job (finished_at is
 -- stamped here), ARGV[6] record ttl_ms (0 deletes it), ARGV[7] done channel + ' ' +
--- publish command ('PUBLISH' or 'SPUBLISH'), ARGV[8] unique key name passed as KEYS[8] or ''
+-- publish command ('PUBLISH' or 'SPUBLISH'), ARGV[8] unique key name passed as KEYS[8] or '',
+-- ARGV[9] '1' when the id is a workflow step that may not be added yet (a workflow handle's
+-- cancel()): with no record, its record is written `cancelled` ({1, ''}) and the handoff
+-- that would add it adds nothing (add_step in includes/workflow.lua)
 -- returns {code, detail}:
 --   {1, ''}        cancelled: was delayed or retrying, now ended
 --   {2, ''}        will skip: was queued, now ended and marked
@@ -69,6 +72,10 @@ if rec then
   else
     return {4, state}
   end
+end
+if not rec and ARGV[9] == '1' then
+  finish(nil)
+  return {1, ''}
 end
 if entry == '' or slots[level] == nil then return {0, ''} end
 local stream = KEYS[slots[level]]

@@ -13,10 +13,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ..broker import Call
-from ..cancellation import cancel_flags
+from ..broker import Call, command
+from ..cancellation import (
+    CancelOutcome,
+    CancelResult,
+    cancel_call,
+    cancel_flags,
+    result_of,
+)
 from ..errors import JobNotFound, JobTimeout
-from ..job import Job, JobHost, JobInfo, JobState, interpret
+from ..job import CANCEL_RECORD_TTL_MS, Job, JobHost, JobInfo, JobState, interpret
 from ..keys import QueueKeys
 from .flow import OnError
 
@@ -155,6 +161,45 @@ class ChainHandle(Generic[R]):
                 continue
             with contextlib.suppress(Exception):  # the next look says what it meant
                 await job.result_async(timeout=min(wait, RECHECK_SECONDS))
+
+    def cancel(self, reason: str | None = None) -> list[CancelResult]:
+        """Cancel every job of the workflow that has not ended, one result per job (in
+        ``_watched`` order: a chord's members, then its callback and the steps after it).
+
+        Each is cancelled as ``job.cancel()`` would (a running one is marked, its worker
+        stops it within a lease beat); a step not added yet is recorded ``cancelled`` now,
+        and the step before it, when it ends, adds nothing. So nothing after the cancel
+        starts, whatever was running then; result() raises JobCancelled. A step that had
+        ended (done, dead) stays as it was (ALREADY_ENDED). One round trip."""
+        replies = self.app.broker.call_many(self._cancel_calls(reason))
+        return self._cancelled(replies)
+
+    async def cancel_async(self, reason: str | None = None) -> list[CancelResult]:
+        replies = await self.app.broker.acall_many(self._cancel_calls(reason))
+        return self._cancelled(replies)
+
+    def _cancel_calls(self, reason: str | None) -> list[Call[Any]]:
+        publish = self.app.broker.publish_command
+        return [
+            cancel_call(
+                j._keys,
+                j.id,
+                ttl_ms=CANCEL_RECORD_TTL_MS,
+                reason=reason,
+                publish=publish,
+                before_added=True,
+            )
+            for j in self._watched()
+        ]
+
+    def _cancelled(self, replies: list[Any]) -> list[CancelResult]:
+        out = []
+        for job, reply in zip(self._watched(), replies, strict=True):
+            try:
+                out.append(result_of(job.id, reply))
+            except JobNotFound:  # a record that names no place: nothing left to stop
+                out.append(CancelResult(CancelOutcome.ALREADY_ENDED, "unknown"))
+        return out
 
     def _left(self, deadline: float | None, timeout: float | None) -> float:
         if deadline is None:
@@ -343,6 +388,14 @@ class ChordHandle(ChainHandle[R]):
                 return WorkflowInfo(info.state, 0, info), head[i]
         del self._pending[: len(head)]
         return None
+
+    def _cancel_calls(self, reason: str | None) -> list[Call[Any]]:
+        """Also delete the chord's hash: its callback will never read it."""
+        drop: Call[Any] = command("DEL", self.callback._keys.chord(self.id))
+        return [*super()._cancel_calls(reason), drop]
+
+    def _cancelled(self, replies: list[Any]) -> list[CancelResult]:
+        return super()._cancelled(replies[:-1])
 
     def _job_at(self, step: int) -> Job[Any]:
         if step == 0:

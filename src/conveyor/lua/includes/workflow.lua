@@ -1,6 +1,16 @@
+-- is_cancelled(record): the job's record says `cancelled` (a workflow step not added yet
+-- gets such a record from a cancel of its workflow: cancel.lua with ARGV[9] '1').
+local function is_cancelled(record)
+  local raw = redis.call('GET', record)
+  if not raw then return false end
+  local ok, obj = pcall(cjson.decode, raw)
+  return ok and type(obj) == 'table' and obj['state'] == 'cancelled'
+end
 -- add_step(stream, record, level, fields): add a workflow's next job (its entry carries the
 -- job id the workflow gave it) and record where it sits, so its status is found by that id.
+-- A step whose workflow was cancelled before it was added is not added (false).
 local function add_step(stream, record, level, fields)
+  if is_cancelled(record) then return false end
   local entry = redis.call('XADD', stream, '*', unpack(fields))
   redis.call('SET', record, cjson.encode({state = 'queued', level = level, entry = entry}))
   return entry
@@ -49,6 +59,7 @@ end
 local function chord_fail(hash, index, cb_record, record, ttl_ms, channel, publish)
   if redis.call('EXISTS', hash) == 0 then return 0 end
   if redis.call('HEXISTS', hash, index) == 1 then return 0 end
+  if is_cancelled(cb_record) then return 0 end  -- its workflow was cancelled: that says it
   chord_live(hash)  -- kept for a replay of the member as long as a report would keep it
   redis.call('SET', cb_record, record, 'PX', ttl_ms)
   redis.call(publish, channel, cb_record)
