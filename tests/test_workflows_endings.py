@@ -66,13 +66,14 @@ def test_include_calls_the_callback_with_a_cancelled_members_error_in_place(
     assert got[1]["reason"] == "cancelled" and got[1]["job_id"] == handle.members[1].id
 
 
+@pytest.mark.parametrize("callback_queue", ["merge", "members"])
 @pytest.mark.parametrize("on_error", ["fail", "include"])
-def test_expired_members_end_the_chord(app: Conveyor, on_error: str) -> None:
+def test_expired_members_end_the_chord(app: Conveyor, on_error: str, callback_queue: str) -> None:
     @app.task(queue="members", expires=0.2)
     def member(i: int) -> int:
         return i
 
-    merge = _merge(app, "merge")
+    merge = _merge(app, callback_queue)
     handle = chord([member.s(i) for i in range(3)], merge.s(), on_error=on_error).enqueue()  # type: ignore[arg-type]
     time.sleep(0.4)  # no worker yet: the members wait past their expires
     with worker_thread(app, fast()):

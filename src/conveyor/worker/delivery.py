@@ -369,11 +369,19 @@ class DeliveryRunner:
             publish=w.broker.publish_command,
             ready_at=outcomes.ready_at(d),
         )
-        # A chord member tells its chord it expired (a dry run first, if that chord is on
-        # another queue: told only when it did expire here).
+        # A chord member tells its chord it expired: in expire.lua when the chord is on this
+        # queue; else there, after a dry run found it expired and still this worker's.
         error = f"not started within {limit_ms / 1000:g} s of being ready"
-        member = await w.transitions.tell_chord(d, job_id, "expired", error, ending(dry_run=True))
-        ended = await w.transitions.call(ending(member=member))
+        flow = outcomes.flow_of(d)
+        elsewhere = flow is not None and flow.member is not None and flow.member.queue != d.queue
+        if elsewhere:
+            ended = await w.transitions.call(ending(dry_run=True))
+            if ended == 1:
+                await w.transitions.tell_chord(d, job_id, "expired", error, None)
+                ended = await w.transitions.call(ending())
+        else:  # no chord, or one on this queue: ``owned`` is never sent, expire.lua checks
+            member = await w.transitions.tell_chord(d, job_id, "expired", error, ending())
+            ended = await w.transitions.call(ending(member=member))
         if ended == 0:
             return False
         if ended == 1:
