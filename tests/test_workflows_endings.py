@@ -172,7 +172,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing_into_the_chord(
         stale.close()
     assert counts == {"lost": 1}
     chord_key = app.keys(callback_queue).chord(handle.id)
-    assert sorted(r.hkeys(chord_key)) == [b"cb", b"ttl"]  # nothing written into the chord
+    assert sorted(r.hkeys(chord_key)) == [b"cb"]  # nothing written into the chord
     assert handle.callback.status() is JobState.UNKNOWN  # not recorded dead either
     try:
         with worker_thread(app, fast()):  # reclaims member 0 after B's lease, runs it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 import redis
 
 from conveyor import Conveyor
@@ -10,6 +12,7 @@ from conveyor.broker.operations import ChordReport, Completion, NextStep
 from conveyor.keys import GROUP
 from conveyor.workflows.flow import Flow
 from conveyor.workflows.handoff import gather
+from conveyor.workflows.launch import CHORD_TTL_MS
 
 
 def _step(app: Conveyor, queue: str, job_id: str) -> NextStep:
@@ -101,7 +104,7 @@ def test_a_result_replaces_an_error_in_its_slot_until_the_callback_is_added(
     assert report(0, b'"err0"', error=True) == 1
     assert report(0, b'"err0 again"', error=True) == 0
     assert report(0, b"0") == 1  # the success takes the slot, the error goes
-    assert r.hgetall(k.chord("w")).keys() == {b"cb", b"ttl", b"0"}
+    assert r.hgetall(k.chord("w")).keys() == {b"cb", b"0"}
     assert report(1, b'"err1"', error=True) == 2  # the last slot: callback added
     assert report(1, b"1") == 0  # too late: the callback was added with the error
     flow = Flow(id="w", step=1, steps=2, gather=2)
@@ -110,24 +113,21 @@ def test_a_result_replaces_an_error_in_its_slot_until_the_callback_is_added(
 
 
 def test_each_report_renews_the_chords_lifetime(app: Conveyor, r: redis.Redis) -> None:
-    """A chord lives as long as its members report (a dead member replayed late included),
-    not a fixed time from its start; a chord opened before its lifetime was kept (no `ttl`
-    field) still adds its callback when full."""
+    """A chord lives CHORD_TTL_MS from its latest news (a report, a member failed for good:
+    a dead member replayed late included), not a fixed time from its start."""
     k = app.keys("cb")
     cb = _step(app, "cb", "cb:d:w-s1")
     app.broker.call(
-        operations.chord_open(k.chord("w"), b'["task","merge","id","cb:d:w-s1"]', 60_000)
+        operations.chord_open(k.chord("w"), b'["task","merge","id","cb:d:w-s1"]', CHORD_TTL_MS)
     )
     r.pexpire(k.chord("w"), 5_000)  # most of its lifetime gone
     rep = ChordReport(k.chord("w"), 0, b"0", 2, cb.stream, cb.record, "normal")
     assert app.broker.call(operations.chord_report(rep)) == 1
-    assert r.pttl(k.chord("w")) > 50_000
+    assert r.pttl(k.chord("w")) > CHORD_TTL_MS - 60_000
     r.pexpire(k.chord("w"), 5_000)
     record = b'{"state":"dead","reason":"chord_member_failed"}'
     failed = operations.chord_failed(k.chord("w"), 1, cb.record, record, 60_000, k.done_channel)
     assert app.broker.call(failed) is True
-    assert r.pttl(k.chord("w")) > 50_000
-    r.hset(k.chord("old"), "cb", '["task","merge","id","cb:d:w-s1"]')
-    old = ChordReport(k.chord("old"), 0, b"0", 1, cb.stream, cb.record, "normal")
-    assert app.broker.call(operations.chord_report(old)) == 2
-    assert r.xlen(cb.stream) == 1
+    assert r.pttl(k.chord("w")) > CHORD_TTL_MS - 60_000
+    lua = (resources.files("conveyor") / "lua" / "includes" / "workflow.lua").read_text()
+    assert f"local CHORD_TTL_MS = {CHORD_TTL_MS}\n" in lua

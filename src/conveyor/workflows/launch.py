@@ -30,7 +30,8 @@ from .handles import ChainHandle, ChordHandle, GroupHandle
 if TYPE_CHECKING:
     from .canvas import Chain, Chord, Group
 
-#: How long a chord's fan-in hash lives: its members must all end within this time.
+#: How long a chord's fan-in hash lives after its latest news (its opening, a member's
+#: report): renewed by each (chord_live in lua/includes/workflow.lua, which repeats it).
 CHORD_TTL_MS = 7 * 24 * 3600 * 1000
 #: Members per enqueue script (as enqueue_many).
 BATCH = 500

@@ -15,13 +15,13 @@ local function add_step(stream, record, level, fields)
   redis.call('SET', record, cjson.encode({state = 'queued', level = level, entry = entry}))
   return entry
 end
--- chord_live(hash): renew the chord's lifetime from its `ttl` field; returns how many fields
--- of the hash are not slots (`cb`, and `ttl` when present).
+-- chord_live(hash): renew a chord's lifetime: CHORD_TTL_MS from its latest news (a report,
+-- or a member that failed for good), so a chord lives as long as its members move. The
+-- same as workflows/launch.py CHORD_TTL_MS (a test checks); not kept in the hash, whose
+-- fields workers of an older version count.
+local CHORD_TTL_MS = 604800000
 local function chord_live(hash)
-  local ttl = redis.call('HGET', hash, 'ttl')
-  if not ttl then return 1 end
-  redis.call('PEXPIRE', hash, ttl)
-  return 2
+  redis.call('PEXPIRE', hash, CHORD_TTL_MS)
 end
 -- chord_add(hash, index, value, size, cb_stream, cb_record, cb_level, is_error): store one
 -- member's result under its index, or (is_error) the error it stands for under 'e'..index;
@@ -29,15 +29,15 @@ end
 -- `cb`. A slot holds one of the two: a repeated report of a member does nothing, and a
 -- result replaces an error (a stale worker's, written before its lease was found lost)
 -- until the callback has been added; a hash that is gone (expired) takes no report, so the
--- callback is added once. The hash holds `cb`, `ttl` (chord_open's lifetime, absent in a
--- chord opened before it was kept) and one field per filled slot, so HLEN counts. Every
--- report renews that lifetime (chord_live), so a chord lives as long as its members report.
+-- callback is added once. The hash holds `cb` and one field per filled slot, so HLEN
+-- counts. Every report renews its lifetime (chord_live).
 -- Returns 0 (a repeat, too late, or no such chord), 1 (stored) or 2 (stored, callback added).
 local function chord_add(hash, index, value, size, cb_stream, cb_record, cb_level, is_error)
   if redis.call('EXISTS', hash) == 0 then return 0 end
   if redis.call('HEXISTS', hash, index) == 1 then return 0 end
   local err = 'e' .. index
-  local full = tonumber(size) + chord_live(hash)
+  local full = tonumber(size) + 1
+  chord_live(hash)
   if is_error then
     if redis.call('HSETNX', hash, err, value) == 0 then return 0 end
   else
