@@ -251,9 +251,9 @@ class ChordHandle(ChainHandle[R]):
 
     def _tail(self, steps: list[JobInfo], members: list[JobInfo] | None) -> WorkflowInfo | None:
         """Where the callback chain stands, or None while the members run. A callback
-        recorded dead for a failed member is the end only while a member is dead: once the
-        member is replayed, the chord runs on. ``members`` None: not read (then the answer
-        is None for such a record: read them)."""
+        recorded dead for a failed member is the end only while a member ended badly (dead,
+        cancelled, expired): once a dead member is replayed, the chord runs on.
+        ``members`` None: not read (then the answer is None for such a record: read them)."""
         after = ChainHandle._where(self, steps)
         if after.state is JobState.UNKNOWN:
             return None
