@@ -16,6 +16,7 @@ from typing import Any
 
 from .broker import Broker, Call, command, run_script, text
 from .broker.calls import Arg
+from .broker.operations import MemberEnd, member_tail
 from .errors import ConveyorError, JobNotFound
 from .keys import GROUP, QueueKeys, parse_job_id
 from .wire import JobRecord, encode_record
@@ -80,9 +81,12 @@ def cancel_call(
     reason: str | None = None,
     unique_name: str = "",
     publish: str = "PUBLISH",
+    before_added: bool = False,
 ) -> Call[_Reply]:
     """One run of cancel.lua. ``unique_name`` is the job's until-done unique key, which the
-    script asks for (and checks) when the job holds one."""
+    script asks for (and checks) when the job holds one. ``before_added``: the id is a
+    workflow step that may not exist yet; with no record it is recorded cancelled, and the
+    step before it will not add it."""
     loc = parse_job_id(job_id)
     key_list = [
         keys.record(job_id),
@@ -102,6 +106,7 @@ def cancel_call(
         ttl_ms,
         f"{keys.done_channel} {publish}",
         unique_name,
+        "1" if before_added else "",
     ]
     return run_script(
         "cancel", key_list, args, lambda r: _Reply(int(r[0]), text(r[1]) if r[1] else "")
@@ -115,6 +120,11 @@ def _result(job_id: str, reply: _Reply) -> CancelResult:
             "ended and its record expired). Check the id (`conveyor status JOB_ID`)."
         )
     return CancelResult(_OUTCOMES[reply.code], reply.detail)
+
+
+def result_of(job_id: str, reply: _Reply) -> CancelResult:
+    """What a reply of cancel_call means; JobNotFound for an unknown id."""
+    return _result(job_id, reply)
 
 
 def cancel(
@@ -188,9 +198,11 @@ def end_cancelled(
     unique_name: str = "",
     reason: str | None = None,
     publish: str = "PUBLISH",
+    member: MemberEnd | None = None,
 ) -> Call[bool]:
     """End a running job its worker found marked: acked, recorded ``cancelled``, not
-    retried. False when the worker no longer owns the entry (nothing changed)."""
+    retried; a chord member tells its chord on this queue (``member``) in the same step.
+    False when the worker no longer owns the entry (nothing changed)."""
     key_list = [keys.stream(level), keys.record(job_id), keys.cancelled]
     if unique_name:
         key_list.append(keys.unique(unique_name))
@@ -204,4 +216,5 @@ def end_cancelled(
         keys.done_channel,
         publish,
     ]
+    args += member_tail(member, key_list)
     return run_script("end_cancelled", key_list, args, lambda r: int(r) == 1)

@@ -12,6 +12,7 @@ import math
 
 from .broker import Call, run_script
 from .broker.calls import Arg
+from .broker.operations import MemberEnd, member_tail
 from .errors import ConfigurationError
 from .keys import GROUP, QueueKeys
 from .wire import JobRecord, encode_record
@@ -65,11 +66,15 @@ def expire(
     attempt: int | None = None,
     publish: str = "PUBLISH",
     ready_at: str = "",
+    member: MemberEnd | None = None,
+    dry_run: bool = False,
 ) -> Call[int]:
     """End the delivery if the job waited past its limit: 1 ended ``expired``, 0 in time
     (run it), -1 no longer owned by this consumer (nothing changed). ``ready_at`` is the
     entry's ``ready_at`` field (Redis ms) when a wait for a limit or a shutdown requeue
-    moved it: the wait counts from there, not from the entry id."""
+    moved it: the wait counts from there, not from the entry id. ``member``: a chord
+    member tells its chord on this queue in the same step. ``dry_run``: the same answer,
+    nothing changed (a member whose chord is elsewhere asks before reporting there)."""
     key_list = [keys.stream(level), keys.record(job_id), keys.cancelled]
     if unique_name:
         key_list.append(keys.unique(unique_name))
@@ -85,4 +90,6 @@ def expire(
         publish,
         ready_at,
     ]
+    args += member_tail(member, key_list)
+    args.append("1" if dry_run else "")
     return run_script("expire", key_list, args, int)

@@ -46,6 +46,7 @@ NAMES: Final = (
     "chord_open",
     "chord_report",
     "chord_failed",
+    "owns",
     "chunk_append",
     "append_events",
 )

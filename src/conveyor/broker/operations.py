@@ -189,6 +189,56 @@ class ChordReport:
     callback_stream: str
     callback_record: str
     callback_level: str
+    #: ``value`` is the error a member that ended without a result stands for (kept apart:
+    #: a later result replaces it until the callback has been added)
+    error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberEnd:
+    """A chord member ending without a result (dead, cancelled, expired), told to its chord
+    on the same queue by the script that ends it, once that script found the worker still
+    owns the entry (member_end in lua/includes/workflow.lua). ``value`` is the error JSON
+    (on_error="include") or the callback's dead record (``fail``, kept ``ttl_ms``)."""
+
+    chord: str
+    callback_stream: str
+    callback_record: str
+    callback_level: str
+    on_error: str
+    index: int
+    size: int
+    value: bytes
+    ttl_ms: int
+
+    def keys(self) -> list[str]:
+        return [self.chord, self.callback_stream, self.callback_record]
+
+    def args(self, first_key: int) -> list[Arg]:
+        """The script's 7 tail arguments, the chord's keys starting at KEYS[first_key]."""
+        return [
+            first_key,
+            self.on_error,
+            self.index,
+            self.size,
+            self.value,
+            self.callback_level,
+            self.ttl_ms,
+        ]
+
+
+#: The tail of an ending script for a job that is no chord member on that queue.
+NO_MEMBER: tuple[Arg, ...] = (0, "", 0, 0, "", "", 0)
+
+
+def member_tail(member: MemberEnd | None, key_list: list[str]) -> list[Arg]:
+    """The chord tail of dead/end_cancelled/expire; appends the chord's keys to
+    ``key_list`` (after every other key, so optional keys before keep their place)."""
+    if member is None:
+        return list(NO_MEMBER)
+    first = len(key_list) + 1
+    key_list += member.keys()
+    return member.args(first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +360,7 @@ def chord_report(report: ChordReport) -> Call[int]:
     return run_script(
         "chord_report",
         [report.chord, report.callback_stream, report.callback_record],
-        [report.index, report.value, report.size, report.callback_level],
+        [report.index, report.value, report.size, report.callback_level, int(report.error)],
         int,
     )
 
@@ -389,9 +439,10 @@ def dead(
     fields: Iterable[tuple[str, bytes | str]],
     publish: str = "PUBLISH",
     unique: str = "",
+    member: MemberEnd | None = None,
 ) -> Call[str | None]:
     """Move a job to the dead letters; frees its until-done ``unique`` key and drops a
-    stale cancel mark in the same step."""
+    stale cancel mark in the same step, and tells a chord on this queue (``member``)."""
     args: list[Arg] = [
         GROUP,
         consumer,
@@ -402,12 +453,20 @@ def dead(
         publish,
         job_id,
     ]
-    for name, value in fields:
-        args += (name, value)
     key_list = [keys.stream(d.level), keys.dead, keys.record(job_id), keys.cancelled]
     if unique:
         key_list.append(keys.unique(unique))
+    args += member_tail(member, key_list)
+    for name, value in fields:
+        args += (name, value)
     return run_script("dead", key_list, args, lambda r: text(r) if r else None)
+
+
+def owns(keys: QueueKeys, d: Delivery, consumer: str) -> Call[bool]:
+    """Whether ``consumer`` still holds the delivery (a read; ending scripts check again)."""
+    return run_script(
+        "owns", [keys.stream(d.level)], [GROUP, d.entry_id, consumer], lambda r: int(r) == 1
+    )
 
 
 def reject(

@@ -5,6 +5,10 @@
 -- `cancelled` set; the entry stays until its turn (XINFO lag stays true) and the fetch
 -- skips it. Running (in a PEL): only marked; its worker reads the mark on its lease beat
 -- and ends the job with end_cancelled.lua. Ended jobs are left alone.
+-- A delayed chord member is ended `cancelled` here too, but its entry is moved to its ready
+-- stream, marked, as a queued one's: the worker that reads it ends it with end_cancelled.lua,
+-- which tells the chord (its hash may sit on another queue, out of this script's reach), so
+-- the chord does not wait for it for ever.
 -- A job holding a unique key "until done" (a `unique` field) is ended only when the caller
 -- passed that key (KEYS[8], named in ARGV[8]); else nothing changes and the reply names the
 -- key to pass: the key is freed in the same step that ends the job.
@@ -13,7 +17,10 @@
 -- ARGV[1] group, ARGV[2] job_id, ARGV[3] level of the job's first entry or '',
 -- ARGV[4] that entry id or '', ARGV[5] record_json of the cancelled job (finished_at is
 -- stamped here), ARGV[6] record ttl_ms (0 deletes it), ARGV[7] done channel + ' ' +
--- publish command ('PUBLISH' or 'SPUBLISH'), ARGV[8] unique key name passed as KEYS[8] or ''
+-- publish command ('PUBLISH' or 'SPUBLISH'), ARGV[8] unique key name passed as KEYS[8] or '',
+-- ARGV[9] '1' when the id is a workflow step that may not be added yet (a workflow handle's
+-- cancel()): with no record, its record is written `cancelled` ({1, ''}) and the handoff
+-- that would add it adds nothing (add_step in includes/workflow.lua)
 -- returns {code, detail}:
 --   {1, ''}        cancelled: was delayed or retrying, now ended
 --   {2, ''}        will skip: was queued, now ended and marked
@@ -26,6 +33,7 @@
 -- @include time
 -- @include unique
 -- @include ending
+-- @include fields
 local slots = {high = 2, normal = 3, low = 4}
 local group, job_id = ARGV[1], ARGV[2]
 local channel, publish = string.match(ARGV[7], '^(%S+) (%S+)$')
@@ -52,10 +60,22 @@ if rec then
     if not finish(unique_name) then return {5, unique_name or ''} end
     redis.call('ZREM', KEYS[5], job_id)
     redis.call('HDEL', KEYS[6], job_id)
+    local fields = cjson.decode(payload)
+    local ok, flow = pcall(cjson.decode, fields['workflow'] or '')
+    if ok and type(flow) == 'table' and type(flow['member']) == 'table' then
+      local at = slots[fields['level'] or 'normal'] or 3
+      fields['level'] = nil
+      redis.call('XADD', KEYS[at], '*', unpack(flatten(fields)))
+      redis.call('SADD', KEYS[7], job_id)
+    end
     return {1, ''}
   else
     return {4, state}
   end
+end
+if not rec and ARGV[9] == '1' then
+  finish(nil)
+  return {1, ''}
 end
 if entry == '' or slots[level] == nil then return {0, ''} end
 local stream = KEYS[slots[level]]

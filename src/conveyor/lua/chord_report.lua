@@ -1,9 +1,12 @@
--- chord_report: report a chord member's result (or, with on_error="include", its error) to
--- the chord on another queue, before the member is acked or dead-lettered there (forward-
--- then-ack). The member that fills the last slot adds the callback in the same step.
+-- chord_report: report a chord member's result (or, with on_error="include", the error it
+-- ended with) to the chord on another queue, before the member is acked or ended there
+-- (forward-then-ack). The member that fills the last slot adds the callback in the same step.
+-- An error is kept apart (`e<index>`): a result that comes later replaces it until the
+-- callback has been added, so a stale worker's error cannot shadow a re-run's success.
 -- @flags allow-oom
 -- KEYS[1] chord hash, KEYS[2] callback ready stream, KEYS[3] callback record
--- ARGV[1] member index, ARGV[2] its result JSON, ARGV[3] chord size, ARGV[4] callback level
+-- ARGV[1] member index, ARGV[2] its result JSON, ARGV[3] chord size, ARGV[4] callback level,
+-- ARGV[5] '1' when ARGV[2] is the error the member stands for, else '' or absent
 -- returns 0 (a repeated report, or the chord is gone), 1 (stored), 2 (stored; callback added)
 -- @include workflow
-return chord_add(KEYS[1], ARGV[1], ARGV[2], ARGV[3], KEYS[2], KEYS[3], ARGV[4])
+return chord_add(KEYS[1], ARGV[1], ARGV[2], ARGV[3], KEYS[2], KEYS[3], ARGV[4], ARGV[5] == '1')

@@ -34,7 +34,7 @@ from . import outcomes
 from .batching import Batcher
 from .executor import CANCELLED, Outcome
 from .flow import Running
-from .transitions import DEFAULTS, unique_of
+from .transitions import CANCELLED_ERROR, DEFAULTS, unique_of
 
 if TYPE_CHECKING:
     from .runtime import Worker
@@ -355,21 +355,33 @@ class DeliveryRunner:
             limit_ms = expires_ms(opts.expires)
         if not limit_ms or limit_ms <= 0:
             return False
-        ended = await w.transitions.call(
-            expire(
-                w.keys[d.queue],
-                w.consumer,
-                d.level,
-                d.entry_id,
-                job_id,
-                limit_ms,
-                ttl_ms=int(opts.result_ttl * 1000),
-                unique_name=unique_of(d),
-                attempt=env.attempt,
-                publish=w.broker.publish_command,
-                ready_at=outcomes.ready_at(d),
-            )
+        ending = functools.partial(
+            expire,
+            w.keys[d.queue],
+            w.consumer,
+            d.level,
+            d.entry_id,
+            job_id,
+            limit_ms,
+            ttl_ms=int(opts.result_ttl * 1000),
+            unique_name=unique_of(d),
+            attempt=env.attempt,
+            publish=w.broker.publish_command,
+            ready_at=outcomes.ready_at(d),
         )
+        # A chord member tells its chord it expired: in expire.lua when the chord is on this
+        # queue; else there, after a dry run found it expired and still this worker's.
+        error = f"not started within {limit_ms / 1000:g} s of being ready"
+        flow = outcomes.flow_of(d)
+        elsewhere = flow is not None and flow.member is not None and flow.member.queue != d.queue
+        if elsewhere:
+            ended = await w.transitions.call(ending(dry_run=True))
+            if ended == 1:
+                await w.transitions.tell_chord(d, job_id, "expired", error, None)
+                ended = await w.transitions.call(ending())
+        else:  # no chord, or one on this queue: ``owned`` is never sent, expire.lua checks
+            member = await w.transitions.tell_chord(d, job_id, "expired", error, ending())
+            ended = await w.transitions.call(ending(member=member))
         if ended == 0:
             return False
         if ended == 1:
@@ -424,6 +436,8 @@ class DeliveryRunner:
             return True, held
         counted = {"wait": "limited", "cancelled": "cancelled"}
         w.transitions.count(counted.get(admission.outcome, "lost"), job_id, d)
+        if admission.outcome == "cancelled":  # limit_gate.lua ended it: tell a chord
+            await w.transitions.tell_chord(d, job_id, "cancelled", CANCELLED_ERROR, None)
         return False, None
 
     def _lease(self, d: Delivery, lease: Held | None) -> tuple[str, str] | None:
@@ -441,8 +455,12 @@ class DeliveryRunner:
         )
 
     async def _end_cancelled(self, d: Delivery, job_id: str, ttl: int, lease: Held | None) -> None:
-        """A job stopped by job.cancel(): acked and recorded ``cancelled``, never retried."""
+        """A job stopped by job.cancel(): acked and recorded ``cancelled``, never retried; a
+        chord member tells its chord (Transitions.tell_chord), which would wait for it."""
         w = self.w
+        member = await w.transitions.tell_chord(
+            d, job_id, "cancelled", CANCELLED_ERROR, w.transitions.owns(d)
+        )
         ok = await w.transitions.call(
             end_cancelled(
                 w.keys[d.queue],
@@ -453,6 +471,7 @@ class DeliveryRunner:
                 ttl_ms=ttl,
                 unique_name=unique_of(d),
                 publish=w.broker.publish_command,
+                member=member,
             )
         )
         if lease is not None:

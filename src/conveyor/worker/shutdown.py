@@ -19,7 +19,7 @@ from ..keys import job_id_for
 from ..signing import resign
 from . import acklag, outcomes
 from .cancellation import cancel_and_wait
-from .transitions import DEFAULTS, unique_of
+from .transitions import CANCELLED_ERROR, DEFAULTS, unique_of
 
 if TYPE_CHECKING:
     from .runtime import Worker
@@ -106,5 +106,6 @@ async def requeue(w: Worker, d: Delivery) -> None:
         await w.transitions.call(w.runner.release_call(d, lease))
     if new_id == "cancelled":
         log.info("job %s was cancelled; it ended so instead of being requeued", fields["id"])
+        await w.transitions.tell_chord(d, text(fields["id"]), "cancelled", CANCELLED_ERROR, None)
     elif new_id:
         log.info("requeued unfinished job %s", text(fields["id"]))

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from ..backoff import Backoff
 from ..broker import Broker, Call, operations
-from ..broker.operations import Delivery
+from ..broker.operations import Delivery, MemberEnd
 from ..cancellation import UNIQUE_FIELD, cancelled_record
 from ..errors import ConnectionFailed
 from ..keys import QueueKeys
@@ -25,7 +25,6 @@ from ..signing import Signer, resign
 from ..task import Task
 from ..wire import Envelope
 from ..workflows import handoff
-from ..workflows.flow import Flow
 from ..workflows.handles import MEMBER_FAILED
 from . import outcomes
 from .executor import Outcome
@@ -37,6 +36,10 @@ T = TypeVar("T")
 DEFAULTS = TaskOptions()
 #: what retry.lua's reply means for the counts: parked, or ended cancelled (it was marked)
 RETRIED = {1: "retried", 2: "cancelled"}
+#: What a chord member cancelled by job.cancel() stands for in its chord.
+CANCELLED_ERROR = "cancelled by job.cancel()"
+#: Reasons a chord member ends with that no replay undoes (not dead-lettered).
+NO_REPLAY = frozenset({"cancelled", "expired"})
 
 
 def unique_of(d: Delivery) -> str:
@@ -112,6 +115,8 @@ class Transitions:
                 error,
             )
             self.count(RETRIED.get(ok, "lost"), job_id, d)
+            if ok == 2:
+                await self.tell_chord(d, job_id, "cancelled", CANCELLED_ERROR, None)
             return
         await self.dead(
             d,
@@ -154,9 +159,7 @@ class Transitions:
             worker=self.consumer,
         )
         ttl = ttl_ms if ttl_ms is not None else int(DEFAULTS.result_ttl * 1000)
-        flow = outcomes.flow_of(d)
-        if flow is not None and flow.member is not None:
-            await self._member_died(d, flow, job_id, reason, error)
+        member = await self.tell_chord(d, job_id, reason, error, self.owns(d))
         dead_id = await self.call(
             operations.dead(
                 self.keys[d.queue],
@@ -168,46 +171,88 @@ class Transitions:
                 fields,
                 self.broker.publish_command,
                 unique_of(d),
+                member,
             )
         )
         log.warning("job %s moved to the dead-letter stream (%s): %s", job_id, reason, error)
         self.count("dead" if dead_id else "lost", job_id, d, reason, error)
 
-    async def _member_died(
-        self, d: Delivery, flow: Flow, job_id: str, reason: str, error: str
-    ) -> None:
-        """Tell a chord that a member failed for good, before it is dead-lettered (forward-
-        then-dead: a repeat after a crash changes nothing). Under on_error="fail" its callback
-        is recorded dead, naming the member; under "include" the error takes its slot."""
+    async def tell_chord(
+        self, d: Delivery, job_id: str, reason: str, error: str, owned: Call[Any] | None
+    ) -> MemberEnd | None:
+        """Before a chord member ends without a result (dead, cancelled, expired), what its
+        chord must hear: under on_error="fail" its callback is recorded dead, naming the
+        member; under "include" the error takes the member's slot.
+
+        A chord on this queue hears it from the script that ends the member (the returned
+        MemberEnd goes in its arguments): one step, run only if this worker still owns the
+        entry. A chord on another queue is told first (forward-then-end: a repeat after a
+        crash changes nothing), and only once ``owned`` (truthy: this worker owns the entry
+        and may end it) says so, so a worker that lost its lease writes nothing there; a
+        result that comes later still replaces an error until the callback is added.
+        ``owned`` None: a script this worker ran has ended the member already (retry.lua,
+        requeue.lua or limit_gate.lua found it marked cancelled): the chord is told after
+        the fact, wherever it sits (a crash in between leaves it untold; ChordHandle then
+        raises the member's JobCancelled rather than wait). None when there is nothing to
+        pass to the ending script."""
+        flow = outcomes.flow_of(d)
+        if flow is None or flow.member is None:
+            return None
         m = flow.member
-        assert m is not None
         keys = self._keys_of(m.queue)
         if m.on_error == "include":
             value = handoff.error_value(job_id, reason, error)
-            await self.call(
-                operations.chord_report(handoff.chord_report(self._keys_of, flow, value))
+        else:
+            task = d.fields.get(b"task", b"?").decode(errors="replace")
+            value = outcomes.dead_record(
+                task=None,
+                attempt=None,
+                reason=MEMBER_FAILED,
+                error=f"{flow.describe(task)} {_ended(reason)}: {error}; "
+                + (
+                    "replay it to let the chord finish"
+                    if reason not in NO_REPLAY
+                    else "the chord cannot finish"
+                ),
+                traceback=None,
+                worker=self.consumer,
             )
-            return
-        record = outcomes.dead_record(
-            task=None,
-            attempt=None,
-            reason=MEMBER_FAILED,
-            error=f"{flow.describe(d.fields.get(b'task', b'?').decode(errors='replace'))} "
-            f"failed for good ({reason}): {error}; replay it to let the chord finish",
-            traceback=None,
-            worker=self.consumer,
-        )
-        await self.call(
-            operations.chord_failed(
+        ttl = int(DEFAULTS.result_ttl * 1000)
+        if owned is not None and m.queue == d.queue:
+            return MemberEnd(
                 keys.chord(flow.id),
-                m.index,
+                keys.stream(m.level),
                 keys.record(m.callback),
-                record,
-                int(DEFAULTS.result_ttl * 1000),
-                keys.done_channel,
-                self.broker.publish_command,
+                m.level,
+                m.on_error,
+                m.index,
+                m.size,
+                value,
+                ttl,
             )
-        )
+        if owned is not None and await self.call(owned) != 1:  # True, or expire's 1
+            return None
+        if m.on_error == "include":
+            report = handoff.chord_report(self._keys_of, flow, value, error=True)
+            await self.call(operations.chord_report(report))
+        else:
+            await self.call(
+                operations.chord_failed(
+                    keys.chord(flow.id),
+                    m.index,
+                    keys.record(m.callback),
+                    value,
+                    ttl,
+                    keys.done_channel,
+                    self.broker.publish_command,
+                )
+            )
+        return None
+
+    def owns(self, d: Delivery) -> Call[bool]:
+        """Whether this worker still holds the entry (a read: the ending script checks
+        again, in the step that ends it)."""
+        return operations.owns(self.keys[d.queue], d, self.consumer)
 
     def _keys_of(self, queue: str) -> QueueKeys:
         """The keys of any queue of this namespace (a chord's callback may live on a queue
@@ -276,6 +321,8 @@ class Transitions:
             "for a worker that does" if registered else "in case a worker that does starts",
         )
         self.count({1: "bounced", 2: "cancelled"}.get(ok, "lost"), job_id, d)
+        if ok == 2:
+            await self.tell_chord(d, job_id, "cancelled", CANCELLED_ERROR, None)
 
     def count(
         self,
@@ -303,6 +350,13 @@ class Transitions:
                 delay = RECONNECT.delay(failures)
                 log.warning("Redis unreachable, retrying in %.2fs: %s", delay, exc)
                 await asyncio.sleep(delay)
+
+
+def _ended(reason: str) -> str:
+    """How a member ended, for the callback's dead record."""
+    if reason in NO_REPLAY:
+        return f"was {reason}"
+    return f"failed for good ({reason})"
 
 
 def _int_field(fields: Mapping[bytes, bytes], name: bytes) -> int:

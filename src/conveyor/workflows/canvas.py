@@ -155,10 +155,13 @@ def chord(
 ) -> Chord:
     """Run ``members`` in parallel, then ``callback`` once with the list of their results.
 
-    ``on_error="fail"`` (default): a member that fails for good (after its retries) leaves
-    the callback unrun; the callback's job is recorded dead naming that member, and
-    replaying the member (``conveyor dead replay``) lets the chord finish. ``"include"``:
-    the callback runs anyway, with ``{"error", "reason", "job_id"}`` in that member's place.
+    ``on_error="fail"`` (default): a member that ends without a result (dead after its
+    retries, cancelled, expired) leaves the callback unrun; the callback's job is recorded
+    dead naming that member, and replaying a dead member (``conveyor dead replay``) lets
+    the chord finish. ``"include"``: the callback runs anyway, with ``{"error", "reason",
+    "job_id"}`` in that member's place (``reason``: the dead reason, ``cancelled`` or
+    ``expired``). Replaying an ``include`` member after its callback was added changes
+    nothing in that callback.
     """
     g = members if isinstance(members, Group) else group(members)
     steps = callback.steps if isinstance(callback, Chain) else (callback,)

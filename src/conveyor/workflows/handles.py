@@ -13,8 +13,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ..broker import Call, command
+from ..cancellation import (
+    CancelOutcome,
+    CancelResult,
+    cancel_call,
+    cancel_flags,
+    result_of,
+)
 from ..errors import JobNotFound, JobTimeout
-from ..job import Job, JobHost, JobInfo, JobState, interpret
+from ..job import CANCEL_RECORD_TTL_MS, Job, JobHost, JobInfo, JobState, interpret
+from ..keys import QueueKeys
 from .flow import OnError
 
 R = TypeVar("R")
@@ -25,6 +34,8 @@ RECHECK_SECONDS = 2.0
 PEEK = 50
 #: Pause when the next job to wait on does not exist yet (being added).
 GAP_SECONDS = 0.05
+#: Pause between reads of all of a chord's members once all ended with no callback yet.
+RECHECK_MEMBERS = 0.5
 #: The reason in a chord callback's record when a member failed for good (on_error="fail").
 MEMBER_FAILED = "chord_member_failed"
 _ENDED_BADLY = (JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED)
@@ -153,6 +164,45 @@ class ChainHandle(Generic[R]):
             with contextlib.suppress(Exception):  # the next look says what it meant
                 await job.result_async(timeout=min(wait, RECHECK_SECONDS))
 
+    def cancel(self, reason: str | None = None) -> list[CancelResult]:
+        """Cancel every job of the workflow that has not ended, one result per job (in
+        ``_watched`` order: a chord's members, then its callback and the steps after it).
+
+        Each is cancelled as ``job.cancel()`` would (a running one is marked, its worker
+        stops it within a lease beat); a step not added yet is recorded ``cancelled`` now,
+        and the step before it, when it ends, adds nothing. So nothing after the cancel
+        starts, whatever was running then; result() raises JobCancelled. A step that had
+        ended (done, dead) stays as it was (ALREADY_ENDED). One round trip."""
+        replies = self.app.broker.call_many(self._cancel_calls(reason))
+        return self._cancelled(replies)
+
+    async def cancel_async(self, reason: str | None = None) -> list[CancelResult]:
+        replies = await self.app.broker.acall_many(self._cancel_calls(reason))
+        return self._cancelled(replies)
+
+    def _cancel_calls(self, reason: str | None) -> list[Call[Any]]:
+        publish = self.app.broker.publish_command
+        return [
+            cancel_call(
+                j._keys,
+                j.id,
+                ttl_ms=CANCEL_RECORD_TTL_MS,
+                reason=reason,
+                publish=publish,
+                before_added=True,
+            )
+            for j in self._watched()
+        ]
+
+    def _cancelled(self, replies: list[Any]) -> list[CancelResult]:
+        out = []
+        for job, reply in zip(self._watched(), replies, strict=True):
+            try:
+                out.append(result_of(job.id, reply))
+            except JobNotFound:  # a record that names no place: nothing left to stop
+                out.append(CancelResult(CancelOutcome.ALREADY_ENDED, "unknown"))
+        return out
+
     def _left(self, deadline: float | None, timeout: float | None) -> float:
         if deadline is None:
             return RECHECK_SECONDS
@@ -202,6 +252,8 @@ class ChordHandle(ChainHandle[R]):
         self._first = 1
         #: members not yet seen ended, in order (what result() waits on, one at a time)
         self._pending = list(members)
+        #: when every member may be read again, all ended and no callback yet
+        self._recheck_at = 0.0
 
     @property
     def callback(self) -> Job[Any]:
@@ -224,15 +276,15 @@ class ChordHandle(ChainHandle[R]):
 
     def _tail(self, steps: list[JobInfo], members: list[JobInfo] | None) -> WorkflowInfo | None:
         """Where the callback chain stands, or None while the members run. A callback
-        recorded dead for a failed member is the end only while a member is dead: once the
-        member is replayed, the chord runs on. ``members`` None: not read (then the answer
-        is None for such a record: read them)."""
+        recorded dead for a failed member is the end only while a member ended badly (dead,
+        cancelled, expired): once a dead member is replayed, the chord runs on.
+        ``members`` None: not read (then the answer is None for such a record: read them)."""
         after = ChainHandle._where(self, steps)
         if after.state is JobState.UNKNOWN:
             return None
         failed_member = after.job is not None and after.job.reason == MEMBER_FAILED
-        member_dead = members is not None and any(m.state is JobState.DEAD for m in members)
-        if after.step == 1 and failed_member and after.state is JobState.DEAD and not member_dead:
+        member_bad = members is not None and any(m.state in _ENDED_BADLY for m in members)
+        if after.step == 1 and failed_member and after.state is JobState.DEAD and not member_bad:
             return None
         return after
 
@@ -258,7 +310,14 @@ class ChordHandle(ChainHandle[R]):
             return_at = self._advance(head, infos)
             if return_at is not None:
                 return return_at
-        return WorkflowInfo(JobState.QUEUED, 1, None), None
+        if tail[0].state is not JobState.UNKNOWN or not self._recheck_due():
+            return WorkflowInfo(JobState.QUEUED, 1, None), None
+        # Every member ended and no callback: read them all, then the callback again.
+        members = self._read(self.members, call_many([m._status_call() for m in self.members]))
+        marks = self._mark_calls(members)
+        marked = set().union(*call_many(marks)) if marks else set()
+        tail = self._read(self.jobs, call_many([j._status_call() for j in self.jobs]))
+        return self._unreported(members, marked, tail)
 
     async def _alook(self) -> tuple[WorkflowInfo, Job[Any] | None]:
         call_many = self.app.broker.acall_many
@@ -278,7 +337,65 @@ class ChordHandle(ChainHandle[R]):
             return_at = self._advance(head, infos)
             if return_at is not None:
                 return return_at
-        return WorkflowInfo(JobState.QUEUED, 1, None), None
+        if tail[0].state is not JobState.UNKNOWN or not self._recheck_due():
+            return WorkflowInfo(JobState.QUEUED, 1, None), None
+        members = self._read(
+            self.members, await call_many([m._status_call() for m in self.members])
+        )
+        marks = self._mark_calls(members)
+        marked = set().union(*await call_many(marks)) if marks else set()
+        tail = self._read(self.jobs, await call_many([j._status_call() for j in self.jobs]))
+        return self._unreported(members, marked, tail)
+
+    def _recheck_due(self) -> bool:
+        """Whether to read every member again (at most every RECHECK_MEMBERS seconds)."""
+        now = time.monotonic()
+        if now < self._recheck_at:
+            return False
+        self._recheck_at = now + RECHECK_MEMBERS
+        return True
+
+    def _mark_calls(self, members: list[JobInfo]) -> list[Call[set[str]]]:
+        """Which cancelled members are still marked in their queue's cancelled set: their
+        record says cancelled (cancel.lua wrote it), but the worker that ends their entry,
+        and tells the chord, has not read it yet. One SMISMEMBER per queue."""
+        by_queue: dict[str, tuple[QueueKeys, list[str]]] = {}
+        for job, info in zip(self.members, members, strict=True):
+            if info.state is JobState.CANCELLED:
+                keys = job._keys
+                by_queue.setdefault(keys.queue, (keys, []))[1].append(job.id)
+        return [cancel_flags(keys, ids) for keys, ids in by_queue.values()]
+
+    def _unreported(
+        self, members: list[JobInfo], marked: set[str], tail: list[JobInfo]
+    ) -> tuple[WorkflowInfo, Job[Any] | None]:
+        """Where the chord stands once every member was seen ended with no callback yet.
+
+        A member tells the chord before (or in the step that) its worker ends it; a member
+        cancelled while queued or delayed has its record at once but is ended (and tells
+        the chord) when a worker reads its entry, until then marked in its queue's
+        cancelled set (``marked``). So members read ended and not marked, then a callback
+        read missing, means it will never be added (a member ended by a path that cannot
+        tell the chord, or a chord hash that expired): the first member that ended badly
+        raises its JobCancelled/JobFailed/JobExpired (JobNotFound, all done), rather than
+        a wait for ever. Members replayed since are waited on again."""
+        after = self._tail(tail, members)
+        self._replayed(members)
+        if after is not None:
+            return after, self._active(after)
+        if marked:
+            return WorkflowInfo(JobState.QUEUED, 1, None), None
+        if self._pending:
+            first = next(m for m in members if not m.state.finished)
+            waiting = WorkflowInfo(first.state, 0, first)
+            return waiting, self._active(waiting)
+        for job, ended in zip(self.members, members, strict=True):
+            if ended.state is not JobState.DONE:
+                job._outcome(ended)  # raises: the member that left the chord unfinished
+        raise JobNotFound(
+            f"chord {self.id}: every member ended but its callback {self.callback.id} was "
+            "never added (the chord's hash expired or was deleted)"
+        )
 
     def _replayed(self, members: list[JobInfo]) -> None:
         """Wait again on members that had ended and were replayed since."""
@@ -296,6 +413,14 @@ class ChordHandle(ChainHandle[R]):
                 return WorkflowInfo(info.state, 0, info), head[i]
         del self._pending[: len(head)]
         return None
+
+    def _cancel_calls(self, reason: str | None) -> list[Call[Any]]:
+        """Also delete the chord's hash: its callback will never read it."""
+        drop: Call[Any] = command("DEL", self.callback._keys.chord(self.id))
+        return [*super()._cancel_calls(reason), drop]
+
+    def _cancelled(self, replies: list[Any]) -> list[CancelResult]:
+        return super()._cancelled(replies[:-1])
 
     def _job_at(self, step: int) -> Job[Any]:
         if step == 0:

@@ -105,12 +105,22 @@ def on_success(
     return plan
 
 
-def chord_report(keys: Callable[[str], QueueKeys], flow: Flow, value: bytes) -> ChordReport:
+def chord_report(
+    keys: Callable[[str], QueueKeys], flow: Flow, value: bytes, *, error: bool = False
+) -> ChordReport:
+    """A member's report: its result, or (``error``) the error it stands for."""
     m = flow.member
     assert m is not None
     k = keys(m.queue)
     return ChordReport(
-        k.chord(flow.id), m.index, value, m.size, k.stream(m.level), k.record(m.callback), m.level
+        k.chord(flow.id),
+        m.index,
+        value,
+        m.size,
+        k.stream(m.level),
+        k.record(m.callback),
+        m.level,
+        error,
     )
 
 
@@ -120,6 +130,12 @@ def error_value(job_id: str, reason: str, error: str) -> bytes:
 
 
 def gather(keys: QueueKeys, flow: Flow) -> Call[list[bytes | None]]:
-    """The chord's results in member order (one HMGET), read by its callback."""
-    names = [str(i) for i in range(flow.gather)]
-    return command("HMGET", keys.chord(flow.id), *names)
+    """The chord's results in member order (one HMGET), read by its callback: a member's
+    result, else the error it stands for (``e<index>``, on_error="include"), else None."""
+    n = flow.gather
+    names = [str(i) for i in range(n)] + [f"e{i}" for i in range(n)]
+
+    def parse(reply: list[bytes | None]) -> list[bytes | None]:
+        return [reply[i] if reply[i] is not None else reply[n + i] for i in range(n)]
+
+    return command("HMGET", keys.chord(flow.id), *names, parse=parse)

@@ -9,13 +9,14 @@ hash exists, so no result is lost.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import producer
-from ..broker import Call, run_script
+from ..broker import Call, command, run_script
 from ..broker.calls import Arg
 from ..broker.operations import chord_open
 from ..exact import HintFor
@@ -29,7 +30,8 @@ from .handles import ChainHandle, ChordHandle, GroupHandle
 if TYPE_CHECKING:
     from .canvas import Chain, Chord, Group
 
-#: How long a chord's fan-in hash lives: its members must all end within this time.
+#: How long a chord's fan-in hash lives after its latest news (its opening, a member's
+#: report): renewed by each (chord_live in lua/includes/workflow.lua, which repeats it).
 CHORD_TTL_MS = 7 * 24 * 3600 * 1000
 #: Members per enqueue script (as enqueue_many).
 BATCH = 500
@@ -185,7 +187,12 @@ def chord(c: Chord) -> ChordHandle[Any]:
     handle, open_call, calls = _chord(c)
     broker = handle.app.broker
     broker.call(open_call)
-    broker.call_many(calls)
+    try:
+        broker.call_many(calls)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            broker.call(_close(handle))
+        raise
     return handle
 
 
@@ -193,5 +200,18 @@ async def chord_async(c: Chord) -> ChordHandle[Any]:
     handle, open_call, calls = _chord(c)
     broker = handle.app.broker
     await broker.acall(open_call)
-    await broker.acall_many(calls)
+    try:
+        await broker.acall_many(calls)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await broker.acall(_close(handle))
+        raise
     return handle
+
+
+def _close(handle: ChordHandle[Any]) -> Call[int]:
+    """Delete the hash of a chord whose members could not all be added (the caller gets
+    the error, and no handle): the members that were added run, their reports find no
+    chord, and no callback is ever added, rather than a hash left waiting for its lifetime.
+    Best effort: when Redis is unreachable it stays until it expires."""
+    return command("DEL", handle.callback._keys.chord(handle.id))
