@@ -127,27 +127,64 @@ def fetch(keys: QueueKeys, consumer: str, count: int) -> Call[Fetched]:
     )
 
 
+def fetch_plan(keys: QueueKeys, count: int) -> Call[list[tuple[str, int]] | None]:
+    """How many new entries to read from each level (fetch_plan.lua): ``(level, count)``
+    for the levels to read, most urgent first, or None when ``fetch`` must read instead."""
+
+    def parse(reply: Any) -> list[tuple[str, int]] | None:
+        if reply is None:
+            return None
+        return [(level, int(n)) for level, n in zip(LEVELS, reply, strict=True) if int(n) > 0]
+
+    return run_script("fetch_plan", [*keys.streams, keys.cancelled], [GROUP, count], parse)
+
+
+def read_level(keys: QueueKeys, level: str, consumer: str, count: int) -> Call[list[Delivery]]:
+    """XREADGROUP of up to ``count`` new entries of one level, without a script: what
+    fetch_plan found there (no cancel pending, so none needs setting apart)."""
+    stream = keys.stream(level)
+    return command(
+        "XREADGROUP",
+        "GROUP",
+        GROUP,
+        consumer,
+        "COUNT",
+        count,
+        "STREAMS",
+        stream,
+        ">",
+        parse=lambda reply: _deliveries({stream: (keys.queue, level)}, reply),
+    )
+
+
+def _deliveries(streams: Mapping[str, tuple[str, str]], reply: Any) -> list[Delivery]:
+    """An XREADGROUP reply (RESP2 lists or RESP3 maps, fields as pairs or dicts) as
+    deliveries; ``streams`` maps stream key -> (queue, level). Entries deleted since they
+    were added (nil) are skipped."""
+    out: list[Delivery] = []
+    if not reply:
+        return out
+    items = reply.items() if isinstance(reply, dict) else reply
+    for stream, entries in items:
+        queue, level = streams[text(stream)]
+        for entry in entries:
+            if entry is None:
+                continue
+            entry_id, data = entry
+            if data is None:
+                continue
+            fields = data if isinstance(data, dict) else _fields(data)
+            out.append(Delivery(queue, level, text(entry_id), fields))
+    return out
+
+
 def block_read(
     streams: Mapping[str, tuple[str, str]], consumer: str, count: int, block_ms: int
 ) -> Call[list[Delivery]]:
     """XREADGROUP BLOCK on many streams; ``streams`` maps stream key -> (queue, level)."""
 
     def parse(reply: Any) -> list[Delivery]:
-        out: list[Delivery] = []
-        if not reply:
-            return out
-        items = reply.items() if isinstance(reply, dict) else reply
-        for stream, entries in items:
-            queue, level = streams[text(stream)]
-            for entry in entries:
-                if entry is None:
-                    continue
-                entry_id, data = entry
-                if data is None:
-                    continue
-                fields = data if isinstance(data, dict) else _fields(data)
-                out.append(Delivery(queue, level, text(entry_id), fields))
-        return out
+        return _deliveries(streams, reply)
 
     names = list(streams)
     return command(

@@ -1,9 +1,10 @@
 """The fetch loop: read jobs for free slots and a small prefetch buffer, most urgent first.
 
-Jobs are read with XREADGROUP (COUNT = free slots) through the fetch script, which drains
-higher priority levels first; when nothing is ready the loop blocks on all the worker's
-streams at once, on a connection of its own that stop() can unblock at once (on Redis
-Cluster, one per node holding its streams: see broker/blocking.py).
+Jobs are read with XREADGROUP (COUNT = free slots), higher priority levels first, in the
+counts a small script (fetch_plan.lua) finds waiting in each level; when nothing is ready
+the loop blocks on all the worker's streams at once, on a connection of its own that stop()
+can unblock at once (on Redis Cluster, one per node holding its streams: see
+broker/blocking.py).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import redis
 
 from ..broker import operations
 from ..broker.blocking import BlockingReader
-from ..broker.operations import Delivery
+from ..broker.operations import Delivery, Fetched
 from ..errors import ConnectionFailed
+from ..keys import QueueKeys
 from .completer import MAX_BATCH
 from .transitions import RECONNECT
 
@@ -49,6 +51,8 @@ class Fetcher:
         self._blocker = BlockingReader(worker.broker)
         #: each queue's cancelled set, counted with every blocking read (no extra round trip)
         self._cancelled = {queue: keys.cancelled for queue, keys in worker.keys.items()}
+        #: whether fetches are planned (fetch_plan.lua needs XINFO's lag: Redis 7.0+)
+        self._planned: bool | None = None
 
     def job_took(self, seconds: float) -> None:
         self.mean_job_seconds += 0.1 * (seconds - self.mean_job_seconds)
@@ -117,9 +121,7 @@ class Fetcher:
                 got: list[Delivery] = []
                 for i in range(len(queues)):
                     keys = w.keys[queues[(turn + i) % len(queues)]]
-                    batch = await w.broker.acall(
-                        operations.fetch(keys, w.consumer, free - len(got))
-                    )
+                    batch = await self._fetch(keys, free - len(got))
                     got.extend(batch)
                     if batch.marked:
                         got.extend(await w.runner.drop_cancelled(batch.marked))
@@ -168,6 +170,29 @@ class Fetcher:
             unchecked += await self._blocker.drain()
         for d in unchecked:
             w.dispatch(d)
+
+    async def _fetch(self, keys: QueueKeys, count: int) -> Fetched:
+        """New jobs of one queue, most urgent level first.
+
+        fetch_plan.lua says how many to read from each level, and plain XREADGROUPs read
+        them: one more round trip per fetch than fetch.lua alone, but Redis no longer copies
+        every entry into Lua and back (about 5 of its 8-9 us per job). fetch.lua reads where
+        the plan cannot tell (a cancel pending, a lag Redis does not know, Redis 6.2).
+        """
+        w = self.w
+        if self._planned is None:
+            self._planned = (await w.broker.aserver_info()).version >= (7, 0, 0)
+        if self._planned:
+            plan = await w.broker.acall(operations.fetch_plan(keys, count))
+            if plan is not None:
+                out = Fetched()
+                out.marked = []
+                if plan:
+                    reads = [operations.read_level(keys, lv, w.consumer, n) for lv, n in plan]
+                    for batch in await w.broker.acall_many(reads):
+                        out.extend(batch)
+                return out
+        return await w.broker.acall(operations.fetch(keys, w.consumer, count))
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
