@@ -80,14 +80,18 @@ async def drain(
     return elapsed, cpu, lag
 
 
-def enqueue(task: Any, jobs: int, bulk: bool) -> float:
+def enqueue(task: Any, jobs: int, bulk: bool, payload: int = 0) -> float:
+    """Enqueue ``jobs`` calls of ``task``, with ``payload`` bytes of JSON kwargs each
+    (the bench's prompt-sized payload) when asked; seconds taken."""
+    prompt = {"prompt": "a" * payload} if payload else {}
     t0 = time.perf_counter()
     if bulk:
         for start in range(0, jobs, 1000):
-            task.enqueue_many([(i,) for i in range(start, min(jobs, start + 1000))])
+            calls = [task.s(i, **prompt) for i in range(start, min(jobs, start + 1000))]
+            task.enqueue_many(calls)
     else:
         for i in range(jobs):
-            task.enqueue(i)
+            task.enqueue(i, **prompt)
     return time.perf_counter() - t0
 
 
@@ -97,13 +101,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--bulk", action="store_true", help="enqueue with enqueue_many")
     parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--payload", type=int, default=0, help="bytes of JSON kwargs per job")
     args = parser.parse_args()
     with RedisServer() as server:
         client = redis.Redis.from_url(server.url)
         app = Conveyor(server.url, namespace="bench")
 
         @app.task
-        async def noop(x: int) -> None:
+        async def noop(x: int, prompt: str = "") -> None:
             return None
 
         stream = app.keys(app.default_queue).stream("normal")
@@ -113,7 +118,7 @@ def main() -> None:
         for _ in range(args.reps):
             client.config_resetstat()
             before = commandstats(client)
-            enqueue_s = enqueue(noop, args.jobs, args.bulk)
+            enqueue_s = enqueue(noop, args.jobs, args.bulk, args.payload)
             enq = diff(commandstats(client), before)
             mid, cpu_before = commandstats(client), redis_cpu(client)
             drain_s, worker_cpu, lag = asyncio.run(
@@ -144,6 +149,7 @@ def main() -> None:
             "jobs": args.jobs,
             "concurrency": args.concurrency,
             "bulk": args.bulk,
+            "payload": args.payload,
             "runs": runs,
         }
         if args.reps > 1:
