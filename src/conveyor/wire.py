@@ -297,6 +297,10 @@ def decode_fields(fields: Mapping[bytes, bytes], *, max_bytes: int = DEFAULT_MAX
 
 def _check_depth(raw: bytes, value: Any) -> None:
     """Refuse arguments nested deeper than MAX_DEPTH (cheap unless there are many brackets)."""
+    # A bracket past the outer one is looked for first (memchr: fast even through a long
+    # prompt), then counted (a byte at a time: 2 us for 2 KiB of text with none).
+    if raw.find(b"[", 1) < 0 and raw.find(b"{", 1) < 0:
+        return
     if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return
     stack = [(value, 1)]
