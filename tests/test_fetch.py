@@ -2,7 +2,8 @@
 
 The plan must name the most urgent levels first, never more entries than asked, and step
 aside (None: fetch.lua reads) whenever entries would need setting apart or the lag is not
-known. Worker-level ordering is in test_worker.py (test_higher_priority_levels_drain_first).
+known. The worker plans its reads only for large entries; ordering through fetch.lua is in
+test_worker.py (test_higher_priority_levels_drain_first).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import redis
 from conveyor import Conveyor
 from conveyor.broker import operations
 from conveyor.keys import GROUP
+from conveyor.worker.fetcher import PLAN_BYTES
+from tests.conftest import fast, wait_until, worker_thread
 
 
 def _fill(r: redis.Redis, stream: str, n: int) -> None:
@@ -66,3 +69,25 @@ def test_plan_of_an_empty_queue_reads_nothing(app: Conveyor) -> None:
     for stream in keys.streams:
         app.broker.call(operations.ensure_group(stream))
     assert app.broker.call(operations.fetch_plan(keys, 10)) == []
+
+
+def test_worker_reads_large_entries_by_plan_most_urgent_first(app: Conveyor) -> None:
+    order: list[tuple[str, int]] = []
+
+    @app.task
+    def record(level: str, i: int, prompt: str) -> None:
+        order.append((level, i))
+
+    prompt = "a" * 2048  # entries of ~2 KiB: the fetcher plans its reads after the first
+    with worker_thread(app, fast(concurrency=1)):
+        pass  # the consumer groups exist at id 0 before the jobs are added
+    for i in range(5):
+        record.using(priority="low").enqueue("low", i, prompt)
+    for i in range(5):
+        record.enqueue("normal", i, prompt)
+    for i in range(5):
+        record.using(priority="high").enqueue("high", i, prompt)
+    with worker_thread(app, fast(concurrency=1, prefetch=0)) as w:
+        wait_until(lambda: len(order) == 15, 10, "15 jobs to run")
+        assert w.fetcher.mean_entry_bytes >= PLAN_BYTES
+    assert order == [(level, i) for level in ("high", "normal", "low") for i in range(5)]
