@@ -14,6 +14,7 @@ from typing import Final
 NAMES: Final = (
     "create_group",
     "fetch",
+    "fetch_plan",
     "complete",
     "retry",
     "dead",

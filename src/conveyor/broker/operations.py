@@ -127,27 +127,64 @@ def fetch(keys: QueueKeys, consumer: str, count: int) -> Call[Fetched]:
     )
 
 
+def fetch_plan(keys: QueueKeys, count: int) -> Call[list[tuple[str, int]] | None]:
+    """How many new entries to read from each level (fetch_plan.lua): ``(level, count)``
+    for the levels to read, most urgent first, or None when ``fetch`` must read instead."""
+
+    def parse(reply: Any) -> list[tuple[str, int]] | None:
+        if reply is None:
+            return None
+        return [(level, int(n)) for level, n in zip(LEVELS, reply, strict=True) if int(n) > 0]
+
+    return run_script("fetch_plan", [*keys.streams, keys.cancelled], [GROUP, count], parse)
+
+
+def read_level(keys: QueueKeys, level: str, consumer: str, count: int) -> Call[list[Delivery]]:
+    """XREADGROUP of up to ``count`` new entries of one level, without a script: what
+    fetch_plan found there (no cancel pending, so none needs setting apart)."""
+    stream = keys.stream(level)
+    return command(
+        "XREADGROUP",
+        "GROUP",
+        GROUP,
+        consumer,
+        "COUNT",
+        count,
+        "STREAMS",
+        stream,
+        ">",
+        parse=lambda reply: _deliveries({stream: (keys.queue, level)}, reply),
+    )
+
+
+def _deliveries(streams: Mapping[str, tuple[str, str]], reply: Any) -> list[Delivery]:
+    """An XREADGROUP reply (RESP2 lists or RESP3 maps, fields as pairs or dicts) as
+    deliveries; ``streams`` maps stream key -> (queue, level). Entries deleted since they
+    were added (nil) are skipped."""
+    out: list[Delivery] = []
+    if not reply:
+        return out
+    items = reply.items() if isinstance(reply, dict) else reply
+    for stream, entries in items:
+        queue, level = streams[text(stream)]
+        for entry in entries:
+            if entry is None:
+                continue
+            entry_id, data = entry
+            if data is None:
+                continue
+            fields = data if isinstance(data, dict) else _fields(data)
+            out.append(Delivery(queue, level, text(entry_id), fields))
+    return out
+
+
 def block_read(
     streams: Mapping[str, tuple[str, str]], consumer: str, count: int, block_ms: int
 ) -> Call[list[Delivery]]:
     """XREADGROUP BLOCK on many streams; ``streams`` maps stream key -> (queue, level)."""
 
     def parse(reply: Any) -> list[Delivery]:
-        out: list[Delivery] = []
-        if not reply:
-            return out
-        items = reply.items() if isinstance(reply, dict) else reply
-        for stream, entries in items:
-            queue, level = streams[text(stream)]
-            for entry in entries:
-                if entry is None:
-                    continue
-                entry_id, data = entry
-                if data is None:
-                    continue
-                fields = data if isinstance(data, dict) else _fields(data)
-                out.append(Delivery(queue, level, text(entry_id), fields))
-        return out
+        return _deliveries(streams, reply)
 
     names = list(streams)
     return command(
@@ -515,15 +552,39 @@ def requeue(
     return run_script("requeue", key_list, args, lambda r: text(r) if r else None)
 
 
+#: Pending entries a renewal reads beyond the ids it renews: finished jobs whose acks are in
+#: flight sit between them; past the window, the script looks an id up alone.
+RENEW_MARGIN = 64
+#: Most ids one renew script extends. XCLAIM costs Redis about 2.5 us an id (it writes a
+#: propagation record per id), so a worker holding 1,000 jobs would stall every other client
+#: for milliseconds in one script; chunks of this size cost well under one each.
+RENEW_CHUNK = 200
+
+
 def renew(
     keys: QueueKeys, level: str, consumer: str, entry_ids: Sequence[str], pel_limit: int
-) -> Call[list[str]]:
-    return run_script(
-        "renew",
-        [keys.stream(level)],
-        [GROUP, consumer, pel_limit, *entry_ids],
-        lambda r: [text(x) for x in r],
-    )
+) -> list[Call[list[str]]]:
+    """Calls renewing the leases of ``entry_ids``: each replies with the ids another
+    consumer now holds (the lease was lost).
+
+    The ids are sorted and cut into chunks of RENEW_CHUNK; each chunk's script reads this
+    consumer's pending entries only between the chunk's lowest and highest id (at most
+    ``pel_limit``), never its whole pending list.
+    """
+    ordered = sorted(entry_ids, key=_stream_id)
+    calls = []
+    for start in range(0, len(ordered), RENEW_CHUNK):
+        chunk = ordered[start : start + RENEW_CHUNK]
+        window = min(pel_limit, len(chunk) + RENEW_MARGIN)
+        calls.append(
+            run_script(
+                "renew",
+                [keys.stream(level)],
+                [GROUP, consumer, window, chunk[0], chunk[-1], *chunk],
+                lambda r: [text(x) for x in r],
+            )
+        )
+    return calls
 
 
 def reclaim(

@@ -101,12 +101,13 @@ class LeaseKeeper(threading.Thread):
 
     def beat(self) -> None:
         calls: list[Call[Any]] = []
-        order = []
+        order: list[tuple[str, str]] = []
         for (queue, level), entry_ids in self.held.snapshot().items():
-            calls.append(
-                operations.renew(self.keys[queue], level, self.consumer, entry_ids, self.pel_limit)
+            renewals = operations.renew(
+                self.keys[queue], level, self.consumer, entry_ids, self.pel_limit
             )
-            order.append((queue, level))
+            calls += renewals
+            order += [(queue, level)] * len(renewals)
         ttl_ms = int(self.leases.timeout * 1000 * 2)
         info = json.dumps(
             {
@@ -152,11 +153,14 @@ class LeaseKeeper(threading.Thread):
                     queue,
                     ", ".join(lost_leases),
                 )
-        for (queue, level), lost in zip(order, replies, strict=False):
-            if lost:
+        lost_by_stream: dict[tuple[str, str], int] = defaultdict(int)
+        for where, lost in zip(order, replies, strict=False):
+            lost_by_stream[where] += len(lost)
+        for (queue, level), count in lost_by_stream.items():
+            if count:
                 log.warning(
                     "lost the lease on %d job(s) in %s/%s; another worker holds them now",
-                    len(lost),
+                    count,
                     queue,
                     level,
                 )

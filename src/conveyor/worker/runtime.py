@@ -50,9 +50,11 @@ from .turns import TurnBudget
 log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
 
-#: Jobs all slots together start in one event-loop turn (see turns.py): a turn stays short
-#: at any concurrency, so ack and fetch replies are read within a millisecond or two.
-YIELD_BUDGET = 8
+#: Jobs all slots together start in one event-loop turn, and how long a turn may go on
+#: starting them (see turns.py): a turn stays short at any concurrency, so ack and fetch
+#: replies are read within a millisecond or two.
+YIELD_BUDGET = 32
+TURN_SECONDS = 0.002
 #: A job for a task no live worker registers is dead-lettered after this many lease
 #: timeouts (a registry entry outlives its worker by at most two).
 UNKNOWN_TASK_LEASES = 3
@@ -113,7 +115,7 @@ class Worker:
         self.transitions.lifecycle = self.lifecycle
         self.live_tasks = LiveTasks(self.broker, app.namespace, min(1.0, leases.renew_every))
         self.handoff = Handoff()
-        self.turns = TurnBudget(YIELD_BUDGET)
+        self.turns = TurnBudget(YIELD_BUDGET, TURN_SECONDS)
         self.runner = DeliveryRunner(self)
         self.fetcher = Fetcher(self)
         #: what each busy slot is running, by slot number

@@ -3,34 +3,59 @@
 A job that never awaits does not give the loop back, and the loop polls sockets only between
 turns: if each of hundreds of slots ran even one job per turn, a turn would last tens of
 milliseconds and every reply (an ack batch's above all, then the next fetch's) would wait
-for it. So all slots together start at most ``limit`` jobs per turn; a slot that finds the
-budget spent parks, in order, and a callback at the start of the next turn (scheduled with
-call_soon, so it runs after the loop has polled I/O) refills the budget and wakes that many
-parked slots. A turn then costs a few dozen short jobs, at any concurrency, and the slots
-that keep running in one step save the task switches a yield per job would cost.
+for it. So all slots together start at most ``limit`` jobs per turn, and no more once the
+turn has lasted ``seconds``; a slot that finds the budget spent parks, in order, and a
+callback at the start of the next turn (scheduled with call_soon, so it runs after the loop
+has polled I/O) refills the budget and wakes parked slots. A turn then lasts about
+``seconds`` at any concurrency, and the slots that keep running in one step save the task
+switches a yield per job would cost.
+
+Why time and not only a count: parking and waking a slot costs about as much as a short
+job. With a small count (8 was used first) and every parked slot woken for one start, each
+job of a microseconds-long task cost a park and a wake, a sixth of the worker's CPU; a
+large count alone would let jobs of a millisecond each hold the loop for tens of them.
+
+A refill wakes at most ``wake`` parked slots (a quarter of the budget by default), each
+granted one start; the rest of the budget goes to slots that keep running after a job, so
+the first woken slot running short jobs back to back does not leave every other woken slot
+to find the budget spent and park again.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import perf_counter
+
+#: How often (in starts) take() reads the clock: reading it costs more than the check.
+_CLOCK_EVERY = 8
 
 
 class TurnBudget:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, seconds: float = float("inf"), wake: int | None = None) -> None:
         self.limit = limit
+        self.seconds = seconds
+        #: most parked slots one refill wakes
+        self.wake = max(1, limit // 4) if wake is None else wake
         #: job starts granted since the last refill (parked slots woken count at once)
         self.used = 0
+        self._turn_started = 0.0
         self._parked: deque[asyncio.Future[None]] = deque()
         self._refill_pending = False
 
     def take(self) -> bool:
         """Spend one start of this turn's budget; False when it is spent (then ``wait``)."""
-        if self.used < self.limit:
-            self.used += 1
+        used = self.used
+        if used >= self.limit:
+            return False
+        if not self._refill_pending:
+            self._turn_started = perf_counter()  # the first start of a new turn
             self._schedule_refill()
-            return True
-        return False
+        elif used % _CLOCK_EVERY == 0 and perf_counter() - self._turn_started > self.seconds:
+            self.used = self.limit  # the turn has lasted long enough: spent
+            return False
+        self.used = used + 1
+        return True
 
     async def wait(self) -> None:
         """Park until a later turn grants this slot a start (already counted when it wakes)."""
@@ -50,9 +75,11 @@ class TurnBudget:
 
     def _refill(self) -> None:
         self._refill_pending = False
-        self.used = 0
         parked = self._parked
-        while parked and self.used < self.limit:
+        self._turn_started = perf_counter()
+        self.used = 0
+        wake = self.wake
+        while parked and self.used < wake:
             waiter = parked.popleft()
             if not waiter.done():
                 waiter.set_result(None)

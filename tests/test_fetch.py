@@ -1,0 +1,93 @@
+"""Planned fetches (fetch_plan.lua, then plain XREADGROUPs) against a real Redis.
+
+The plan must name the most urgent levels first, never more entries than asked, and step
+aside (None: fetch.lua reads) whenever entries would need setting apart or the lag is not
+known. The worker plans its reads only for large entries; ordering through fetch.lua is in
+test_worker.py (test_higher_priority_levels_drain_first).
+"""
+
+from __future__ import annotations
+
+import redis
+
+from conveyor import Conveyor
+from conveyor.broker import operations
+from conveyor.keys import GROUP
+from conveyor.worker.fetcher import PLAN_BYTES
+from tests.conftest import fast, wait_until, worker_thread
+
+
+def _fill(r: redis.Redis, stream: str, n: int) -> None:
+    pipe = r.pipeline()
+    for i in range(n):
+        pipe.xadd(stream, {"task": "t", "args": f"[{i}]", "kwargs": "{}"})
+    pipe.execute()
+
+
+def test_plan_counts_the_most_urgent_levels_first_within_the_count(
+    app: Conveyor, r: redis.Redis
+) -> None:
+    keys = app.keys("default")
+    for stream in keys.streams:
+        app.broker.call(operations.ensure_group(stream))
+    _fill(r, keys.stream("high"), 5)
+    _fill(r, keys.stream("normal"), 300)
+    _fill(r, keys.stream("low"), 7)
+
+    assert app.broker.call(operations.fetch_plan(keys, 3)) == [("high", 3)]
+    assert app.broker.call(operations.fetch_plan(keys, 128)) == [("high", 5), ("normal", 123)]
+    assert app.broker.call(operations.fetch_plan(keys, 1000)) == [
+        ("high", 5),
+        ("normal", 300),
+        ("low", 7),
+    ]
+    got = app.broker.call(operations.read_level(keys, "high", "w", 5))
+    assert [d.level for d in got] == ["high"] * 5
+    assert [d.fields[b"args"] for d in got] == [f"[{i}]".encode() for i in range(5)]
+    assert r.xpending(keys.stream("high"), GROUP)["pending"] == 5  # delivered to "w"
+    # What was read is no longer counted: the next plan starts at the normal level.
+    assert app.broker.call(operations.fetch_plan(keys, 10)) == [("normal", 10)]
+
+
+def test_plan_steps_aside_for_a_pending_cancel_or_a_missing_group(
+    app: Conveyor, r: redis.Redis
+) -> None:
+    keys = app.keys("default")
+    for stream in keys.streams:
+        app.broker.call(operations.ensure_group(stream))
+    _fill(r, keys.stream("normal"), 3)
+    r.sadd(keys.cancelled, "default:n:0-1")
+    assert app.broker.call(operations.fetch_plan(keys, 10)) is None  # fetch.lua splits them
+    r.delete(keys.cancelled)
+    assert app.broker.call(operations.fetch_plan(keys, 10)) == [("normal", 3)]
+    r.delete(keys.stream("high"))  # Redis lost the group: fetch.lua raises NOGROUP
+    assert app.broker.call(operations.fetch_plan(keys, 10)) is None
+
+
+def test_plan_of_an_empty_queue_reads_nothing(app: Conveyor) -> None:
+    keys = app.keys("default")
+    for stream in keys.streams:
+        app.broker.call(operations.ensure_group(stream))
+    assert app.broker.call(operations.fetch_plan(keys, 10)) == []
+
+
+def test_worker_reads_large_entries_by_plan_most_urgent_first(app: Conveyor) -> None:
+    order: list[tuple[str, int]] = []
+
+    @app.task
+    def record(level: str, i: int, prompt: str) -> None:
+        order.append((level, i))
+
+    prompt = "a" * 2048  # entries of ~2 KiB: the fetcher plans its reads after the first
+    with worker_thread(app, fast(concurrency=1)):
+        pass  # the consumer groups exist at id 0 before the jobs are added
+    for i in range(5):
+        record.using(priority="low").enqueue("low", i, prompt)
+    for i in range(5):
+        record.enqueue("normal", i, prompt)
+    for i in range(5):
+        record.using(priority="high").enqueue("high", i, prompt)
+    with worker_thread(app, fast(concurrency=1, prefetch=0)) as w:
+        wait_until(lambda: len(order) == 15, 10, "15 jobs to run")
+        assert w.fetcher.mean_entry_bytes >= PLAN_BYTES
+    assert order == [(level, i) for level in ("high", "normal", "low") for i in range(5)]
