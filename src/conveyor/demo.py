@@ -1,6 +1,7 @@
 """`make demo`: a real worker process running a document pipeline on a real Redis.
 
-extract -> analyze -> summarize -> embed, one queue per stage, each stage enqueuing the next.
+extract -> analyze -> summarize -> embed, one queue per stage, each document a chain whose
+stages hand over to each other exactly once (the ack and the next stage's enqueue together).
 Along the way: a flaky stage that succeeds on retry, a poison document that ends in the
 dead-letter stream, a delayed report job, and results read back through job handles.
 The demo uses a namespace of its own and deletes its keys when it ends.
@@ -22,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from . import Backoff, Conveyor, JobFailed, dead_letters, stats
+from . import Backoff, ChainHandle, Conveyor, JobFailed, chain, dead_letters, stats
 from .broker import configured_url
 from .embedded import redis_for
 
@@ -36,37 +37,33 @@ console = Console()
 async def extract(doc_id: str) -> dict[str, Any]:
     """Pretend OCR: async I/O-bound work."""
     await asyncio.sleep(random.uniform(0.05, 0.2))
-    text = f"contents of {doc_id} " * 20
-    nxt = await analyze.enqueue_async(doc_id, text)
-    return {"doc": doc_id, "chars": len(text), "next": nxt.id}
+    return {"doc": doc_id, "text": f"contents of {doc_id} " * 20}
 
 
 @app.task(queue="analyze", retries=3, backoff=Backoff(base=0.3, cap=2.0))
-def analyze(doc_id: str, text: str) -> dict[str, Any]:
+def analyze(page: dict[str, Any]) -> dict[str, Any]:
     """A flaky model call (sync, runs in the thread pool): fails on its first try for some."""
+    doc_id = page["doc"]
     marker = app.broker.client.incr(f"{NAMESPACE}:demo:tries:{doc_id}")
     if doc_id.endswith("3") and int(marker) == 1:
         raise TimeoutError("model endpoint timed out (transient)")
     if doc_id == "doc-poison":
         raise ValueError("document is corrupt: cannot be analyzed")
     time.sleep(random.uniform(0.05, 0.15))
-    words = len(text.split())
-    nxt = summarize.enqueue(doc_id, words)
-    return {"doc": doc_id, "words": words, "attempt": int(marker), "next": nxt.id}
+    return {"doc": doc_id, "words": len(page["text"].split()), "attempt": int(marker)}
 
 
 @app.task(queue="summarize")
-async def summarize(doc_id: str, words: int) -> dict[str, Any]:
+async def summarize(analysis: dict[str, Any]) -> dict[str, Any]:
     await asyncio.sleep(random.uniform(0.05, 0.15))
-    summary = f"{doc_id}: {words} words about important things"
-    nxt = await embed.enqueue_async(doc_id, summary)
-    return {"doc": doc_id, "summary": summary, "next": nxt.id}
+    doc_id = analysis["doc"]
+    return {"doc": doc_id, "summary": f"{doc_id}: {analysis['words']} words about things"}
 
 
 @app.task(queue="embed")
-def embed(doc_id: str, summary: str) -> dict[str, Any]:
-    digest = hashlib.sha256(summary.encode()).digest()
-    return {"doc": doc_id, "vector": [round(b / 255, 3) for b in digest[:4]]}
+def embed(summary: dict[str, Any]) -> dict[str, Any]:
+    digest = hashlib.sha256(summary["summary"].encode()).digest()
+    return {"doc": summary["doc"], "vector": [round(b / 255, 3) for b in digest[:4]]}
 
 
 @app.task(queue="extract")
@@ -74,16 +71,11 @@ def send_report(count: int) -> str:
     return f"report sent: {count} documents processed"
 
 
-def _follow(job_id: str, timeout: float) -> tuple[list[str], Any]:
-    """Walk a document's chain of jobs from stage to stage; return states and final result."""
-    seen = []
-    value: Any = None
-    current: str | None = job_id
-    while current:
-        value = app.job(current).result(timeout=timeout)
-        seen.append(current)
-        current = value.get("next") if isinstance(value, dict) else None
-    return seen, value
+def pipeline(doc_id: str) -> ChainHandle[dict[str, Any]]:
+    """One document's four stages as a chain: each stage's ack adds the next stage in the
+    same step (or forwards it first, de-duplicated, when the next queue is elsewhere), so a
+    worker killed between the two neither loses nor repeats the next stage."""
+    return chain(extract.s(doc_id), analyze.s(), summarize.s(), embed.s()).enqueue()
 
 
 def _cleanup() -> None:
@@ -145,17 +137,17 @@ def run_demo(url: str | None = None, documents: int = 12) -> int:
 def _drive(documents: int) -> int:
     docs = [f"doc-{i}" for i in range(1, documents + 1)] + ["doc-poison"]
     started = time.monotonic()
-    jobs = extract.enqueue_many([(d,) for d in docs])
+    handles = [pipeline(d) for d in docs]
     report = send_report.enqueue_in(2.0, documents)
-    console.print(f"enqueued {len(jobs)} documents in one round trip; a report is due in 2 s")
+    console.print(f"enqueued {len(handles)} pipelines (chains of 4 stages); a report is due in 2 s")
     table = Table(title="pipeline results (extract -> analyze -> summarize -> embed)")
-    for col in ("document", "jobs", "result"):
+    for col in ("document", "stages", "result"):
         table.add_column(col)
     failures = 0
-    for doc, job in zip(docs, jobs, strict=True):
+    for doc, handle in zip(docs, handles, strict=True):
         try:
-            chain, value = _follow(job.id, timeout=30)
-            table.add_row(doc, str(len(chain)), str(value.get("vector")))
+            value = handle.result(timeout=30)
+            table.add_row(doc, str(len(handle.jobs)), str(value.get("vector")))
         except JobFailed as exc:
             failures += 1
             table.add_row(doc, "dead", f"[red]{exc.error}[/red]")
@@ -165,6 +157,7 @@ def _drive(documents: int) -> int:
     console.print(f"dead-letter stream of 'analyze': {len(dead)} job(s)")
     for d in dead:
         console.print(f"  {d.job_id}: {d.reason}: {d.error} (attempts: {d.fields.get('attempt')})")
+        console.print(f"    {d.fields.get('dead_workflow')}: `conveyor dead replay` resumes it")
     for q in STAGES:
         s = stats.queue_stats(app, q)
         console.print(

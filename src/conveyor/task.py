@@ -165,7 +165,14 @@ class Task(Generic[P, R]):
         clone._set_extra()
         return clone
 
-    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature:
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A call of this task to enqueue later: in ``enqueue_many``, or as a workflow step.
+
+        Not typed with the task's parameters on purpose: a chain step (or a chord callback)
+        gets its first argument from the step before it, so its signature is partial, which
+        a ParamSpec cannot express. ``chain``/``chord`` check steps against the function's
+        signature when they are built, and the worker checks every job before it runs.
+        """
         return Signature(self, tuple(args), dict(kwargs))
 
     # -- argument checks (used by workers before running a job) -----------------------------
