@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import redis
 
 from conveyor.embedded import LOOPBACK
-from tests.redis_servers import RedisServer, free_port
+from tests.redis_servers import RedisServer
 
 NODE_TIMEOUT_MS = 2000
 
@@ -54,21 +55,37 @@ class Shard:
     replica: RedisServer
 
 
+def distinct_free_ports(count: int) -> list[int]:
+    """``count`` different loopback ports free now: each is bound until all are chosen."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 class Cluster:
     """3 masters + 3 replicas on loopback, in one temp dir, stopped by ``stop()``."""
 
     def __init__(self, masters: int = 3, *, extra_args: tuple[str, ...] = ()) -> None:
         self.base = tempfile.mkdtemp(prefix="conveyor-cluster-")
         self.nodes: list[RedisServer] = []
+        # Every port (a node's and its bus port) held at once while they are chosen: two
+        # free_port() calls in a row may return the same port, since none is bound until the
+        # servers start (a node once failed with "Address already in use" on its own port).
+        ports = distinct_free_ports(masters * 4)
         for i in range(masters * 2):
-            port = free_port()
+            port, bus = ports[2 * i], ports[2 * i + 1]
             node_dir = os.path.join(self.base, f"node-{i}")
             os.makedirs(node_dir)
             args = [
                 *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
                 *("--cluster-node-timeout", str(NODE_TIMEOUT_MS)),
                 # the bus port defaults to port + 10000, impossible above 55535
-                *("--cluster-port", str(free_port())),
+                *("--cluster-port", str(bus)),
                 *("--cluster-replica-validity-factor", "0"),
                 *extra_args,
             ]
