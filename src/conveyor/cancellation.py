@@ -5,11 +5,17 @@ one ends at once and is skipped when its entry is delivered (the entry is not de
 XINFO lag stays true), a running one is marked in the queue's ``cancelled`` set, which its
 worker reads on the lease beat (a mark in Redis cannot be missed the way a message can).
 Calls are built here once and run by either face of the Broker.
+
+A cancel that ends a job here (delayed or queued) is told to the app's hooks, metrics and
+events stream by the cancelling process, as a ``cancelled`` event with no worker: the
+worker that later takes the queued entry (end_cancelled.lua answers ``skipped``) tells
+nothing more. A running job's cancel is told by its worker when it ends.
 """
 
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +24,8 @@ from .broker import Broker, Call, command, run_script, text
 from .broker.calls import Arg
 from .broker.operations import MemberEnd, member_tail
 from .errors import ConveyorError, JobNotFound
+from .events import Host, tell, tell_async
+from .hooks import JobEvent
 from .keys import GROUP, QueueKeys, parse_job_id
 from .wire import JobRecord, encode_record
 
@@ -46,6 +54,8 @@ class CancelResult:
     #: that its record's TTL passed, not the ``expires`` option's ``expired``), or the
     #: consumer running it (SIGNALLED)
     detail: str = ""
+    #: the job's task (CANCELLED, WILL_SKIP; empty for a workflow step not added yet)
+    task: str = ""
 
     @property
     def stopped(self) -> bool:
@@ -119,7 +129,19 @@ def _result(job_id: str, reply: _Reply) -> CancelResult:
             f"cannot cancel job {job_id}: Redis holds nothing for it (never enqueued, or it "
             "ended and its record expired). Check the id (`conveyor status JOB_ID`)."
         )
-    return CancelResult(_OUTCOMES[reply.code], reply.detail)
+    outcome = _OUTCOMES[reply.code]
+    if outcome in (CancelOutcome.CANCELLED, CancelOutcome.WILL_SKIP):
+        return CancelResult(outcome, "", reply.detail)
+    return CancelResult(outcome, reply.detail)
+
+
+def ended_event(job_id: str, result: CancelResult, reason: str | None) -> JobEvent | None:
+    """The ``cancelled`` event of a job this cancel ended (None when it ended none, or a
+    workflow step not added yet, which never was enqueued either)."""
+    if not result.stopped or not result.task:
+        return None
+    queue = parse_job_id(job_id).queue
+    return JobEvent("cancelled", job_id, queue, result.task, at=time.time(), reason=reason)
 
 
 def result_of(job_id: str, reply: _Reply) -> CancelResult:
@@ -127,12 +149,40 @@ def result_of(job_id: str, reply: _Reply) -> CancelResult:
     return _result(job_id, reply)
 
 
+def tell_ended(
+    app: Host, job_ids: Sequence[str], results: Sequence[CancelResult], reason: str | None
+) -> None:
+    """Tell the app's hooks of each job these cancels ended (a workflow handle's cancel)."""
+    if app.hooks.active:
+        for job_id, result in zip(job_ids, results, strict=True):
+            event = ended_event(job_id, result, reason)
+            if event is not None:
+                tell(app, event)
+
+
+async def tell_ended_async(
+    app: Host, job_ids: Sequence[str], results: Sequence[CancelResult], reason: str | None
+) -> None:
+    if app.hooks.active:
+        for job_id, result in zip(job_ids, results, strict=True):
+            event = ended_event(job_id, result, reason)
+            if event is not None:
+                await tell_async(app, event)
+
+
 def cancel(
-    broker: Broker, keys: QueueKeys, job_id: str, *, ttl_ms: int, reason: str | None = None
+    broker: Broker,
+    keys: QueueKeys,
+    job_id: str,
+    *,
+    ttl_ms: int,
+    reason: str | None = None,
+    app: Host | None = None,
 ) -> CancelResult:
     """Cancel a job; see CancelOutcome for what happened. Raises JobNotFound for an id
     Redis knows nothing about. A job holding a unique key until done costs a second call:
-    the first names the key, the second frees it in the step that ends the job."""
+    the first names the key, the second frees it in the step that ends the job. ``app``:
+    whose hooks to tell when this ends the job (nothing is sent when none listen)."""
     unique_name = ""
     for _ in range(2):
         publish = broker.publish_command
@@ -147,13 +197,24 @@ def cancel(
             )
         )
         if reply.code != _NEEDS_UNIQUE:
-            return _result(job_id, reply)
+            result = _result(job_id, reply)
+            if app is not None and app.hooks.active:
+                event = ended_event(job_id, result, reason)
+                if event is not None:
+                    tell(app, event)
+            return result
         unique_name = reply.detail
     raise ConveyorError(f"cancel of job {job_id} did not settle on its unique key")
 
 
 async def cancel_async(
-    broker: Broker, keys: QueueKeys, job_id: str, *, ttl_ms: int, reason: str | None = None
+    broker: Broker,
+    keys: QueueKeys,
+    job_id: str,
+    *,
+    ttl_ms: int,
+    reason: str | None = None,
+    app: Host | None = None,
 ) -> CancelResult:
     unique_name = ""
     for _ in range(2):
@@ -169,7 +230,12 @@ async def cancel_async(
             )
         )
         if reply.code != _NEEDS_UNIQUE:
-            return _result(job_id, reply)
+            result = _result(job_id, reply)
+            if app is not None and app.hooks.active:
+                event = ended_event(job_id, result, reason)
+                if event is not None:
+                    await tell_async(app, event)
+            return result
         unique_name = reply.detail
     raise ConveyorError(f"cancel of job {job_id} did not settle on its unique key")
 
@@ -199,10 +265,12 @@ def end_cancelled(
     reason: str | None = None,
     publish: str = "PUBLISH",
     member: MemberEnd | None = None,
-) -> Call[bool]:
+) -> Call[str]:
     """End a running job its worker found marked: acked, recorded ``cancelled``, not
     retried; a chord member tells its chord on this queue (``member``) in the same step.
-    False when the worker no longer owns the entry (nothing changed)."""
+    Returns what the worker counts: ``cancelled`` (ended here), ``skipped`` (the entry of a
+    job cancel.lua had ended, which its client told the hooks of), or ``lost`` (the worker
+    no longer owns the entry: nothing changed)."""
     key_list = [keys.stream(level), keys.record(job_id), keys.cancelled]
     if unique_name:
         key_list.append(keys.unique(unique_name))
@@ -217,4 +285,7 @@ def end_cancelled(
         publish,
     ]
     args += member_tail(member, key_list)
-    return run_script("end_cancelled", key_list, args, lambda r: int(r) == 1)
+    return run_script("end_cancelled", key_list, args, lambda r: _END_CANCELLED[int(r)])
+
+
+_END_CANCELLED = {0: "lost", 1: "cancelled", 2: "skipped"}

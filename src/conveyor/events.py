@@ -17,14 +17,14 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
 from .broker import Broker, Call, command, run_script, text
 from .broker.calls import Arg
 from .errors import ConfigurationError, ConveyorError
-from .hooks import JobEvent
+from .hooks import Hooks, JobEvent
 from .keys import events_key
 
 if TYPE_CHECKING:
@@ -151,6 +151,49 @@ def _pairs(flat: Any) -> Iterator[tuple[Any, Any]]:
     return zip(it, it, strict=True)
 
 
+def append_call(key: str, settings: EventStream, events: list[JobEvent]) -> Call[Any]:
+    """One script call adds the batch (append_events.lua): one command for the client to
+    send and parse per flush, not one per event."""
+    args: list[Arg] = [settings.maxlen]
+    for e in events:
+        args += (FIELD, encoded(e))
+    return run_script("append_events", [key], args)
+
+
+class Host(Protocol):
+    """What telling an event needs of the app (the Conveyor app is one)."""
+
+    @property
+    def broker(self) -> Broker: ...
+    @property
+    def hooks(self) -> Hooks: ...
+    @property
+    def namespace(self) -> str: ...
+
+
+def tell(app: Host, event: JobEvent) -> None:
+    """An event seen outside a worker (a client's cancel ended a queued job): the app's
+    hooks are told, and the events stream gets it at once (one call, only when it is on).
+    A failure to send is logged, never raised: the job's change already happened."""
+    app.hooks.emit(event)
+    settings = app.hooks.events
+    if settings is not None:
+        try:
+            app.broker.call(append_call(events_key(app.namespace), settings, [event]))
+        except (ConveyorError, OSError) as exc:
+            log.warning("dropped a %s event: could not send it: %s", event.kind, exc)
+
+
+async def tell_async(app: Host, event: JobEvent) -> None:
+    app.hooks.emit(event)
+    settings = app.hooks.events
+    if settings is not None:
+        try:
+            await app.broker.acall(append_call(events_key(app.namespace), settings, [event]))
+        except (ConveyorError, OSError) as exc:
+            log.warning("dropped a %s event: could not send it: %s", event.kind, exc)
+
+
 class EventWriter:
     """A worker's side: events buffered in memory, sent every ``flush_every`` seconds in one
     pipeline. Adding one is a list append; a failed send drops that batch (logged)."""
@@ -179,12 +222,7 @@ class EventWriter:
             await self.flush()
 
     def _call(self, events: list[JobEvent]) -> Call[Any]:
-        """One script call adds the batch (append_events.lua): one command for the client
-        to send and parse per flush, not one per event."""
-        args: list[Arg] = [self.settings.maxlen]
-        for e in events:
-            args += (FIELD, encoded(e))
-        return run_script("append_events", [self.key], args)
+        return append_call(self.key, self.settings, events)
 
     async def flush(self) -> None:
         while self._buffer:

@@ -14,6 +14,7 @@ from . import cancellation, progress, streams
 from .broker import Broker, Call, operations
 from .cancellation import CancelResult
 from .errors import JobCancelled, JobExpired, JobFailed, JobNotFound, JobTimeout
+from .hooks import Hooks
 from .keys import JobLocation, QueueKeys, parse_job_id
 from .progress import Progress
 from .wire import JobRecord, decode_record
@@ -27,6 +28,10 @@ class JobHost(Protocol):
 
     @property
     def broker(self) -> Broker: ...
+    @property
+    def hooks(self) -> Hooks: ...
+    @property
+    def namespace(self) -> str: ...
 
     def keys(self, queue: str) -> QueueKeys: ...
 
@@ -192,12 +197,22 @@ class Job(Generic[R]):
         Raises JobNotFound for an id Redis knows nothing about.
         """
         return cancellation.cancel(
-            self.app.broker, self._keys, self.id, ttl_ms=CANCEL_RECORD_TTL_MS, reason=reason
+            self.app.broker,
+            self._keys,
+            self.id,
+            ttl_ms=CANCEL_RECORD_TTL_MS,
+            reason=reason,
+            app=self.app,
         )
 
     async def cancel_async(self, reason: str | None = None) -> CancelResult:
         return await cancellation.cancel_async(
-            self.app.broker, self._keys, self.id, ttl_ms=CANCEL_RECORD_TTL_MS, reason=reason
+            self.app.broker,
+            self._keys,
+            self.id,
+            ttl_ms=CANCEL_RECORD_TTL_MS,
+            reason=reason,
+            app=self.app,
         )
 
     def progress(self) -> Progress | None:

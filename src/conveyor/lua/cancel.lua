@@ -22,8 +22,9 @@
 -- cancel()): with no record, its record is written `cancelled` ({1, ''}) and the handoff
 -- that would add it adds nothing (add_step in includes/workflow.lua)
 -- returns {code, detail}:
---   {1, ''}        cancelled: was delayed or retrying, now ended
---   {2, ''}        will skip: was queued, now ended and marked
+--   {1, task}      cancelled: was delayed or retrying, now ended (task: its task name, for
+--                  the client's hooks; '' for a workflow step not added yet)
+--   {2, task}      will skip: was queued, now ended and marked
 --   {3, consumer}  signalled: running on `consumer`, marked
 --   {4, state}     already ended: done, dead, cancelled, expired, or record_expired (ended
 --                  long enough ago that its record's TTL passed) (nothing changed)
@@ -68,7 +69,7 @@ if rec then
       redis.call('XADD', KEYS[at], '*', unpack(flatten(fields)))
       redis.call('SADD', KEYS[7], job_id)
     end
-    return {1, ''}
+    return {1, fields['task'] or ''}
   else
     return {4, state}
   end
@@ -104,4 +105,4 @@ if not queued then return {4, 'record_expired'} end
 local unique_name = field_of(found[2], 'unique')
 if not finish(unique_name) then return {5, unique_name} end
 redis.call('SADD', KEYS[7], job_id)
-return {2, ''}
+return {2, field_of(found[2], 'task') or ''}

@@ -14,7 +14,9 @@
 -- channel, ARGV[8] publish command ('PUBLISH' or 'SPUBLISH'), ARGV[9..15] the chord tail
 -- (member_end in includes/workflow.lua; ARGV[9] 0 for none): a cancelled chord member
 -- tells its chord on this queue in this step, so the chord does not wait for it for ever
--- returns 1, or 0 when the consumer no longer owns the entry (nothing changed)
+-- returns 1 when it ended the job here, 2 when it only took the entry of a job cancel.lua had
+-- ended (the cancelling client told the hooks then), 0 when the consumer no longer owns the
+-- entry (nothing changed)
 -- @include owner
 -- @include time
 -- @include unique
@@ -27,7 +29,7 @@ release_unique(before_member(4, 9), ARGV[4])
 member_end(9, ARGV[7], ARGV[8])
 local raw = redis.call('GET', KEYS[2])
 local ok, rec = pcall(cjson.decode, raw or '')
-if ok and type(rec) == 'table' and rec['state'] == 'cancelled' then return 1 end
+if ok and type(rec) == 'table' and rec['state'] == 'cancelled' then return 2 end
 store_end(KEYS[2], stamp(ARGV[5], now_ms()), ARGV[6])
 redis.call(ARGV[8], ARGV[7], KEYS[2])
 return 1

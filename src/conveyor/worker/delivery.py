@@ -461,7 +461,7 @@ class DeliveryRunner:
         member = await w.transitions.tell_chord(
             d, job_id, "cancelled", CANCELLED_ERROR, w.transitions.owns(d)
         )
-        ok = await w.transitions.call(
+        ended = await w.transitions.call(
             end_cancelled(
                 w.keys[d.queue],
                 w.consumer,
@@ -476,7 +476,7 @@ class DeliveryRunner:
         )
         if lease is not None:
             await w.transitions.call(self.release_call(d, lease))
-        w.transitions.count("cancelled" if ok else "lost", job_id, d)
+        w.transitions.count(ended, job_id, d)
 
     def _progress(
         self, keys: QueueKeys, job_id: str, ttl: int, fraction: float, message: str

@@ -20,6 +20,8 @@ from ..cancellation import (
     cancel_call,
     cancel_flags,
     result_of,
+    tell_ended,
+    tell_ended_async,
 )
 from ..errors import JobNotFound, JobTimeout
 from ..job import CANCEL_RECORD_TTL_MS, Job, JobHost, JobInfo, JobState, interpret
@@ -174,11 +176,15 @@ class ChainHandle(Generic[R]):
         starts, whatever was running then; result() raises JobCancelled. A step that had
         ended (done, dead) stays as it was (ALREADY_ENDED). One round trip."""
         replies = self.app.broker.call_many(self._cancel_calls(reason))
-        return self._cancelled(replies)
+        results = self._cancelled(replies)
+        tell_ended(self.app, [j.id for j in self._watched()], results, reason)
+        return results
 
     async def cancel_async(self, reason: str | None = None) -> list[CancelResult]:
         replies = await self.app.broker.acall_many(self._cancel_calls(reason))
-        return self._cancelled(replies)
+        results = self._cancelled(replies)
+        await tell_ended_async(self.app, [j.id for j in self._watched()], results, reason)
+        return results
 
     def _cancel_calls(self, reason: str | None) -> list[Call[Any]]:
         publish = self.app.broker.publish_command
