@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 
-from conveyor import ConfigurationError, Conveyor, JobFailed
+from conveyor import ConfigurationError, Conveyor, JobFailed, chain
 from conveyor.events import EventStream, latest, read
-from conveyor.hooks import JobEvent, Middleware
+from conveyor.hooks import EVENTS, JobEvent, Middleware
 from conveyor.keys import events_key
 from conveyor.worker import Worker
 from tests.conftest import fast, wait_until, worker_thread
@@ -25,7 +26,7 @@ class Recorder(Middleware):
         with self.lock:
             self.seen.append((event.kind, event.task, event.attempt))
 
-    enqueued = started = succeeded = failed = retried = dead = cancelled = _add
+    enqueued = started = succeeded = failed = retried = dead = cancelled = expired = _add
 
 
 def test_hooks_see_each_step_of_a_jobs_life_in_order(app: Conveyor) -> None:
@@ -181,3 +182,85 @@ def test_with_everything_off_the_worker_has_no_lifecycle_and_writes_no_events(
     with worker_thread(app, fast()):
         assert app.tasks["ok"].enqueue(1).result(10) == 1
     assert not app.broker.client.exists(events_key(app.namespace))
+
+
+def _stream_kinds(app: Conveyor, task: str) -> list[str]:
+    return [e.kind for e in read(app, count=1000) if e.task == task]
+
+
+def test_a_queued_job_cancelled_is_told_once_by_the_client_not_again_by_the_worker(
+    redis_url: str, namespace: str
+) -> None:
+    """cancel.lua ends a queued job at once: the cancelling process tells the hooks and the
+    events stream; the worker that later takes its entry only skips it (told nothing)."""
+    app = Conveyor(redis_url, namespace=namespace, events=True)
+    register_tasks(app)
+    rec = Recorder()
+    app.use(rec)
+    job = app.tasks["ok"].enqueue(1)
+    assert job.cancel("not needed").outcome.value == "will_skip"
+    assert rec.seen.count(("cancelled", "ok", 1)) == 1
+    assert _stream_kinds(app, "ok") == ["cancelled"]
+    (event,) = [e for e in read(app) if e.kind == "cancelled"]
+    assert event.job_id == job.id and event.queue == "default" and event.worker == ""
+    assert event.reason == "not needed"
+    with worker_thread(app, fast()) as worker:
+        wait_until(lambda: worker.counts.get("skipped") == 1, 5, "the worker to skip it")
+    assert worker.counts["cancelled"] == 0
+    assert rec.seen.count(("cancelled", "ok", 1)) == 1
+    assert "started" not in [k for k, _, _ in rec.seen]
+    assert _stream_kinds(app, "ok") == ["cancelled"]
+    assert job.status().value == "cancelled"
+
+
+async def test_a_delayed_job_cancelled_async_tells_the_cancelled_hook(app: Conveyor) -> None:
+    register_tasks(app)
+    seen: list[JobEvent] = []
+    app.on("cancelled")(seen.append)
+    job = app.tasks["ok"].enqueue_in(60, 2)
+    assert (await job.cancel_async()).outcome.value == "cancelled"
+    assert [(e.job_id, e.task, e.queue) for e in seen] == [(job.id, "ok", "default")]
+    # Cancelling again ends nothing, so tells nothing.
+    assert (await job.cancel_async()).outcome.value == "already_ended"
+    assert len(seen) == 1
+
+
+def test_a_workflow_handle_cancel_tells_the_steps_it_ended(app: Conveyor) -> None:
+    """The queued first step is ended (told); steps not added yet are recorded cancelled
+    but were never enqueued, so they are not told either."""
+    register_tasks(app)
+    seen: list[JobEvent] = []
+    app.on("cancelled")(seen.append)
+    ok = app.tasks["ok"]
+    handle = chain(ok.s(1), ok.s(), ok.s()).enqueue()
+    results = handle.cancel()
+    assert [r.outcome.value for r in results] == ["will_skip", "cancelled", "cancelled"]
+    assert [e.job_id for e in seen] == [handle.jobs[0].id]
+
+
+def test_a_job_that_expires_before_it_starts_tells_the_expired_hook(
+    redis_url: str, namespace: str
+) -> None:
+    app = Conveyor(redis_url, namespace=namespace, events=True)
+    seen: list[JobEvent] = []
+    app.on("expired")(seen.append)
+
+    @app.task(expires=0.05)
+    async def stale() -> None:
+        return None
+
+    job = stale.enqueue()
+    time.sleep(0.2)  # it waits past its expires before any worker runs
+    with worker_thread(app, fast()):
+        wait_until(lambda: seen, 5, "the expired event")
+        wait_until(lambda: _stream_kinds(app, stale.name) == ["expired"], 5, "it in the stream")
+    (event,) = seen
+    assert (event.job_id, event.task, event.queue) == (job.id, stale.name, "default")
+    assert event.worker
+    assert job.status().value == "expired"
+
+
+def test_expired_is_a_kind_hooks_and_middleware_can_watch(app: Conveyor) -> None:
+    assert "expired" in EVENTS
+    app.on("expired")(lambda e: None)  # accepted, not refused as unknown
+    assert hasattr(Middleware, "expired")

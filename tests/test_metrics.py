@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor import ConfigurationError, Conveyor, JobFailed
 from conveyor import metrics as conveyor_metrics
-from tests.conftest import wait_until
+from tests.conftest import fast, wait_until, worker_thread
 from tests.telemetryapp import register_tasks
 from tests.test_cli import cli_env, cli_worker, run_cli
 
@@ -173,3 +175,33 @@ def test_serve_refuses_a_port_in_use(app: Conveyor) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_cancelled_queued_and_delayed_jobs_and_expired_jobs_are_counted(app: Conveyor) -> None:
+    """A cancel that ends a queued or delayed job counts in the cancelling process, once
+    (the worker that skips the entry counts nothing); an expired job counts ``expired``."""
+    conveyor_metrics.instrument(app)
+
+    @app.task(name=f"counted_{app.namespace}")
+    async def counted() -> None:
+        return None
+
+    @app.task(name=f"stale_{app.namespace}", expires=0.05)
+    async def stale() -> None:
+        return None
+
+    def value(kind: str, task: str) -> float:
+        labels = {"queue": "default", "task": task}
+        return REGISTRY.get_sample_value(f"conveyor_jobs_{kind}_total", labels) or 0.0
+
+    counted.enqueue().cancel()
+    counted.enqueue_in(60).cancel()
+    assert value("cancelled", counted.name) == 2
+    expired = stale.enqueue()
+    time.sleep(0.2)
+    with worker_thread(app, fast()) as worker:
+        wait_until(lambda: value("expired", stale.name) == 1, 5, "the expired count")
+        wait_until(lambda: worker.counts.get("skipped") == 1, 5, "the cancelled entry skipped")
+    assert value("cancelled", counted.name) == 2
+    assert value("started", counted.name) == value("started", stale.name) == 0
+    assert expired.status().value == "expired"

@@ -18,7 +18,9 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from .errors import ConfigurationError
@@ -29,8 +31,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.hooks")
 
 #: The points of a job's life hooks can watch, in the order they can happen.
-EVENTS: Final = ("enqueued", "started", "succeeded", "failed", "retried", "dead", "cancelled")
+EVENTS: Final = (
+    "enqueued",
+    "started",
+    "succeeded",
+    "failed",
+    "retried",
+    "dead",
+    "cancelled",
+    "expired",
+)
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The entry fields (trace context) that a job the running one adds carries on: a workflow's
+#: next step gets those of the step that added it. Set per run by the worker's Lifecycle
+#: (only when a middleware brackets runs), in the slot's context; empty otherwise.
+CARRIED: ContextVar[Mapping[str, str]] = ContextVar(
+    "conveyor_carried", default=MappingProxyType({})
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +58,8 @@ class JobEvent:
     ``kind`` is one of EVENTS. ``failed`` is sent for every attempt that raised or timed out,
     then ``retried`` or ``dead`` says what became of the job. ``duration`` is the attempt's
     run time (succeeded, failed), ``queue_wait`` the time from ready to start (started).
-    ``worker`` is the consumer name (None for ``enqueued``). No job arguments travel here.
+    ``worker`` is the consumer name (None for ``enqueued``, and for ``cancelled`` when the
+    client's cancel ended a queued or delayed job). No job arguments travel here.
     """
 
     kind: str
@@ -69,7 +88,9 @@ class Producing(Protocol):
 
 
 class Running(Protocol):
-    """What a middleware keeps around one run of a job (a consumer span, say)."""
+    """What a middleware keeps around one run of a job (a consumer span, say). It may also
+    have a ``fields`` mapping: entry fields for the jobs this run hands on (a workflow's
+    next step), so a next step's span has this run's span as its parent."""
 
     def done(self, error: str | None) -> None: ...
 
@@ -89,6 +110,7 @@ class Middleware:
     def retried(self, event: JobEvent) -> None: ...
     def dead(self, event: JobEvent) -> None: ...
     def cancelled(self, event: JobEvent) -> None: ...
+    def expired(self, event: JobEvent) -> None: ...
 
     def producing(self, task: str | None, queue: str | None, count: int) -> Producing | None:
         return None

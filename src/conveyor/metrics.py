@@ -2,9 +2,12 @@
 
 Needs the ``metrics`` extra (``pip install conveyor-queue[metrics]``, prometheus-client).
 
-- ``conveyor_jobs_{enqueued,started,succeeded,failed,retried,dead,cancelled}_total{queue,
-  task}``: counted where they happen (enqueued in the producing process, the rest in the
-  worker). ``failed`` counts failed attempts; each is then ``retried`` or ``dead``.
+- ``conveyor_jobs_{enqueued,started,succeeded,failed,retried,dead,cancelled,expired}_total
+  {queue,task}``: counted where they happen (enqueued in the producing process, or in the
+  worker for cron fires; cancelled in the cancelling process for a queued or delayed job,
+  in the worker for a running one; the rest in the worker). ``failed`` counts failed
+  attempts; each is then ``retried`` or ``dead``. ``expired``: ended by the ``expires``
+  option before it started.
 - ``conveyor_job_run_seconds`` and ``conveyor_job_queue_wait_seconds`` histograms
   ``{queue,task}``: a run (succeeded or failed) and the time from ready to start.
 - ``conveyor_queue_{ready,running,delayed,dead}_jobs{queue}``, ``conveyor_queue_lag_seconds
@@ -42,7 +45,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.metrics")
 
-COUNTED: Final = ("enqueued", "started", "succeeded", "failed", "retried", "dead", "cancelled")
+COUNTED: Final = (
+    "enqueued",
+    "started",
+    "succeeded",
+    "failed",
+    "retried",
+    "dead",
+    "cancelled",
+    "expired",
+)
 LABELS: Final = ("queue", "task")
 #: Run times from 1 ms to 10 min, queue waits from 1 ms to an hour.
 RUN_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 600)
@@ -106,7 +118,7 @@ class JobMetrics(Middleware):
     def _count(self, event: JobEvent) -> None:
         self._child(event.kind, event.queue, event.task).inc()
 
-    enqueued = retried = dead = cancelled = _count
+    enqueued = retried = dead = cancelled = expired = _count
 
     def started(self, event: JobEvent) -> None:
         self._child("started", event.queue, event.task).inc()

@@ -40,8 +40,8 @@ def _line(e: Event) -> str:
 def events_cmd(
     c: Context, spec: str | None, last: int, follow: bool, queues: tuple[str, ...], as_json: bool
 ) -> None:
-    """Job events (started, succeeded, failed, retried, dead, cancelled) from the events
-    stream, which workers write when the app has ``events=True``."""
+    """Job events (started, succeeded, failed, retried, dead, cancelled, expired) from the
+    events stream, which workers write when the app has ``events=True``."""
     if last < 0:
         raise click.BadParameter("must be >= 0", param_hint="--last")
     app = c.app(spec)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 from ..broker.operations import Delivery
 from ..events import EventWriter
-from ..hooks import Hooks, JobEvent, Running
+from ..hooks import CARRIED, Hooks, JobEvent, Running
 from . import outcomes
 
 if TYPE_CHECKING:
@@ -32,8 +32,15 @@ log = logging.getLogger("conveyor.worker")
 #: Set (to "1") by `conveyor worker --metrics-port` for the worker processes it starts.
 METRICS_ENV: Final = "CONVEYOR_WORKER_METRICS"
 #: The worker's counts (transitions.py) that end a job as the hooks name it; the others
-#: (lost, bounced, limited, expired) are not a job event.
-KINDS: Final = {"done": "succeeded", "retried": "retried", "dead": "dead", "cancelled": "cancelled"}
+#: (lost, bounced, limited, skipped: a queued job the client's cancel had ended, told there)
+#: are not a job event.
+KINDS: Final = {
+    "done": "succeeded",
+    "retried": "retried",
+    "dead": "dead",
+    "cancelled": "cancelled",
+    "expired": "expired",
+}
 
 
 @dataclass(slots=True)
@@ -97,14 +104,21 @@ class Lifecycle:
             queue_wait=wait,
         )
         run = _Run(time.perf_counter(), job.attempt)
-        for mw in self.hooks.runners:
-            try:
-                span = mw.running(event, d.fields)
-            except Exception:
-                log.exception("middleware %r failed to start a run", mw)
-                continue
-            if span is not None:
-                run.spans = [*(run.spans or ()), span]
+        runners = self.hooks.runners
+        if runners:
+            carried: dict[str, str] = {}
+            for mw in runners:
+                try:
+                    span = mw.running(event, d.fields)
+                except Exception:
+                    log.exception("middleware %r failed to start a run", mw)
+                    continue
+                if span is not None:
+                    run.spans = [*(run.spans or ()), span]
+                    carried.update(getattr(span, "fields", None) or {})
+            # Read when this run hands on a workflow's next step (after its span ended):
+            # set for every run, so a slot's next job never carries this one's.
+            CARRIED.set(carried)
         self.runs[job.id] = run
         self.emit(event)
 
