@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import pairwise
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from conveyor import Conveyor, JobFailed
+from conveyor import Conveyor, JobFailed, chain
 from conveyor import tracing as conveyor_tracing
+from conveyor.hooks import JobEvent
 from conveyor.keys import job_id_for
 from tests.conftest import fast, wait_until, worker_thread
 from tests.telemetryapp import register_tasks
@@ -155,3 +158,78 @@ def test_without_instrument_no_trace_fields_are_written(app: Conveyor) -> None:
     ((_, fields),) = app.broker.client.xrange(app.keys("default").stream("normal"))
     assert b"traceparent" not in fields
     assert not app.hooks.active
+
+
+def test_the_consumer_span_is_current_while_a_sync_task_runs(
+    app: Conveyor, exporter: tuple[InMemorySpanExporter, TracerProvider]
+) -> None:
+    """A sync task runs in a thread: the span must travel there in the run's context."""
+    exp, provider = exporter
+    conveyor_tracing.instrument(app, provider)
+
+    @app.task
+    def span_in_thread() -> int:
+        return int(trace.get_current_span().get_span_context().span_id)
+
+    with worker_thread(app, fast()):
+        span_id = span_in_thread.enqueue().result(10)
+        wait_until(lambda: len(spans(exp, SpanKind.CONSUMER)) == 1, 5, "the consumer span")
+    (consumer,) = spans(exp, SpanKind.CONSUMER)
+    assert consumer.context is not None and span_id == consumer.context.span_id != 0
+
+
+def test_a_workflows_next_step_is_a_child_of_the_step_that_added_it(
+    app: Conveyor, exporter: tuple[InMemorySpanExporter, TracerProvider]
+) -> None:
+    """The second step is added by the first's ack (same queue, complete.lua), the third by
+    forward_step.lua (another queue): each consumer span's parent is the step before."""
+    exp, provider = exporter
+    conveyor_tracing.instrument(app, provider)
+
+    @app.task
+    def first(x: int) -> int:
+        return x + 1
+
+    @app.task
+    async def second(x: int) -> int:
+        return x * 2
+
+    @app.task(queue="elsewhere")
+    def third(x: int) -> int:
+        return x - 1
+
+    with worker_thread(app, fast()):
+        handle = chain(first.s(1), second.s(), third.s()).enqueue()
+        assert handle.result(timeout=10) == 3
+        wait_until(lambda: len(spans(exp, SpanKind.CONSUMER)) == 3, 5, "3 consumer spans")
+    by_task = {dict(s.attributes or {})["conveyor.task"]: s for s in spans(exp, SpanKind.CONSUMER)}
+    runs = [by_task[first.name], by_task[second.name], by_task[third.name]]
+    for before, after in pairwise(runs):
+        assert before.context is not None and after.context is not None
+        assert after.parent is not None and after.parent.span_id == before.context.span_id
+        assert after.context.trace_id == before.context.trace_id
+        assert [link.context.span_id for link in after.links] == [before.context.span_id]
+
+
+def test_a_cron_fire_is_a_producer_span_its_job_links_to_and_an_enqueued_event(
+    app: Conveyor, exporter: tuple[InMemorySpanExporter, TracerProvider]
+) -> None:
+    exp, provider = exporter
+    conveyor_tracing.instrument(app, provider)
+    enqueued: list[JobEvent] = []
+    app.on("enqueued")(enqueued.append)
+
+    @app.cron("* * * * * *", grace=5)  # six fields: every second
+    def tick() -> None:
+        return None
+
+    with worker_thread(app, fast()):
+        wait_until(lambda: spans(exp, SpanKind.CONSUMER), 10, "a cron job's consumer span")
+    producers = {s.context.span_id: s for s in spans(exp, SpanKind.PRODUCER) if s.context}
+    run = spans(exp, SpanKind.CONSUMER)[0]
+    job_id = dict(run.attributes or {})["messaging.message.id"]
+    producer = producers[run.links[0].context.span_id]
+    assert run.parent is not None and run.parent.span_id == producer.context.span_id
+    assert dict(producer.attributes or {})["conveyor.task"] == tick.name
+    assert dict(producer.attributes or {})["messaging.message.id"] == job_id
+    assert (job_id, tick.name, "default") in [(e.job_id, e.task, e.queue) for e in enqueued]

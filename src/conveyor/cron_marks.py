@@ -10,7 +10,7 @@ Sans-IO like ``producer``: these functions build Calls; the worker runs them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from .broker import Call, command, run_script, text
 from .broker.calls import Arg
 from .keys import QueueKeys, job_id_for
 from .producer import mint_id, now_ms
-from .signing import Signer
+from .signing import Signer, resign
 from .wire import encode_fields
 
 
@@ -66,12 +66,14 @@ def fire(
     mark_ttl_ms: int,
     max_bytes: int,
     signer: Signer | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> Call[Fired]:
     """Enqueue ``task`` (no arguments) once per tick, oldest first, and advance the mark.
 
     Safe to run from any number of workers at once and to resend after a timeout: a tick
     at or below the mark, or whose tick key exists, is not enqueued again. Even with no
-    ticks it refreshes the mark's TTL.
+    ticks it refreshes the mark's TTL. ``extra``: fields every job carries (the trace
+    context of the fire's producer span), signed with the rest.
     """
     ordered = sorted(set(ticks))
     key_list = [mark_key(keys, task), keys.stream(level)]
@@ -96,6 +98,8 @@ def fire(
             queue=keys.queue if signer is not None else None,
             level=level if signer is not None else None,
         )
+        if extra:
+            fields = resign({**fields, **extra}, signer, keys.queue, level)
         args += [tick, job_id, len(fields)]
         for name, value in fields.items():
             args += (name, value)

@@ -11,8 +11,15 @@ every other field and a worker trusts them as much as the job. Retries, bounces 
 for a limit carry them on (outcomes.CARRIED_FIELDS). The run's span is a child of the
 producer span and also links to it, following the messaging semantic conventions
 (``messaging.system``, ``messaging.destination.name``, ``messaging.message.id``,
-``messaging.operation.name``/``type``); it is the current span while an async task runs, so
-spans the task makes are its children.
+``messaging.operation.name``/``type``); it is the current span while a task runs (an async
+one on the loop, a sync one in its thread), so spans the task makes are its children.
+
+A workflow's next step added by a worker (complete.lua, forward_step.lua) carries the trace
+context of the run that added it, so its consumer span is a child of that run's span. A cron
+fire makes a producer span of its own (a new trace, nothing parents it), which the fired
+jobs' consumer spans link to. A chord's callback carries what its launch carried (none: the
+launch is not traced), since the script of the member that completes the chord adds it from
+fields stored at launch.
 """
 
 from __future__ import annotations
@@ -109,8 +116,11 @@ class Tracing(Middleware):
         )
         from opentelemetry import context
 
-        token = context.attach(trace.set_span_in_context(span))
-        return _Running(span, token, trace)
+        current = trace.set_span_in_context(span)
+        token = context.attach(current)
+        out: dict[str, str] = {}
+        self.propagator.inject(out, context=current)
+        return _Running(span, token, trace, {k: v for k, v in out.items() if k in FIELDS})
 
 
 class _Producing:
@@ -131,10 +141,12 @@ class _Producing:
 
 
 class _Running:
-    def __init__(self, span: Span, token: object, trace: Any) -> None:
+    def __init__(self, span: Span, token: object, trace: Any, fields: dict[str, str]) -> None:
         self.span = span
         self.token = token
         self.trace = trace
+        #: this run's trace context, carried by a workflow step it hands on (hooks.CARRIED)
+        self.fields = fields
 
     def done(self, error: str | None) -> None:
         from opentelemetry import context

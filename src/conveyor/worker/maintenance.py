@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .. import cron_marks, schedules
 from ..broker import command, operations, text
 from ..cron import CronSchedule
+from ..hooks import Enqueuing
 from ..keys import GROUP, LEVELS
 from .cancellation import cancel_and_wait
 
@@ -106,7 +107,9 @@ class Maintenance:
         one pipeline fires them: cron_fire.lua enqueues each tick at most once (its tick
         key) and moves the mark forward, which is what lets ``misfire="once"``/``"all"``
         know what was missed across restarts. A schedule removed from code is never
-        fired again, so its mark and tick keys simply expire.
+        fired again, so its mark and tick keys simply expire. When anything listens (the
+        worker has a Lifecycle), each fire is an enqueue to the hooks: middleware may add
+        fields (a producer span's trace context) and each job added is told ``enqueued``.
         """
         w = self.worker
         now_ms = await w.broker.acall(command("TIME", parse=_time_ms))
@@ -118,6 +121,8 @@ class Maintenance:
         )
         firing_now: list[CronSchedule] = []
         calls = []
+        #: per schedule fired, what the hooks see of it (a producer span, ``enqueued``)
+        told: list[Enqueuing | None] = []
         for schedule, mark in zip(due, marks, strict=True):
             task, policy = schedule.task, schedule.policy
             firing = policy.to_fire(mark, now_ms)
@@ -134,6 +139,10 @@ class Maintenance:
                 continue
             period = policy.period_ms(firing.ticks[-1])
             firing_now.append(schedule)
+            seen = None
+            if w.lifecycle is not None:  # anything listens: hooks, metrics, tracing, events
+                seen = w.app.hooks.enqueuing(task.name, task.options.queue, len(firing.ticks))
+            told.append(seen)
             calls.append(
                 cron_marks.fire(
                     w.keys[task.options.queue],
@@ -144,12 +153,22 @@ class Maintenance:
                     mark_ttl_ms=schedules.mark_ttl_ms(period),
                     max_bytes=w.app.max_payload_bytes,
                     signer=w.app.signer,
+                    extra=seen.fields if seen is not None else None,
                 )
             )
         if not calls:
             return self._sleep(now_ms)
-        fired: list[cron_marks.Fired] = await w.broker.acall_many(calls)
-        for schedule, result in zip(firing_now, fired, strict=True):
+        try:
+            fired: list[cron_marks.Fired] = await w.broker.acall_many(calls)
+        except BaseException as exc:
+            for seen in told:
+                if seen is not None:
+                    seen.added((), exc)
+            raise
+        for schedule, result, seen in zip(firing_now, fired, told, strict=True):
+            if seen is not None:
+                name, queue = schedule.task.name, schedule.task.options.queue
+                seen.added(((job_id, name, queue) for _, job_id in result.enqueued), None)
             for tick, job_id in result.enqueued:
                 log.info(
                     "cron %s fired for its %d tick as job %s", schedule.task.name, tick, job_id

@@ -7,12 +7,17 @@ free one is started, so the pool grows by one per stuck thread. A job's timeout 
 the moment its function starts. Stuck threads are counted (the worker's registry entry shows
 them) and bounded: past ``max_stuck`` the worker is told, and stops so that a fresh process
 takes its place.
+
+The function runs in a copy of the context it was submitted from, as ``asyncio.to_thread``
+runs it: a sync task sees the ContextVars of its run (the consumer span as the current
+OpenTelemetry span) as an async task does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import queue
 import threading
@@ -28,7 +33,7 @@ THREAD_PREFIX = "conveyor-task"
 
 
 class _Work(Generic[T]):
-    __slots__ = ("finished", "fn", "future", "loop", "name", "started", "stuck")
+    __slots__ = ("context", "finished", "fn", "future", "loop", "name", "started", "stuck")
 
     def __init__(
         self,
@@ -38,6 +43,7 @@ class _Work(Generic[T]):
         name: str,
     ) -> None:
         self.fn = fn
+        self.context = contextvars.copy_context()
         self.future = future
         self.loop = loop
         self.name = name
@@ -128,7 +134,7 @@ class TaskThreads(Generic[T]):
             if work is None:
                 return
             work.started = time.monotonic()
-            value = work.fn()
+            value = work.context.run(work.fn)
             with self._lock:
                 work.finished = True
                 if work.stuck:

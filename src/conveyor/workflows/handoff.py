@@ -20,6 +20,7 @@ from typing import Any
 from ..broker import Call, command, operations
 from ..broker.calls import Arg
 from ..broker.operations import ChordReport, DropChord, Handoff, NextStep
+from ..hooks import CARRIED
 from ..keys import QueueKeys
 from ..signing import Signer, resign
 from ..wire import encode_fields, encode_json
@@ -48,7 +49,8 @@ def step_fields(
     max_bytes: int,
 ) -> dict[str, bytes | str | int]:
     """The entry of ``step`` with ``first`` (the previous result) before its own arguments,
-    carrying the steps after it; signed for where it goes."""
+    carrying the steps after it, and the trace context of the run that hands it on (the
+    worker's CARRIED, when tracing is on); signed for where it goes."""
     fields = encode_fields(
         step.task,
         [first, *step.args],
@@ -58,6 +60,7 @@ def step_fields(
         max_bytes=max_bytes,
     )
     fields.update(step.extra)
+    fields.update(CARRIED.get())
     nxt = Flow(id=flow.id, step=flow.step + 1, steps=flow.steps, next=list(rest))
     fields[FIELD] = encode(nxt)
     return resign(fields, signer, step.queue, step.level)
