@@ -130,6 +130,38 @@ async def test_an_async_hook_runs_on_the_workers_loop(app: Conveyor) -> None:
     assert done == [job.id]
 
 
+def test_an_async_hook_told_of_a_sync_enqueue_runs_before_the_enqueue_returns(
+    app: Conveyor,
+) -> None:
+    """No loop runs in a plain sync caller: the hook is run to its end there, not handed to
+    asyncio.ensure_future (which, outside a loop, makes one that never runs: it was
+    silently dropped)."""
+    register_tasks(app)
+    seen: list[str] = []
+
+    @app.on("enqueued")
+    async def record(event: JobEvent) -> None:
+        seen.append(event.job_id)
+
+    job = app.tasks["ok"].enqueue(1)
+    assert seen == [job.id]
+
+
+def test_a_slow_sync_hook_is_logged_with_what_it_costs_the_worker(
+    app: Conveyor, caplog: pytest.LogCaptureFixture
+) -> None:
+    register_tasks(app)
+
+    @app.on("enqueued")
+    def slow(event: JobEvent) -> None:
+        time.sleep(0.15)
+
+    with caplog.at_level(logging.WARNING, logger="conveyor.hooks"):
+        app.tasks["ok"].enqueue(1)
+    [record] = [r for r in caplog.records if "took" in r.getMessage()]
+    assert "slow" in record.getMessage() and "every job waits" in record.getMessage()
+
+
 def test_bad_hook_registrations_are_refused(app: Conveyor) -> None:
     with pytest.raises(ConfigurationError, match="unknown event 'finished'"):
         app.on("finished")

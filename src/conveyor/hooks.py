@@ -187,22 +187,48 @@ def _overrides(mw: Middleware, name: str) -> bool:
     return getattr(type(mw), name, None) is not getattr(Middleware, name)
 
 
+#: A sync hook slower than this is logged: in a worker it runs on the event loop, so every
+#: job of that worker waits for it (hand slow work to a thread or a queue of your own).
+SLOW_HOOK_SECONDS: Final = 0.1
+#: Async hooks scheduled on a running loop: held here until done, since the loop keeps only
+#: a weak reference to a task and one nobody holds may vanish before it runs.
+_PENDING: set[asyncio.Task[Any]] = set()
+
+
 def _call(fn: Callable[[JobEvent], Any], event: JobEvent) -> None:
+    started = time.perf_counter()
     try:
         result = fn(event)
         if inspect.isawaitable(result):
             _schedule(result, fn, event)
     except Exception:
         log.exception("hook %s raised on %s of job %s", _name(fn), event.kind, event.job_id)
+    took = time.perf_counter() - started
+    if took > SLOW_HOOK_SECONDS:
+        log.warning(
+            "hook %s took %.2f s on %s of job %s; in a worker every job waits while a hook "
+            "runs: keep hooks quick",
+            _name(fn),
+            took,
+            event.kind,
+            event.job_id,
+        )
 
 
 def _schedule(result: Any, fn: Callable[..., Any], event: JobEvent) -> None:
     try:
-        task = asyncio.ensure_future(result)
-    except RuntimeError:  # no running loop (an async hook on a sync enqueue)
-        result.close()
-        log.error("async hook %s needs a running event loop; %s not told", _name(fn), event.kind)
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        # No running loop (an async hook told of a sync enqueue): run it to its end here.
+        # asyncio.ensure_future would instead make a loop that never runs, and drop it.
+        try:
+            asyncio.run(_awaited(result))
+        except Exception:
+            log.exception("hook %s raised on %s of job %s", _name(fn), event.kind, event.job_id)
         return
+    task = loop.create_task(_awaited(result))
+    _PENDING.add(task)
+    task.add_done_callback(_PENDING.discard)
 
     def logged(t: asyncio.Future[Any]) -> None:
         if not t.cancelled() and t.exception() is not None:
@@ -215,6 +241,10 @@ def _schedule(result: Any, fn: Callable[..., Any], event: JobEvent) -> None:
             )
 
     task.add_done_callback(logged)
+
+
+async def _awaited(result: Any) -> Any:
+    return await result
 
 
 def _name(fn: Callable[..., Any]) -> str:
