@@ -3,6 +3,7 @@ read-only mode, bad input, redaction, mounting; and the pure chart arithmetic.""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -96,6 +97,16 @@ def test_action_without_csrf_token_is_refused_and_changes_nothing(
         assert dead_count(app) == 0
 
 
+def test_non_ascii_csrf_field_is_refused_with_403_not_500(app: Conveyor, one_dead: str) -> None:
+    with serve(asgi(app)) as url, httpx.Client(base_url=url) as client:
+        csrf_of(client)
+        form = {"queue": "default", "entry": one_dead, "csrf_token": "\u00e9"}
+        refused = client.post("/dead/delete", data=form)
+        assert refused.status_code == 403, refused.text
+        assert "CSRF" in refused.text
+    assert dead_count(app) == 1
+
+
 def test_delete_all_matching_a_filter_keeps_the_others(app: Conveyor) -> None:
     tasks = register(app)
     for n in range(3):
@@ -142,6 +153,31 @@ def test_basic_auth_without_credentials_gets_401_and_a_challenge(app: Conveyor) 
         assert bare.headers["www-authenticate"].startswith("Basic")
         assert httpx.get(url + "/", auth=("ops", "wrong")).status_code == 401
         assert httpx.get(url + "/", auth=("ops", "correct horse")).status_code == 200
+
+
+def test_only_static_files_and_the_token_login_form_are_open(app: Conveyor) -> None:
+    # An extra route whose path merely starts like an open one stays behind the auth.
+    audit = Route("/login-audit", lambda request: HTMLResponse("secret audit data"))
+    for auth in (TokenAuth(TOKEN), BasicAuth("ops", "correct horse")):
+        with serve(asgi(app, auth=auth, extra_routes=[audit])) as url:
+            for path in ("/login-audit", "/loginx", "/login/../workers", "/staticfoo"):
+                got = httpx.get(url + path)
+                assert got.status_code == 401, (auth, path, got.status_code)
+                assert "secret audit data" not in got.text
+            assert httpx.get(url + "/static/htmx.min.js").status_code == 200
+            login = httpx.get(url + "/login")
+            # Basic auth has no login form: /login is an ordinary path behind the auth.
+            assert login.status_code == (200 if isinstance(auth, TokenAuth) else 401), auth
+            assert httpx.get(url + "/login-audit", headers=_creds(auth)).text == (
+                "secret audit data"
+            )
+
+
+def _creds(auth: TokenAuth | BasicAuth) -> dict[str, str]:
+    if isinstance(auth, TokenAuth):
+        return {"Authorization": f"Bearer {auth.token}"}
+    pair = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()
+    return {"Authorization": f"Basic {pair}"}
 
 
 def test_binding_beyond_loopback_without_auth_refuses_to_start() -> None:

@@ -26,8 +26,11 @@ from ..errors import ConfigurationError
 
 #: Cookie a token login sets; its value is ``session_value(token)``.
 SESSION_COOKIE = "conveyor_session"
-#: Paths reachable without credentials (relative to the dashboard's root).
-OPEN_PATHS = ("/login", "/static/")
+#: Path prefix reachable without credentials (relative to the dashboard's root): the
+#: static mount, which holds only the dashboard's own scripts and styles.
+STATIC_PREFIX = "/static/"
+#: The token login form's path, open (exactly this path) only when TokenAuth is used.
+LOGIN_PATH = "/login"
 
 
 @dataclass(frozen=True, repr=False)
@@ -112,9 +115,16 @@ class Backend(AuthenticationBackend):
         if self.auth.accepts(conn):
             name = self.auth.username if isinstance(self.auth, BasicAuth) else "token"
             return AuthCredentials(["authenticated"]), SimpleUser(name)
-        if route_path(conn).startswith(OPEN_PATHS):
+        if self.is_open(route_path(conn)):
             return AuthCredentials([]), SimpleUser("anonymous")
         raise AuthenticationError("credentials required")
+
+    def is_open(self, path: str) -> bool:
+        """The static files, and the login form when there is one: compared exactly, so an
+        extra route such as ``/login-audit`` stays behind the auth."""
+        if path.startswith(STATIC_PREFIX):
+            return True
+        return path == LOGIN_PATH and isinstance(self.auth, TokenAuth)
 
 
 def route_path(conn: HTTPConnection) -> str:

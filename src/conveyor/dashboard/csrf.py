@@ -51,7 +51,12 @@ async def checked_form(request: Request) -> FormData:
     form = await request.form()
     cookie = request.cookies.get(COOKIE, "")
     sent = form.get(FIELD)
-    if not cookie or not isinstance(sent, str) or not hmac.compare_digest(sent, cookie):
+    # Compared as bytes: compare_digest refuses a non-ASCII str (a 500 for a typo'd field).
+    if (
+        not cookie
+        or not isinstance(sent, str)
+        or not hmac.compare_digest(sent.encode(), cookie.encode())
+    ):
         raise HTTPException(
             403, "CSRF token missing or wrong: reload the page and submit the form again"
         )
