@@ -117,3 +117,31 @@ def test_unreachable_redis_fails_the_test_loudly(pytester: pytest.Pytester) -> N
     result = pytester.runpytest_subprocess("--conveyor-url", "redis://127.0.0.1:1/0")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*Conveyor's fixtures need a Redis*--conveyor-url*"])
+
+
+def test_unreachable_redis_leaves_the_users_app_bound_as_before(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        downproject_tasks="""
+        from conveyor import Conveyor
+
+        app = Conveyor("redis://127.0.0.1:6379/0", namespace="myapp")
+        """,
+        test_down="""
+        import downproject_tasks
+
+        def test_needs_redis(conveyor_app):
+            pass
+
+        def test_after():
+            app = downproject_tasks.app
+            assert (app.namespace, app.url) == ("myapp", "redis://127.0.0.1:6379/0")
+        """,
+    )
+    pytester.syspathinsert()
+    result = pytester.runpytest_subprocess(
+        "--conveyor-app", "downproject_tasks:app", "--conveyor-url", "redis://127.0.0.1:1/0"
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    failure = "\n".join(line for line in result.stdout.lines if "fixtures need a Redis" in line)
+    assert failure.count("Start one") == 1, failure
+    assert "--conveyor-url" in failure

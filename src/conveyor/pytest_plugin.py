@@ -24,6 +24,7 @@ import pytest
 
 from .app import Conveyor
 from .broker import Broker, ClientOptions
+from .errors import ConveyorError, redact_url
 from .settings import Leases, WorkerSettings
 from .testing import delete_namespace, wait_until_empty, worker_thread
 from .worker import Worker
@@ -67,25 +68,29 @@ def conveyor_app(request: pytest.FixtureRequest) -> Iterator[Conveyor]:
     namespace = f"test-{secrets.token_hex(4)}"
     if not spec:
         app = Conveyor(url, namespace=namespace)
-        _check_redis(app.url)
         try:
-            yield app
+            _check_redis(app.url)
+            try:
+                yield app
+            finally:
+                delete_namespace(app)
         finally:
-            delete_namespace(app)
             app.close()
         return
     app = load_app(spec)
     original = app.namespace
     original_url = app.url if url else None
-    app.rebind(url=url, namespace=namespace)
-    _check_redis(app.url)
+    # Rebound inside the try: whatever fails from here on (no Redis, the test itself), the
+    # user's app goes back to its own URL and namespace for the tests that follow.
     try:
-        yield app
-    finally:
+        app.rebind(url=url, namespace=namespace)
+        _check_redis(app.url)
         try:
-            delete_namespace(app)
+            yield app
         finally:
-            app.rebind(url=original_url, namespace=original)
+            delete_namespace(app)
+    finally:
+        app.rebind(url=original_url, namespace=original)
 
 
 @pytest.fixture
@@ -117,10 +122,16 @@ def _check_redis(url: str) -> None:
     probe = Broker(url, ClientOptions(retries=0, connect_timeout=5.0))
     try:
         probe.server_info()
+    except ConveyorError as exc:  # its message already says how to start a Redis
+        pytest.fail(
+            f"Conveyor's fixtures need a Redis: {exc} With pytest, --conveyor-url URL "
+            "picks the Redis for tests.",
+            pytrace=False,
+        )
     except Exception as exc:
         pytest.fail(
-            f"Conveyor's fixtures need a Redis; none answered at {url}: {exc}. Start one, "
-            "or pass --conveyor-url (or set CONVEYOR_REDIS_URL).",
+            f"Conveyor's fixtures need a Redis; none answered at {redact_url(url)}: {exc}. "
+            "Start one, or pass --conveyor-url (or set CONVEYOR_REDIS_URL).",
             pytrace=False,
         )
     finally:
