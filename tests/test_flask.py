@@ -126,3 +126,94 @@ def test_flask_conveyor_worker_command_runs_jobs_and_stops_on_sigterm(
         shop.app.close()
         del sys.modules["shop"]
     assert proc.returncode == 0, out
+
+
+BURST_SHOP = """
+from flask import Flask, current_app
+from conveyor import Conveyor, WorkerSettings
+from conveyor.flask import FlaskConveyor
+
+app = Conveyor(
+    {url!r}, namespace={namespace!r}, worker=WorkerSettings(concurrency=3, shutdown_grace=5.0)
+)
+ext = FlaskConveyor(app)
+
+@app.task
+def greet(name: str) -> str:
+    return current_app.config["GREETING"] + ", " + name
+
+def create_app():
+    flask_app = Flask("burstshop")
+    flask_app.config["GREETING"] = "Hi"
+    ext.init_app(flask_app)
+    return flask_app
+"""
+
+
+WORKER = ("worker", "--burst", "--block-ms", "100", "--max-jobs", "100")
+
+
+def test_flask_worker_takes_flags_then_env_then_app_settings_and_bursts(
+    tmp_path: Path, redis_url: str, namespace: str
+) -> None:
+    (tmp_path / "burstshop.py").write_text(BURST_SHOP.format(url=redis_url, namespace=namespace))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import burstshop  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(tmp_path))
+    try:
+        jobs = [burstshop.greet.enqueue(name) for name in ("Ada", "Bo", "Cy")]
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(tmp_path),
+            "CONVEYOR_CONCURRENCY": "7",  # beats the app's 3
+            "CONVEYOR_BLOCK_MS": "500",  # loses to the flag
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "burstshop:create_app", "conveyor", *WORKER],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        out = done.stdout + done.stderr
+        # --burst: the worker ran the queue dry and exited 0 by itself.
+        assert done.returncode == 0, out
+        assert [job.result(timeout=1) for job in jobs] == ["Hi, Ada", "Hi, Bo", "Hi, Cy"]
+        for said in (
+            "concurrency=7 (CONVEYOR_CONCURRENCY)",
+            "block_ms=100 (--block-ms)",
+            "shutdown_grace=5.0 (app)",
+            "burst=True (--burst)",
+            "max_jobs=100 (--max-jobs)",
+        ):
+            assert said in out, out
+    finally:
+        burstshop.app.close()
+        del sys.modules["burstshop"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--max-jobs", "0"], {}, "--max-jobs"),
+        (["--prefetch", "some"], {}, "neither a whole number nor 'auto'"),
+        ([], {"CONVEYOR_LEASE": "soon"}, "CONVEYOR_LEASE"),
+    ],
+)
+def test_flask_worker_refuses_a_bad_setting_before_it_runs(
+    app: Conveyor,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    flask_app = Flask("bad")
+    FlaskConveyor(app).init_app(flask_app)
+    result = flask_app.test_cli_runner().invoke(args=["conveyor", "worker", *args])
+    assert result.exit_code != 0
+    assert message in result.output, result.output

@@ -9,7 +9,8 @@ adds ``flask conveyor worker``.
         ext.init_app(app)                      # config, app context per task, CLI
         return app
 
-    $ flask --app myproject:create_app conveyor worker -c 20
+    $ flask --app myproject:create_app conveyor worker -c 20   # every `conveyor worker`
+                                                              # setting flag, CONVEYOR_* too
 
 Inside a task, ``current_app``, ``g`` and extensions bound to the app (Flask-SQLAlchemy's
 session, for one) work as in a request: each run gets an application context of its own,
@@ -21,9 +22,12 @@ serves each deployment's Redis). Install with ``pip install conveyor-queue[flask
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -34,11 +38,13 @@ except ImportError as exc:  # the extra is optional: say how to get it
     raise ImportError("conveyor.flask needs Flask: pip install 'conveyor-queue[flask]'") from exc
 
 from .app import Conveyor
+from .cli.worker import settings_options
 from .context import JobContext
 from .errors import ConfigurationError, ConveyorError
-from .settings import Leases, WorkerSettings
+from .worker_config import SettingError, resolve
 
 EXTENSION_KEY = "conveyor"
+log = logging.getLogger("conveyor.flask")
 
 NOT_INITIALIZED = (
     "FlaskConveyor has no Flask app: call ext.init_app(flask_app) (or pass the app to "
@@ -88,31 +94,30 @@ conveyor_cli = AppGroup("conveyor", help="Conveyor task queue commands.")
 
 
 @conveyor_cli.command("worker")
-@click.option("-c", "--concurrency", default=10, show_default=True, help="Jobs at once.")
-@click.option("-q", "--queues", default=None, help="Comma-separated queues (default: the app's).")
-@click.option("--lease", default=30.0, show_default=True, help="Lease timeout in seconds.")
-@click.option("--grace", default=30.0, show_default=True, help="Shutdown grace in seconds.")
-def worker_command(concurrency: int, queues: str | None, lease: float, grace: float) -> None:
+@settings_options
+def worker_command(**flags: Any) -> None:
     """Run a worker for the Flask app's Conveyor tasks, each inside an app context.
 
-    One process; run several (or a process manager) to scale. Stops gracefully on
-    SIGTERM/SIGINT, like `conveyor worker`.
+    Each setting is the flag, else its CONVEYOR_* variable, else the app's
+    `Conveyor(worker=WorkerSettings(...))`, else the built-in default, as for `conveyor
+    worker`. One process; run several (or a process manager) to scale. Stops gracefully on
+    SIGTERM/SIGINT; with --max-jobs or --max-memory it exits with status 3 for the process
+    manager to start a fresh one; with --burst it exits 0 once the queues are empty.
     """
     from .logs import configure_logging
     from .worker import serve
 
     try:
         ext = extension(current_app._get_current_object())  # type: ignore[attr-defined]
-        names = tuple(q.strip() for q in queues.split(",") if q.strip()) if queues else None
-        settings = WorkerSettings(
-            queues=names,
-            concurrency=concurrency,
-            leases=Leases(timeout=lease),
-            shutdown_grace=grace,
-        )
+        resolved = resolve(ext.conveyor.worker_settings, flags, os.environ)
         ext.conveyor.broker.server_info()  # one line naming the URL when Redis is not there
+    except SettingError as exc:
+        if exc.source.startswith("--"):
+            raise click.BadParameter(exc.reason, param_hint=exc.source) from None
+        raise click.ClickException(str(exc)) from None
     except ConveyorError as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
     configure_logging("INFO")
-    serve(ext.conveyor, settings)
+    log.info("worker settings: %s", resolved.describe(), extra={"sources": resolved.sources})
+    serve(ext.conveyor, resolved.settings)
     sys.exit(0)
