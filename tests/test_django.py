@@ -4,6 +4,7 @@ task framework and run on a real worker, against a real Redis and a SQLite file.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ try:
 finally:
     del os.environ["DJANGO_SETTINGS_MODULE"], os.environ["NOTES_TEST_DB"]
 
+from django.core.management import CommandError, call_command  # noqa: E402
 from django.db import connections, transaction  # noqa: E402
 from django.db.backends.signals import connection_created  # noqa: E402
 from django.utils import timezone  # noqa: E402
@@ -342,3 +344,63 @@ def test_manage_py_conveyor_worker_runs_the_tasks_and_stops_on_sigterm(
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert f"namespace {namespace}" in out
+
+
+BURST = ("--burst", "--block-ms", "100", "--max-jobs", "100", "-q", "reports,default")
+
+
+def test_manage_py_conveyor_worker_takes_flags_then_env_and_bursts(
+    backend: ConveyorBackend, redis_url: str, namespace: str
+) -> None:
+    results = [word_count.enqueue(text) for text in ("one", "two words", "three words here")]
+    env = {
+        **os.environ,
+        "CONVEYOR_REDIS_URL": redis_url,
+        "EXAMPLE_NAMESPACE": namespace,
+        "PYTHONPATH": os.pathsep.join([str(PROJECT), *sys.path]),
+        "CONVEYOR_CONCURRENCY": "7",
+        "CONVEYOR_BLOCK_MS": "500",  # loses to the flag
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "conveyor_worker", *BURST],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = done.stdout + done.stderr
+    # --burst: the worker ran the queue dry and exited 0 by itself.
+    assert done.returncode == 0, out
+    assert [wait_finished(r, timeout=1).return_value for r in results] == [1, 2, 3]
+    for said in (
+        "concurrency=7 (CONVEYOR_CONCURRENCY)",
+        "block_ms=100 (--block-ms)",
+        "burst=True (--burst)",
+        "max_jobs=100 (--max-jobs)",
+        "queues=('reports', 'default') (--queues)",
+    ):
+        assert said in out, out
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "env", "message"),
+    [
+        (["--max-jobs", "0"], {}, {}, "--max-jobs"),
+        (["--prefetch", "some"], {}, {}, "neither a whole number nor 'auto'"),
+        ([], {"concurrency": "many"}, {}, "--concurrency"),
+        ([], {}, {"CONVEYOR_LEASE": "soon"}, "CONVEYOR_LEASE"),
+    ],
+)
+def test_manage_py_conveyor_worker_refuses_a_bad_setting_before_it_runs(
+    backend: ConveyorBackend,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    kwargs: dict[str, Any],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(CommandError, match=re.escape(message)):
+        call_command("conveyor_worker", *args, **kwargs)
