@@ -4,6 +4,8 @@ read-only mode, bad input, redaction, mounting; and the pure chart arithmetic.""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -105,6 +107,26 @@ def test_non_ascii_csrf_field_is_refused_with_403_not_500(app: Conveyor, one_dea
         assert refused.status_code == 403, refused.text
         assert "CSRF" in refused.text
     assert dead_count(app) == 1
+
+
+def test_a_planted_csrf_cookie_cannot_forge_an_action_under_basic_auth(
+    app: Conveyor, one_dead: str
+) -> None:
+    """A sibling subdomain can plant a cookie and submit its value (the plain double-submit
+    forgery), but the form's token is signed with credentials it never sees."""
+    auth = ("ops", "correct horse")
+    with serve(asgi(app, auth=BasicAuth(*auth))) as url, httpx.Client(base_url=url, auth=auth) as c:
+        form = {"queue": "default", "entry": one_dead}
+        planted = "planted-by-a-sibling-subdomain"
+        c.cookies.set("conveyor_csrf", planted)
+        forged = c.post("/dead/delete", data={**form, "csrf_token": planted})
+        assert forged.status_code == 403
+        assert dead_count(app) == 1
+        token = csrf_of(c)  # the page signs the cookie it was sent
+        assert token != planted
+        ok = c.post("/dead/delete", data={**form, "csrf_token": token})
+        assert ok.status_code == 303
+    assert dead_count(app) == 0
 
 
 def test_delete_all_matching_a_filter_keeps_the_others(app: Conveyor) -> None:
@@ -262,7 +284,10 @@ def test_job_id_with_html_is_escaped(app: Conveyor) -> None:
         assert evil not in lookup.text and "not a Conveyor job id" in lookup.text
         assert client.get("/jobs", params={"state": "<b>"}).status_code == 400
         assert client.get("/dead", params={"queue": "no{such}"}).status_code == 400
-        token = client.cookies["conveyor_csrf"]  # no form on an empty page; the cookie is set
+        # No form on an empty page, but the cookie is set: sign it as a page would (no auth).
+        token = hmac.new(
+            b"conveyor-dashboard-csrf:", client.cookies["conveyor_csrf"].encode(), hashlib.sha256
+        ).hexdigest()
         bad = client.post(
             "/dead/replay", data={"queue": "default", "entry": "1-x", "csrf_token": token}
         )

@@ -1,13 +1,18 @@
-"""CSRF protection for the dashboard's actions: a double-submit token.
+"""CSRF protection for the dashboard's actions: a double-submit token bound to the session.
 
-Every page sets a random token in a ``SameSite=Strict``, HttpOnly cookie and writes the same
-token into each action's form; an action (always a POST) runs only when the two match. A
-page on another site can make a browser send the cookie (not with SameSite=Strict, on any
-current browser) but cannot read it, so it cannot fill in the form field.
+Every page sets a random value in a ``SameSite=Strict``, HttpOnly cookie and writes into each
+action's form an HMAC of that value keyed by the request's credentials (the basic auth or
+bearer ``Authorization`` header, else the token login's session cookie); an action (always a
+POST) runs only when the form's token is that HMAC of the cookie it comes with. A page on
+another site cannot read the cookie, so it cannot fill in the form field; a sibling subdomain
+that plants a cookie of its own still cannot, as it never sees the credentials that key the
+HMAC. Without auth there are no credentials: the token is then as strong as a plain
+double-submit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 
@@ -16,20 +21,30 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .auth import SESSION_COOKIE
+
 COOKIE = "conveyor_csrf"
 FIELD = "csrf_token"
 
 
 def token_for(request: Request) -> str:
-    """The request's token: the cookie's, or a new one that ``remember`` will set."""
+    """The token for the request's forms: bound to its cookie (or to a new one that
+    ``remember`` will set) and to its credentials."""
     existing = request.cookies.get(COOKIE, "")
     if existing:
-        return existing
+        return _bound(request, existing)
     fresh: str | None = getattr(request.state, "csrf_new", None)
     if fresh is None:
         fresh = secrets.token_urlsafe(32)
         request.state.csrf_new = fresh
-    return fresh
+    return _bound(request, fresh)
+
+
+def _bound(request: Request, cookie: str) -> str:
+    """The cookie's value signed with the credentials the request carries."""
+    credentials = request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE, "")
+    key = b"conveyor-dashboard-csrf:" + credentials.encode()
+    return hmac.new(key, cookie.encode(), hashlib.sha256).hexdigest()
 
 
 def remember(request: Request, response: Response) -> None:
@@ -47,7 +62,8 @@ def remember(request: Request, response: Response) -> None:
 
 
 async def checked_form(request: Request) -> FormData:
-    """The action's form, after its token was found to match the cookie; 403 otherwise."""
+    """The action's form, after its token was found bound to the cookie and credentials
+    it came with; 403 otherwise."""
     form = await request.form()
     cookie = request.cookies.get(COOKIE, "")
     sent = form.get(FIELD)
@@ -55,7 +71,7 @@ async def checked_form(request: Request) -> FormData:
     if (
         not cookie
         or not isinstance(sent, str)
-        or not hmac.compare_digest(sent.encode(), cookie.encode())
+        or not hmac.compare_digest(sent.encode(), _bound(request, cookie).encode())
     ):
         raise HTTPException(
             403, "CSRF token missing or wrong: reload the page and submit the form again"
