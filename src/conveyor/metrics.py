@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from .broker import Call, command, text
 from .errors import ConfigurationError, ConveyorError
-from .hooks import JobEvent, Middleware
+from .hooks import EVENTS, JobEvent, Middleware
 from .keys import GROUP
 
 if TYPE_CHECKING:
@@ -45,16 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.metrics")
 
-COUNTED: Final = (
-    "enqueued",
-    "started",
-    "succeeded",
-    "failed",
-    "retried",
-    "dead",
-    "cancelled",
-    "expired",
-)
+#: One counter per kind of event hooks see: a new kind is counted as soon as it exists.
+COUNTED: Final = EVENTS
 LABELS: Final = ("queue", "task")
 #: Run times from 1 ms to 10 min, queue waits from 1 ms to an hour.
 RUN_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 600)
