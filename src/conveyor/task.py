@@ -101,6 +101,7 @@ class Task(Generic[P, R]):
         self._arg_types: dict[str, Any] | None = None
         self._all_hints: dict[str, Any] | None = None
         self._plan: list[tuple[str, Any]] | None = None
+        self._by_position: frozenset[str] | None = None
         self._unique: Unique | None = None
         self._durability: Durability | None = None
         #: stream fields of the options (expires, unique until done); None for a plain task,
@@ -190,6 +191,10 @@ class Task(Generic[P, R]):
                 if hint is not None and type(out[i]) is not hint:
                     out[i] = self._convert(name, out[i], hint)
             return out, {}
+        if plan and kwargs and len(args) + len(kwargs) == len(plan):
+            bound = self._bind_by_name(plan, args, kwargs)
+            if bound is not None:
+                return bound, {}
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -208,6 +213,32 @@ class Task(Generic[P, R]):
                 hint = dict[str, hint]  # type: ignore[valid-type]
             bound.arguments[name] = self._convert(name, value, hint)
         return list(bound.args), dict(bound.kwargs)
+
+    def _bind_by_name(
+        self, plan: list[tuple[str, Any]], args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> list[Any] | None:
+        """Every parameter given, the first by position and the rest by name: all of them
+        as positional arguments, as ``Signature.bind`` would give, without its cost (12% of
+        a worker's CPU for a job with a 2 KiB keyword argument). None when a name does not
+        fit (the slow path then says why)."""
+        out = list(args)
+        for i, (name, hint) in enumerate(plan):
+            if i >= len(args):
+                if name not in kwargs or name in self._positional_only():
+                    return None
+                out.append(kwargs[name])
+            if hint is not None and type(out[i]) is not hint:
+                out[i] = self._convert(name, out[i], hint)
+        return out
+
+    def _positional_only(self) -> frozenset[str]:
+        if self._by_position is None:
+            self._by_position = frozenset(
+                p.name
+                for p in self.signature.parameters.values()
+                if p.kind is inspect.Parameter.POSITIONAL_ONLY
+            )
+        return self._by_position
 
     def _convert(self, name: str, value: Any, hint: Any) -> Any:
         try:
