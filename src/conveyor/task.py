@@ -192,9 +192,9 @@ class Task(Generic[P, R]):
                     out[i] = self._convert(name, out[i], hint)
             return out, {}
         if plan and kwargs and len(args) + len(kwargs) == len(plan):
-            bound = self._bind_by_name(plan, args, kwargs)
-            if bound is not None:
-                return bound, {}
+            by_name = self._bind_by_name(plan, args, kwargs)
+            if by_name is not None:
+                return by_name, {}
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
