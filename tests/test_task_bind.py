@@ -26,6 +26,9 @@ CALLS: list[tuple[list[Any], dict[str, Any]]] = [
     ([1, "p"], {"temperature": 0.5}),
     ([1], {"prompt": "p"}),  # temperature from its default
     ([], {"x": 1}),
+    ([1], {}),  # both defaults
+    ([1, "p"], {}),
+    ([], {"x": 1, "temperature": 0.5}),  # prompt skipped: temperature stays by name
 ]
 
 
@@ -57,6 +60,10 @@ def test_keyword_arguments_are_converted_to_their_annotated_types(app: Conveyor)
         ([1, "p"], {"nope": 0.5}, "unexpected keyword"),
         ([], {"prompt": "p", "temperature": 0.5, "y": 1}, "missing a required argument"),
         ([], {"x": "not a number", "prompt": "p", "temperature": 0.5}, "'x'"),
+        (["not a number"], {}, "'x'"),
+        ([], {}, "missing a required argument"),
+        ([], {"prompt": "p"}, "missing a required argument"),
+        ([1, "p", 0.5, 2], {}, "too many positional"),
     ],
 )
 def test_keyword_arguments_that_do_not_fit_are_refused_with_the_reason(
