@@ -80,6 +80,11 @@ async def drain(
     return elapsed, cpu, lag
 
 
+def per_job(usec: dict[str, int], jobs: int) -> dict[str, float]:
+    """Redis microseconds per job by command (commands inside scripts listed too)."""
+    return {k: round(v / jobs, 2) for k, v in usec.items() if v >= jobs / 100}
+
+
 def enqueue(task: Any, jobs: int, bulk: bool, payload: int = 0) -> float:
     """Enqueue ``jobs`` calls of ``task``, with ``payload`` bytes of JSON kwargs each
     (the bench's prompt-sized payload) when asked; seconds taken."""
@@ -117,20 +122,24 @@ def main() -> None:
         runs = []
         for _ in range(args.reps):
             client.config_resetstat()
-            before = commandstats(client)
+            before, cpu_start = commandstats(client), redis_cpu(client)
             enqueue_s = enqueue(noop, args.jobs, args.bulk, args.payload)
             enq = diff(commandstats(client), before)
+            enqueue_usec = diff(command_usec(client), {})
             mid, cpu_before = commandstats(client), redis_cpu(client)
             drain_s, worker_cpu, lag = asyncio.run(
                 drain(app, args.jobs, args.concurrency, client, stream)
             )
             redis_s = redis_cpu(client) - cpu_before
             proc = diff(commandstats(client), mid)
-            usec = diff(command_usec(client), {})
+            usec = diff(command_usec(client), enqueue_usec)
             total = sum(enq.values()) + sum(proc.values())
             runs.append(
                 {
                     "enqueue_per_s": round(args.jobs / enqueue_s),
+                    "enqueue_redis_cpu_us_per_job": round(
+                        (cpu_before - cpu_start) / args.jobs * 1e6, 1
+                    ),
                     "drain_per_s": round(args.jobs / drain_s),
                     "worker_cpu_us_per_job": round(worker_cpu / args.jobs * 1e6, 1),
                     "redis_cpu_us_per_job": round(redis_s / args.jobs * 1e6, 1),
@@ -139,9 +148,8 @@ def main() -> None:
                     "commands_per_job": round(total / args.jobs, 3),
                     "enqueue_commands": enq,
                     "process_commands": proc,
-                    "redis_usec_per_job_by_command": {
-                        k: round(v / args.jobs, 2) for k, v in usec.items() if v >= args.jobs / 100
-                    },
+                    "enqueue_redis_usec_per_job_by_command": per_job(enqueue_usec, args.jobs),
+                    "drain_redis_usec_per_job_by_command": per_job(usec, args.jobs),
                 }
             )
         report: dict[str, Any] = {

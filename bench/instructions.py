@@ -9,6 +9,7 @@ every fetch returns a full batch: the figure is the cost per job of a saturated 
 
     .venv/bin/python bench/instructions.py 860a388 HEAD          # git revisions
     .venv/bin/python bench/instructions.py --jobs 500 2500 HEAD  # the defaults
+    .venv/bin/python bench/instructions.py --payload 2048 e3c632e HEAD  # 2 KiB kwargs
 """
 
 from __future__ import annotations
@@ -30,12 +31,17 @@ import asyncio, sys
 from conveyor import Conveyor, WorkerSettings
 from conveyor.worker import Worker
 
-url, jobs, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+url, jobs, mode, payload = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 app = Conveyor(url, namespace="instructions")
 
-@app.task
-async def nothing() -> None:
-    return None
+if payload < 0:
+    @app.task
+    async def nothing() -> None:
+        return None
+else:
+    @app.task
+    async def nothing(x: int, prompt: str = "") -> None:
+        return None
 
 async def drain() -> None:
     worker = Worker(app, WorkerSettings(concurrency=50))
@@ -46,7 +52,11 @@ async def drain() -> None:
     await run
 
 if mode == "fill":
-    nothing.enqueue_many([() for _ in range(jobs)])
+    if payload < 0:  # a task without parameters
+        nothing.enqueue_many([() for _ in range(jobs)])
+    else:  # x by position, a prompt by name when asked (its default otherwise)
+        kwargs = {"prompt": "a" * payload} if payload else {}
+        nothing.enqueue_many([nothing.s(i, **kwargs) for i in range(jobs)])
 else:
     asyncio.run(drain())
 app.close()
@@ -56,13 +66,15 @@ app.close()
 CALLGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 
 
-def instructions(src: Path, url: str, jobs: int) -> int:
+def instructions(src: Path, url: str, jobs: int, payload: int) -> int:
     """Instructions of one drain of ``jobs`` jobs by the code under ``src``."""
     env = {"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"}
     subprocess.run(["redis-cli", "-u", url, "FLUSHALL"], check=True, capture_output=True)
-    subprocess.run([sys.executable, "-c", DRAIN, url, str(jobs), "fill"], env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", DRAIN, url, str(jobs), "fill", str(payload)], env=env, check=True
+    )
     out = subprocess.run(
-        [*CALLGRIND, sys.executable, "-c", DRAIN, url, str(jobs), "drain"],
+        [*CALLGRIND, sys.executable, "-c", DRAIN, url, str(jobs), "drain", str(payload)],
         env=env,
         capture_output=True,
         text=True,
@@ -78,6 +90,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("revisions", nargs="+", help="git revisions (HEAD: the work tree)")
     parser.add_argument("--jobs", type=int, nargs=2, default=(500, 2500))
+    parser.add_argument(
+        "--payload",
+        type=int,
+        default=-1,
+        help="the task takes (x, prompt='') and jobs pass x and BYTES of prompt by name "
+        "(0: x alone, the prompt left to its default); default: a task without parameters",
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
@@ -94,8 +113,8 @@ def main() -> None:
                 )
                 src = tree / "src"
             try:
-                a = instructions(src, server.url, low)
-                b = instructions(src, server.url, high)
+                a = instructions(src, server.url, low, args.payload)
+                b = instructions(src, server.url, high, args.payload)
             finally:
                 if rev != "HEAD":
                     subprocess.run(

@@ -101,6 +101,8 @@ class Task(Generic[P, R]):
         self._arg_types: dict[str, Any] | None = None
         self._all_hints: dict[str, Any] | None = None
         self._plan: list[tuple[str, Any]] | None = None
+        self._by_position: frozenset[str] | None = None
+        self._n_required: int | None = None
         self._unique: Unique | None = None
         self._durability: Durability | None = None
         #: stream fields of the options (expires, unique until done); None for a plain task,
@@ -190,6 +192,10 @@ class Task(Generic[P, R]):
                 if hint is not None and type(out[i]) is not hint:
                     out[i] = self._convert(name, out[i], hint)
             return out, {}
+        if plan and self._required() <= len(args) + len(kwargs) <= len(plan):
+            in_order = self._bind_in_order(plan, args, kwargs)
+            if in_order is not None:
+                return in_order, {}
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -208,6 +214,43 @@ class Task(Generic[P, R]):
                 hint = dict[str, hint]  # type: ignore[valid-type]
             bound.arguments[name] = self._convert(name, value, hint)
         return list(bound.args), dict(bound.kwargs)
+
+    def _bind_in_order(
+        self, plan: list[tuple[str, Any]], args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> list[Any] | None:
+        """The parameters given in order, the first by position and the next ones by name,
+        those left out having defaults: all as positional arguments, as ``Signature.bind``
+        gives them, without its cost (6 us a job, 12% of a worker's CPU with a 2 KiB keyword
+        argument). None when they do not fit that shape (the general path says why)."""
+        out = list(args)
+        for name, _ in plan[len(args) : len(args) + len(kwargs)]:
+            if name not in kwargs or name in self._positional_only():
+                return None
+            out.append(kwargs[name])
+        for i, value in enumerate(out):
+            name, hint = plan[i]
+            if hint is not None and type(value) is not hint:
+                out[i] = self._convert(name, value, hint)
+        return out
+
+    def _required(self) -> int:
+        """How many parameters have no default (they come first in a positional plan)."""
+        if self._n_required is None:
+            self._n_required = sum(
+                1
+                for p in self.signature.parameters.values()
+                if p.default is inspect.Parameter.empty
+            )
+        return self._n_required
+
+    def _positional_only(self) -> frozenset[str]:
+        if self._by_position is None:
+            self._by_position = frozenset(
+                p.name
+                for p in self.signature.parameters.values()
+                if p.kind is inspect.Parameter.POSITIONAL_ONLY
+            )
+        return self._by_position
 
     def _convert(self, name: str, value: Any, hint: Any) -> Any:
         try:
