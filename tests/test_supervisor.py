@@ -115,7 +115,9 @@ def test_sigterm_with_two_idle_workers_exits_0_and_leaves_no_consumer(
     with cli_worker(env, tmp_path / "supervisor.log", *args, processes=2) as sup:
         pids = sup.wait_ready(2)
         run_jobs(tasks, 6)
-        assert len(consumers(r, app)) == 2, consumers(r, app)
+        # Each process joins the group with its first read, which may come a moment after it
+        # says it is ready (one of them may have run all 6 jobs before the other read once).
+        wait_for(lambda: len(consumers(r, app)) == 2, 5, "both processes in the group")
         # a job still running at SIGTERM is finished within the grace period, not abandoned
         running = tasks["slow"].enqueue(1.0)
         wait_for(lambda: sum(consumers(r, app).values()) == 1, 5, "the slow job to start")
