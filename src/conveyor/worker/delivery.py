@@ -136,17 +136,18 @@ class DeliveryRunner:
                     dropped.add((d.queue, d.level, d.entry_id))
         return [d for d in got if (d.queue, d.level, d.entry_id) not in dropped]
 
-    async def process(self, d: Delivery) -> None:
+    async def process(self, d: Delivery, slot: asyncio.Task[Any] | None = None) -> None:
+        """Run ``d`` in ``slot`` (the slot's task: an async job is stopped by cancelling it)."""
         acking = False
         try:
-            acking = await self.handle(d)
+            acking = await self.handle(d, slot)
         finally:
             # Rejected before handle() looked (a bad signature, a malformed entry): forget it.
             self._refused.pop((d.queue, d.level, d.entry_id), None)
             if not acking:
                 self.w.held.discard(d.queue, d.level, d.entry_id)
 
-    async def handle(self, d: Delivery) -> bool:
+    async def handle(self, d: Delivery, slot: asyncio.Task[Any] | None = None) -> bool:
         """Run one delivery to its end; True when its ack was handed to the completer.
 
         A successful job frees its slot as soon as its function returns: the batched ack
@@ -246,7 +247,7 @@ class DeliveryRunner:
         )
         process = opts.executor == "process"
         w.flow.started(
-            Running(job, d.queue, None if process or not task.is_async else _slot(), process, lease)
+            Running(job, d.queue, None if process or not task.is_async else slot, process, lease)
         )
         life = w.lifecycle
         if life is not None:
@@ -497,10 +498,6 @@ def _ttl_of(tasks: dict[str, Task[Any, Any]]) -> Callable[[str], int]:
         return int((task.options if task is not None else DEFAULTS).result_ttl * 1000)
 
     return ttl_ms
-
-
-def _slot() -> asyncio.Task[Any] | None:
-    return asyncio.current_task()
 
 
 def _refusal(raw: bytes | None, entry_id: str) -> str | None:

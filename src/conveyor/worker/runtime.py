@@ -29,6 +29,7 @@ from ..broker.operations import Delivery
 from ..errors import WorkerCrashed
 from ..keys import LEVELS, QueueKeys
 from ..settings import WorkerSettings
+from . import gc_tuning
 from .acklag import AckLag
 from .completer import Completer
 from .delivery import DeliveryRunner
@@ -286,6 +287,7 @@ class Worker:
         handoff = self.handoff
         process = self.runner.process
         turns = self.turns
+        me = asyncio.current_task()  # once per slot: a cancel of an async job cancels it
         while True:
             d = handoff.take()
             if d is None:
@@ -298,7 +300,7 @@ class Worker:
             try:
                 if not turns.take():
                     await turns.wait()
-                await process(d)
+                await process(d, me)
             except Exception:
                 log.exception("internal error while processing a job")
             finally:
@@ -324,6 +326,7 @@ def serve(app: Conveyor, settings: WorkerSettings | None = None) -> None:
     """
     code = 0
     worker = Worker(app, settings)
+    gc_tuning.tune()
     try:
         asyncio.run(worker.run(handle_signals=True))
     except WorkerCrashed as exc:
