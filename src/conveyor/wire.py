@@ -135,14 +135,16 @@ def encode_fields(
     else:
         if kwarg_dict and not plain(kwarg_dict.values()) and hints is not _decoded:
             check_exact(arg_list, kwarg_dict, args_json, kwargs_json, hints)
+    # version 1 and a first attempt are what a reader assumes when the field is missing:
+    # left out, every worker fetch copies a third fewer strings (inside fetch.lua and out).
     fields: dict[str, bytes | str | int] = {
-        "version": VERSION,
         "task": task,
         "args": args_json,
         "kwargs": kwargs_json,
         "enqueued_at": enqueued_at,
-        "attempt": attempt,
     }
+    if attempt != 1:
+        fields["attempt"] = attempt
     if job_id is not None:
         fields["id"] = job_id
     if history:
