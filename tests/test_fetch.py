@@ -2,18 +2,20 @@
 
 The plan must name the most urgent levels first, never more entries than asked, and step
 aside (None: fetch.lua reads) whenever entries would need setting apart or the lag is not
-known. The worker plans its reads only for large entries; ordering through fetch.lua is in
-test_worker.py (test_higher_priority_levels_drain_first).
+known. Each worker fetch asks for the plan its next fetch reads by; ordering through the
+worker is also in test_worker.py (test_higher_priority_levels_drain_first).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import redis
 
 from conveyor import Conveyor
 from conveyor.broker import operations
 from conveyor.keys import GROUP
-from conveyor.worker.fetcher import PLAN_BYTES
+from conveyor.worker import Worker
 from tests.conftest import fast, wait_until, worker_thread
 
 
@@ -71,23 +73,67 @@ def test_plan_of_an_empty_queue_reads_nothing(app: Conveyor) -> None:
     assert app.broker.call(operations.fetch_plan(keys, 10)) == []
 
 
-def test_worker_reads_large_entries_by_plan_most_urgent_first(app: Conveyor) -> None:
+def test_worker_reads_by_plan_most_urgent_first(app: Conveyor) -> None:
     order: list[tuple[str, int]] = []
 
     @app.task
-    def record(level: str, i: int, prompt: str) -> None:
+    def record(level: str, i: int) -> None:
         order.append((level, i))
 
-    prompt = "a" * 2048  # entries of ~2 KiB: the fetcher plans its reads after the first
     with worker_thread(app, fast(concurrency=1)):
         pass  # the consumer groups exist at id 0 before the jobs are added
     for i in range(5):
-        record.using(priority="low").enqueue("low", i, prompt)
+        record.using(priority="low").enqueue("low", i)
     for i in range(5):
-        record.enqueue("normal", i, prompt)
+        record.enqueue("normal", i)
     for i in range(5):
-        record.using(priority="high").enqueue("high", i, prompt)
-    with worker_thread(app, fast(concurrency=1, prefetch=0)) as w:
-        wait_until(lambda: len(order) == 15, 10, "15 jobs to run")
-        assert w.fetcher.mean_entry_bytes >= PLAN_BYTES
+        record.using(priority="high").enqueue("high", i)
+    reads: list[tuple[str, int]] = []
+    plain = operations.read_level
+
+    def counted(*args: object, **kwargs: object) -> object:
+        reads.append((str(args[1]), int(args[3])))  # type: ignore[call-overload]
+        return plain(*args, **kwargs)  # type: ignore[arg-type]
+
+    operations.read_level = counted  # type: ignore[assignment]
+    try:
+        with worker_thread(app, fast(concurrency=1, prefetch=0)):
+            wait_until(lambda: len(order) == 15, 10, "15 jobs to run")
+    finally:
+        operations.read_level = plain
     assert order == [(level, i) for level in ("high", "normal", "low") for i in range(5)]
+    assert len(reads) >= 10, reads  # after the first fetch, plain reads by plan
+
+
+def test_a_cancel_marked_after_the_plan_is_checked_before_anything_runs(
+    app: Conveyor, r: redis.Redis
+) -> None:
+    """The plan a fetch reads by is a fetch old: a job cancelled while queued since then is
+    read by a plain XREADGROUP, which cannot set it apart. The plan asked after the reads
+    sees the mark and steps aside, and the batch goes to the cancel check first."""
+
+    @app.task
+    def t(i: int) -> None:
+        return None
+
+    keys = app.keys("default")
+    for stream in keys.streams:
+        app.broker.call(operations.ensure_group(stream))
+    jobs = [t.enqueue(i) for i in range(3)]
+    worker = Worker(app, fast(concurrency=4))
+    plan = app.broker.call(operations.fetch_plan(keys, 128))
+    assert plan == [("normal", 3)]
+    worker.fetcher._plans["default"] = plan  # what the fetch before this one found
+    assert jobs[1].cancel()
+
+    async def fetch() -> tuple[list[str], list[str]]:
+        got = await worker.fetcher._fetch(keys, 10)
+        kept = await worker.runner.drop_cancelled(got.marked)
+        await app.broker.aclose()
+        return [d.entry_id for d in got], [d.entry_id for d in kept]
+
+    run, kept = asyncio.run(fetch())
+    assert run == []  # nothing handed to run before the check
+    assert [f"default:n:{e}" for e in kept] == [jobs[0].id, jobs[2].id]
+    assert jobs[1].status() == "cancelled"
+    assert r.xpending(keys.stream("normal"), GROUP)["pending"] == 2  # the cancelled one acked

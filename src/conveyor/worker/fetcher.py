@@ -1,8 +1,8 @@
 """The fetch loop: read jobs for free slots and a small prefetch buffer, most urgent first.
 
-Jobs are read with XREADGROUP (COUNT = free slots) through the fetch script, which drains
-higher priority levels first (large entries: plain XREADGROUPs in the counts fetch_plan.lua
-finds in each level); when nothing is ready the loop blocks on all the worker's streams at
+Jobs are read with XREADGROUP (COUNT = free slots), higher priority levels first: in the
+counts the previous fetch's plan found at each level, or through the fetch script (see
+Fetcher._fetch); when nothing is ready the loop blocks on all the worker's streams at
 once, on a connection of its own that stop() can unblock at once (on Redis Cluster, one per
 node holding its streams: see broker/blocking.py).
 """
@@ -40,9 +40,6 @@ PREFETCH_CAP = 256
 #: Most jobs one fetch script returns: a large reply parsed in one go would stall the
 #: event loop, and with it the acks, for longer than the fetch saves.
 MAX_FETCH = 128
-#: Entries at least this large (field values, on average) are fetched with a plan and plain
-#: reads rather than through fetch.lua (see Fetcher._fetch).
-PLAN_BYTES = 1024
 
 
 class Fetcher:
@@ -56,8 +53,8 @@ class Fetcher:
         self._cancelled = {queue: keys.cancelled for queue, keys in worker.keys.items()}
         #: whether fetches may be planned (fetch_plan.lua needs XINFO's lag: Redis 7.0+)
         self._planned: bool | None = None
-        #: field bytes per entry of the latest fetch (see _fetch)
-        self.mean_entry_bytes = 0
+        #: per queue, what the last fetch's plan found waiting at each level (see _fetch)
+        self._plans: dict[str, list[tuple[str, int]] | None] = {}
 
     def job_took(self, seconds: float) -> None:
         self.mean_job_seconds += 0.1 * (seconds - self.mean_job_seconds)
@@ -177,40 +174,38 @@ class Fetcher:
             w.dispatch(d)
 
     async def _fetch(self, keys: QueueKeys, count: int) -> Fetched:
-        """New jobs of one queue, most urgent level first.
+        """New jobs of one queue, most urgent level first, in one round trip.
 
-        fetch.lua reads them inside Redis, which copies every entry into Lua and back. For
-        large entries (a prompt of a few KiB) that copy costs Redis more than the read, so
-        once the jobs fetched last averaged PLAN_BYTES or more, fetch_plan.lua says how many
-        to read from each level and plain XREADGROUPs read them: one more round trip per
-        fetch, which for small entries costs the worker more than it saves Redis (measured
-        in alternating in-process drains: Redis -7 to -20% CPU per job, worker +2 to +19%).
-        fetch.lua still reads where the plan cannot tell (a cancel pending, Redis 6.2).
+        fetch.lua reads inside Redis, which copies every entry into Lua and back: half of
+        Redis' time per job. So each fetch also asks fetch_plan.lua, after its reads, how
+        many new entries wait at each level, and the next fetch reads by that plan with
+        plain XREADGROUPs (asking for the next plan after them); the least urgent level it
+        names is read up to the free count, so jobs added there since are read too. A plan
+        is a few milliseconds old when used: a job added meanwhile at a more urgent level
+        than any it names waits for the next fetch. Where the plan cannot tell (a cancel
+        pending, a lag Redis does not know, Redis 6.2) or found nothing, fetch.lua reads.
+        A cancel marked between the plan and the reads is caught by the plan asked after
+        them: it steps aside, and this batch's jobs go through the cancel check
+        (``marked``) before any runs.
         """
         w = self.w
         if self._planned is None:
             self._planned = (await w.broker.aserver_info()).version >= (7, 0, 0)
-        if self._planned and self.mean_entry_bytes >= PLAN_BYTES:
-            plan = await w.broker.acall(operations.fetch_plan(keys, count))
-            if plan is not None:
-                out = Fetched()
-                out.marked = []
-                if plan:
-                    reads = [operations.read_level(keys, lv, w.consumer, n) for lv, n in plan]
-                    for batch in await w.broker.acall_many(reads):
-                        out.extend(batch)
-                self._measure(out)
-                return out
-        out = await w.broker.acall(operations.fetch(keys, w.consumer, count))
-        self._measure(out)
+        fetch = operations.fetch(keys, w.consumer, count)
+        if not self._planned:
+            return await w.broker.acall(fetch)
+        plan = _within(self._plans.pop(keys.queue, None) or [], count)
+        ask = operations.fetch_plan(keys, MAX_FETCH)
+        if not plan:
+            fetched, self._plans[keys.queue] = await w.broker.acall_many([fetch, ask])
+            return fetched  # type: ignore[no-any-return]
+        reads = [operations.read_level(keys, level, w.consumer, n) for level, n in plan]
+        *batches, self._plans[keys.queue] = await w.broker.acall_many([*reads, ask])
+        out = Fetched(d for batch in batches for d in batch)
+        out.marked = []
+        if self._plans[keys.queue] is None:
+            out.marked, out[:] = list(out), []  # a cancel may be pending: checked first
         return out
-
-    def _measure(self, batch: Fetched) -> None:
-        """Keep the mean entry size of the latest non-empty fetch (its first few entries)."""
-        if batch:
-            sample = batch[:8]
-            size = sum(len(v) for d in sample for v in d.fields.values())
-            self.mean_entry_bytes = size // len(sample)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -222,3 +217,18 @@ class Fetcher:
 
     async def close(self) -> None:
         await self._blocker.close()
+
+
+def _within(plan: list[tuple[str, int]], count: int) -> list[tuple[str, int]]:
+    """The plan's reads, most urgent first, ``count`` entries in all: the last level read
+    gets what the others leave, so jobs added there since the plan are read now too."""
+    out = []
+    for level, n in plan:
+        if count <= 0:
+            break
+        out.append((level, min(n, count)))
+        count -= n
+    if out and count > 0:
+        level, n = out[-1]
+        out[-1] = (level, n + count)
+    return out
