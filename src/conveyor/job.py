@@ -276,14 +276,10 @@ class Job(Generic[R]):
         deadline = None if timeout is None else time.monotonic() + timeout
         broker = self.app.broker
         broker.server_info()  # which pub/sub the scripts use depends on the server
-        pubsub = broker.client.pubsub(ignore_subscribe_messages=True)
-        try:
-            if broker.sharded_done:
-                pubsub.ssubscribe(self._keys.done_channel)
-                receive = pubsub.get_sharded_message
-            else:
-                pubsub.subscribe(self._keys.done_channel)
-                receive = pubsub.get_message
+        channel, sharded = self._keys.done_channel, broker.sharded_done
+        with broker.pubsubs.subscribed(
+            broker.client, channel, sharded, not broker.cluster
+        ) as receive:
             record_key = self._keys.record(self.id).encode()
             while True:
                 info = self.info()
@@ -292,11 +288,9 @@ class Job(Generic[R]):
                 recheck = time.monotonic() + RECHECK_SECONDS
                 while time.monotonic() < recheck:
                     left = _remaining(deadline, self.id, timeout)
-                    msg = receive(timeout=min(left, RECHECK_SECONDS))
+                    msg = receive(min(left, RECHECK_SECONDS))
                     if msg and _names(msg, record_key):
                         break
-        finally:
-            pubsub.close()
 
     async def result_async(self, timeout: float | None = None) -> R:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -305,14 +299,10 @@ class Job(Generic[R]):
         client = broker.aclient
         if broker.cluster:
             await client.initialize()  # the cluster pub/sub routes by the slot map
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        try:
-            if broker.sharded_done:
-                await pubsub.ssubscribe(self._keys.done_channel)
-                receive = pubsub.get_sharded_message
-            else:
-                await pubsub.subscribe(self._keys.done_channel)
-                receive = pubsub.get_message
+        channel, sharded = self._keys.done_channel, broker.sharded_done
+        async with broker.pubsubs.asubscribed(
+            client, channel, sharded, not broker.cluster
+        ) as receive:
             record_key = self._keys.record(self.id).encode()
             while True:
                 info = await self.info_async()
@@ -321,13 +311,11 @@ class Job(Generic[R]):
                 recheck = time.monotonic() + RECHECK_SECONDS
                 while time.monotonic() < recheck:
                     left = _remaining(deadline, self.id, timeout)
-                    msg = await receive(timeout=min(left, RECHECK_SECONDS))
+                    msg = await receive(min(left, RECHECK_SECONDS))
                     if msg and _names(msg, record_key):
                         break
                     if msg is None:
                         await asyncio.sleep(0)
-        finally:
-            await pubsub.aclose()
 
 
 #: What a workflow's result() raises when it stopped: a step after that is never added.

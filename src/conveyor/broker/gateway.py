@@ -53,6 +53,7 @@ from .connection import (
     connect_sync,
     is_cluster,
 )
+from .pubsubs import PubSubs
 from .routing import Routing
 from .server import ServerInfo, check, parse_info
 
@@ -85,6 +86,8 @@ class Broker(Routing):
         self._anodes: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[cluster.Address, redis.asyncio.Redis]
         ] = weakref.WeakKeyDictionary()
+        #: pub/subs kept between job.result() waits (pubsubs.py)
+        self.pubsubs = PubSubs()
 
     # -- sync face -------------------------------------------------------------------------
     @property
@@ -220,6 +223,7 @@ class Broker(Routing):
         return self._info
 
     def close(self) -> None:
+        self.pubsubs.close()
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -332,6 +336,7 @@ class Broker(Routing):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
+        await self.pubsubs.aclose()
         client = self._aclients.pop(loop, None)
         if client is not None:
             await client.aclose()
