@@ -289,7 +289,9 @@ def run_producer(mod: ModuleType, kind: str, steps: list[Step]) -> list[Any]:
 
     Steps: ("call", fn) runs fn() (blocking; from a thread in the async case);
     ("enqueue", task, ids) one job at a time, timed; ("bulk", task, ids) the bulk API, timed;
-    ("paced", task, ids, gap_s) one at a time every gap_s, returning each job's enqueue time.
+    ("paced", task, ids, gap_s) one at a time every gap_s, returning each job's enqueue time;
+    ("roundtrip", task, ids, gap_s) likewise, each waiting for its result: the seconds from
+    the enqueue call to the result (sync producers with a ``roundtrip`` method only).
     """
     cls = mod.PRODUCERS[kind]
     if kind == "sync":
@@ -329,6 +331,9 @@ def _sync_step(producer: Any, step: Step) -> Any:
         delay = t0 + k * step[3] - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
+        if op == "roundtrip":
+            stamps[i] = producer.roundtrip(task, i)
+            continue
         stamps[i] = time.time_ns()
         producer.enqueue(task, i)
     return stamps
@@ -633,13 +638,34 @@ def w_payload(ctx: Context) -> dict[str, Any]:
     records = ctx.record_file()
     result = drain(ctx, 1, records, n, range(n), io=False)
     result.pop("commandstats")
+    # With Redis' default stream-node-max-bytes (4096) a 2 KiB entry fills a stream node of
+    # its own: ~540 B more per job, whoever adds it. Measured again with nodes of 64 KiB,
+    # where entries share nodes and what a job costs beyond its payload shows.
+    ctx.admin.config_set("stream-node-max-bytes", 65536)
+    packed: dict[str, int] = {}
+    run_producer(
+        ctx.mod,
+        ctx.primary,
+        [
+            ("call", lambda: packed.setdefault("before", ctx.used_memory())),
+            ("bulk", "payload", range(n, 2 * n)),
+            ("call", lambda: packed.setdefault("after", ctx.used_memory())),
+        ],
+    )
     metrics = {
         "payload_drain_1": result["drain"]["rate"],
         "payload_bytes_per_job": (mem["after"] - mem["before"]) / n,
+        "payload_bytes_per_job_64k_nodes": (packed["after"] - packed["before"]) / n,
     }
     return {
         "metrics": metrics,
-        "detail": {"jobs": n, "payload_json_bytes": 2048, "used_memory": mem, **result},
+        "detail": {
+            "jobs": n,
+            "payload_json_bytes": 2048,
+            "used_memory": mem,
+            "used_memory_64k_nodes": packed,
+            **result,
+        },
         "verify": [result["verify"]],
     }
 
@@ -662,11 +688,28 @@ def w_variants(ctx: Context) -> dict[str, Any]:
     return {"metrics": metrics, "detail": detail, "verify": checks}
 
 
+def _roundtrip_ids(ctx: Context) -> list[int]:
+    """Ids of the jobs whose enqueue-to-result time is measured (peers that can wait for a
+    result: Conveyor), after the enqueue-to-start ones."""
+    has = hasattr(ctx.mod.PRODUCERS[ctx.primary], "roundtrip") and ctx.primary == "sync"
+    return list(range(LATENCY_JOBS, 2 * LATENCY_JOBS)) if has else []
+
+
+def _to_result(waits: dict[int, float] | None, prefix: str = "") -> dict[str, float]:
+    """p50/p99 of enqueue-to-result times, in ms (nothing when none was measured)."""
+    if not waits:
+        return {}
+    q = statistics.quantiles([w * 1000 for w in waits.values()], n=100, method="inclusive")
+    return {f"{prefix}result_latency_p50_ms": q[49], f"{prefix}result_latency_p99_ms": q[98]}
+
+
 def w_latency(ctx: Context) -> dict[str, Any]:
     """(c) enqueue-to-start with idle workers: 200 jobs 10 ms apart, after a short warm-up."""
     records = ctx.record_file()
     warm = list(range(-LATENCY_WARMUP, 0))
     ids = list(range(LATENCY_JOBS))
+
+    trips = _roundtrip_ids(ctx)
 
     with WorkerGroup(ctx, 1, False, records.path, "noop-1p") as workers:
 
@@ -675,26 +718,28 @@ def w_latency(ctx: Context) -> dict[str, Any]:
             time.sleep(1.0)  # idle: workers are waiting for work when the measured jobs come
 
         def done() -> None:
-            records.wait(len(warm) + len(ids), ctx.deadline, workers, "latency jobs")
+            records.wait(len(warm) + len(ids) + len(trips), ctx.deadline, workers, "latency jobs")
             time.sleep(SETTLE_S)
 
-        _, _, stamps, _ = run_producer(
+        _, _, stamps, _, waits, _ = run_producer(
             ctx.mod,
             ctx.primary,
             [
                 ("enqueue", "noop", warm),
                 ("call", warmed),
                 ("paced", "noop", ids, LATENCY_GAP_S),
+                ("call", lambda: time.sleep(0.2)),  # idle again before the round trips
+                ("roundtrip", "noop", trips, LATENCY_GAP_S),
                 ("call", done),
             ],
         )
     rows = records.read()
-    check = verify(rows, warm + ids)
+    check = verify(rows, warm + ids + trips)
     starts = {r[0]: r[1] for r in rows}
     lat = sorted((starts[i] - stamps[i]) / 1e6 for i in ids if i in starts)
     q = statistics.quantiles(lat, n=100, method="inclusive")
     return {
-        "metrics": {"latency_p50_ms": q[49], "latency_p99_ms": q[98]},
+        "metrics": {"latency_p50_ms": q[49], "latency_p99_ms": q[98], **_to_result(waits)},
         "detail": {
             "jobs": len(ids),
             "gap_ms": LATENCY_GAP_S * 1000,
@@ -720,6 +765,7 @@ def w_latency_load(ctx: Context) -> dict[str, Any]:
     records = ctx.record_file()
     warm = list(range(-LATENCY_WARMUP, 0))
     ids = list(range(LATENCY_JOBS))
+    trips = _roundtrip_ids(ctx)
     background: list[int] = []
     stop = threading.Event()
 
@@ -754,27 +800,33 @@ def w_latency_load(ctx: Context) -> dict[str, Any]:
             busy["pct"] = 100 * (workers.cpu_seconds() - busy["cpu0"]) / wall
             stop.set()
             thread.join()
-            records.wait(len(warm) + len(ids) + len(background), ctx.deadline, workers, "load")
+            n = len(warm) + len(ids) + len(trips) + len(background)
+            records.wait(n, ctx.deadline, workers, "load")
             time.sleep(SETTLE_S)
 
         thread = threading.Thread(target=load, daemon=True)
-        _, _, stamps, _ = run_producer(
+        _, _, stamps, waits, _ = run_producer(
             ctx.mod,
             ctx.primary,
             [
                 ("enqueue", "noop", warm),
                 ("call", warmed),
                 ("paced", "noop", ids, LATENCY_GAP_S),
+                ("roundtrip", "noop", trips, LATENCY_GAP_S),
                 ("call", done),
             ],
         )
     rows = records.read()
-    check = verify(rows, warm + ids + background)
+    check = verify(rows, warm + ids + trips + background)
     starts = {r[0]: r[1] for r in rows}
     lat = sorted((starts[i] - stamps[i]) / 1e6 for i in ids if i in starts)
     q = statistics.quantiles(lat, n=100, method="inclusive")
     return {
-        "metrics": {"load_latency_p50_ms": q[49], "load_latency_p99_ms": q[98]},
+        "metrics": {
+            "load_latency_p50_ms": q[49],
+            "load_latency_p99_ms": q[98],
+            **_to_result(waits, "load_"),
+        },
         "detail": {
             "jobs": len(ids),
             "calibration_rate": rate,

@@ -209,16 +209,33 @@ def targets9(summary: dict[str, Any]) -> list[dict[str, Any]]:
     add(f"drain 1 process >= 10x fastest peer ({peer})", c("drain_1"), need, True, "/s")
     fb = f("enqueue_bulk")
     add("enqueue bulk >= 0.8x floor pipelined", c("enqueue_bulk"), fb and 0.8 * fb, True, "/s")
-    add("latency p50 <= 1.5 ms (idle)", c("latency_p50_ms"), 1.5, False, "ms")
-    add("latency p99 <= 5 ms (idle)", c("latency_p99_ms"), 5.0, False, "ms")
-    add("latency p50 <= 1.5 ms (worker ~50% busy)", c("load_latency_p50_ms"), 1.5, False, "ms")
-    add("latency p99 <= 5 ms (worker ~50% busy)", c("load_latency_p99_ms"), 5.0, False, "ms")
+    # Issue 9 times latency from the enqueue call to job.result() returning (the table's
+    # latency column, like every peer's, is enqueue to start).
+    for load, what in (("", "idle"), ("load_", "worker ~50% busy")):
+        p50, p99 = c(f"{load}result_latency_p50_ms"), c(f"{load}result_latency_p99_ms")
+        add(f"enqueue to result() p50 <= 1.5 ms ({what})", p50, 1.5, False, "ms")
+        add(f"enqueue to result() p99 <= 5 ms ({what})", p99, 5.0, False, "ms")
     fp = f("payload_drain_1")
     add("2 KiB payload drain >= 0.5x floor", c("payload_drain_1"), fp and 0.5 * fp, True, "/s")
     add(
-        "2 KiB payload bytes per queued job <= 2048 + 60",
+        "2 KiB payload bytes per queued job <= 2048 + 60 (Redis' default stream nodes)",
         c("payload_bytes_per_job"),
         2108.0,
+        False,
+        "B",
+    )
+    add(
+        "2 KiB payload bytes per queued job <= 2048 + 60 (stream-node-max-bytes 64 KiB)",
+        c("payload_bytes_per_job_64k_nodes"),
+        2108.0,
+        False,
+        "B",
+    )
+    floor_bytes = f("payload_bytes_per_job")
+    add(
+        "2 KiB payload bytes per queued job <= the floor's bare entry + 60",
+        c("payload_bytes_per_job"),
+        floor_bytes and floor_bytes + 60,
         False,
         "B",
     )
@@ -527,13 +544,22 @@ def issue9(s: dict[str, Any]) -> list[str]:
     lines.append("")
     lines.append("2 KiB of JSON kwargs per job (bulk enqueue, then one process):")
     lines.append("")
-    lines.append("| | drain/s | bytes per queued job |")
-    lines.append("|---|---|---|")
+    lines.append("| | drain/s | bytes per queued job | the same, stream-node-max-bytes 64 KiB |")
+    lines.append("|---|---|---|---|")
     for n in order(s):
         d = _value(s, n, "payload_drain_1")
         b = _value(s, n, "payload_bytes_per_job")
+        b64 = _value(s, n, "payload_bytes_per_job_64k_nodes")
         if d is not None or b is not None:
-            lines.append(f"| {label(s, n)} | {fmt('drain_1', d)} | {fmt('bytes_per_job', b)} |")
+            lines.append(
+                f"| {label(s, n)} | {fmt('drain_1', d)} | {fmt('bytes_per_job', b)} "
+                f"| {fmt('bytes_per_job', b64)} |"
+            )
+    lines.append("")
+    lines.append(
+        "With Redis' default stream-node-max-bytes (4096) a 2 KiB entry takes a stream node of "
+        "its own, ~540 B more per job whoever adds it; with 64 KiB nodes entries share them."
+    )
     lines.append("")
     lines.append("CPU microseconds per job in the drains (Redis from INFO, workers from /proc):")
     lines.append("")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from conveyor import Conveyor
 
@@ -74,6 +75,12 @@ class SyncProducer:
     def enqueue_many(self, task: str, ids: list[int]) -> None:
         t, kwargs = TASKS[task], _kwargs(task)
         t.enqueue_many([t.s(i, **kwargs) for i in ids])
+
+    def roundtrip(self, task: str, i: int) -> float:
+        """Seconds from the enqueue call to ``job.result()`` returning (issue 9's latency)."""
+        t0 = time.perf_counter()
+        TASKS[task].enqueue(i, **_kwargs(task)).result(timeout=30)
+        return time.perf_counter() - t0
 
     def close(self) -> None:
         app.close()
