@@ -22,7 +22,8 @@ def noop() -> None:
     return None
 before = gc.get_threshold()[0]
 serve(app, WorkerSettings(burst=True, block_ms=100))
-print(json.dumps({"before": before, "after": gc.get_threshold()[0], "frozen": gc.get_freeze_count()}))
+after, frozen = gc.get_threshold()[0], gc.get_freeze_count()
+print(json.dumps({"before": before, "after": after, "frozen": frozen}))
 """
 
 
