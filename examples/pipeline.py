@@ -87,8 +87,7 @@ def show_history(doc: str) -> None:
     for stage in STAGES:
         for entry in history.recent(app, stage, limit=20):
             if _doc_of(json.loads(entry.fields["args"])) == doc:
-                attempt = entry.fields["attempt"]
-                print(f"  {entry.job_id:<48} attempt {attempt}  {entry.info.state.value}")
+                print(f"  {entry.job_id:<48} attempt {entry.attempt}  {entry.info.state.value}")
 
 
 async def main() -> int:

@@ -35,6 +35,12 @@ class HistoryEntry:
     def task(self) -> str:
         return self.fields.get("task", "")
 
+    @property
+    def attempt(self) -> int:
+        """The entry's attempt number (producers leave out a first attempt's field)."""
+        raw = self.fields.get("attempt", "1")
+        return int(raw) if raw.isdigit() else 1
+
 
 def recent(
     app: Conveyor, queue: str, limit: int = 20, task: str | None = None
