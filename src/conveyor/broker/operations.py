@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..keys import GROUP, LEVELS, QueueKeys, job_id_for
 from .calls import Arg, Call, command, run_script, text
@@ -127,14 +127,21 @@ def fetch(keys: QueueKeys, consumer: str, count: int) -> Call[Fetched]:
     )
 
 
-def fetch_plan(keys: QueueKeys, count: int) -> Call[list[tuple[str, int]] | None]:
-    """How many new entries to read from each level (fetch_plan.lua): ``(level, count)``
-    for the levels to read, most urgent first, or None when ``fetch`` must read instead."""
+class Plan(NamedTuple):
+    """What fetch_plan.lua found: ``(level, count)`` to read, most urgent first (None when
+    ``fetch`` must read instead), and whether a cancel is pending on the queue."""
 
-    def parse(reply: Any) -> list[tuple[str, int]] | None:
-        if reply is None:
-            return None
-        return [(level, int(n)) for level, n in zip(LEVELS, reply, strict=True) if int(n) > 0]
+    reads: list[tuple[str, int]] | None
+    cancels: bool = False
+
+
+def fetch_plan(keys: QueueKeys, count: int) -> Call[Plan]:
+    """How many new entries to read from each level (fetch_plan.lua)."""
+
+    def parse(reply: Any) -> Plan:
+        if reply is None or reply == -1:
+            return Plan(None, reply == -1)
+        return Plan([(lv, int(n)) for lv, n in zip(LEVELS, reply, strict=True) if int(n) > 0])
 
     return run_script("fetch_plan", [*keys.streams, keys.cancelled], [GROUP, count], parse)
 

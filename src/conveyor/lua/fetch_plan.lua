@@ -7,13 +7,14 @@
 -- KEYS[n+1]   the queue's cancelled set
 -- ARGV[1]     group
 -- ARGV[2]     count: the consumer's free slots
--- returns     {c1, ..., cn}: new entries to read from each stream (their sum at most count),
---             or nil when fetch.lua must read instead: a cancel is pending (fetch.lua sets
---             marked entries apart), a group's lag is unknown to Redis (after XDEL or on
---             6.2), or a stream or group is missing (fetch.lua raises NOGROUP)
+-- returns     {c1, ..., cn}: new entries to read from each stream (their sum at most count);
+--             -1 when a cancel is pending (fetch.lua sets marked entries apart, and entries
+--             read by an older plan must be checked); or nil when fetch.lua must read for
+--             another reason: a group's lag is unknown to Redis (after XDEL or on 6.2), or a
+--             stream or group is missing (fetch.lua raises NOGROUP)
 local group, want = ARGV[1], tonumber(ARGV[2])
 local n = #KEYS - 1
-if redis.call('SCARD', KEYS[n + 1]) > 0 then return false end
+if redis.call('SCARD', KEYS[n + 1]) > 0 then return -1 end
 local out = {}
 for i = 1, n do
   local take = 0

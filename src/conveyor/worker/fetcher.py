@@ -54,7 +54,9 @@ class Fetcher:
         #: whether fetches may be planned (fetch_plan.lua needs XINFO's lag: Redis 7.0+)
         self._planned: bool | None = None
         #: per queue, what the last fetch's plan found waiting at each level (see _fetch)
-        self._plans: dict[str, list[tuple[str, int]] | None] = {}
+        self._plans: dict[str, operations.Plan] = {}
+        #: queues whose last fetch came back full: more are waiting, so plans pay off
+        self._backlog: set[str] = set()
 
     def job_took(self, seconds: float) -> None:
         self.mean_job_seconds += 0.1 * (seconds - self.mean_job_seconds)
@@ -177,35 +179,50 @@ class Fetcher:
         """New jobs of one queue, most urgent level first, in one round trip.
 
         fetch.lua reads inside Redis, which copies every entry into Lua and back: half of
-        Redis' time per job. So each fetch also asks fetch_plan.lua, after its reads, how
-        many new entries wait at each level, and the next fetch reads by that plan with
-        plain XREADGROUPs (asking for the next plan after them); the least urgent level it
-        names is read up to the free count, so jobs added there since are read too. A plan
+        Redis' time per job. So while a backlog lasts (the last fetch came back full), each
+        fetch also asks fetch_plan.lua, after its reads, how many new entries wait at each
+        level, and the next fetch reads by that plan with plain XREADGROUPs (asking for the
+        next plan after them); the least urgent level it names is read up to the free
+        count, so jobs added there since are read too. A plan
         is a few milliseconds old when used: a job added meanwhile at a more urgent level
         than any it names waits for the next fetch. Where the plan cannot tell (a cancel
         pending, a lag Redis does not know, Redis 6.2) or found nothing, fetch.lua reads.
         A cancel marked between the plan and the reads is caught by the plan asked after
-        them: it steps aside, and this batch's jobs go through the cancel check
-        (``marked``) before any runs.
+        them (it says a cancel is pending), and this batch's jobs go through the cancel
+        check (``marked``) before any runs.
         """
         w = self.w
+        queue = keys.queue
         if self._planned is None:
             self._planned = (await w.broker.aserver_info()).version >= (7, 0, 0)
         fetch = operations.fetch(keys, w.consumer, count)
         if not self._planned:
             return await w.broker.acall(fetch)
-        plan = _within(self._plans.pop(keys.queue, None) or [], count)
+        plan = self._plans.pop(queue, None)
+        reads = _within(plan.reads, count) if plan is not None and plan.reads else []
         ask = operations.fetch_plan(keys, MAX_FETCH)
-        if not plan:
-            fetched, self._plans[keys.queue] = await w.broker.acall_many([fetch, ask])
-            return fetched  # type: ignore[no-any-return]
-        reads = [operations.read_level(keys, level, w.consumer, n) for level, n in plan]
-        *batches, self._plans[keys.queue] = await w.broker.acall_many([*reads, ask])
+        if not reads:
+            if queue not in self._backlog:  # a fetch that drained the queue: no plan
+                out = await w.broker.acall(fetch)
+            else:
+                out, self._plans[queue] = await w.broker.acall_many([fetch, ask])
+            self._note(queue, len(out) + len(out.marked), count)
+            return out
+        calls = [operations.read_level(keys, level, w.consumer, n) for level, n in reads]
+        *batches, self._plans[queue] = await w.broker.acall_many([*calls, ask])
         out = Fetched(d for batch in batches for d in batch)
         out.marked = []
-        if self._plans[keys.queue] is None:
-            out.marked, out[:] = list(out), []  # a cancel may be pending: checked first
+        self._note(queue, len(out), count)
+        if self._plans[queue].cancels:
+            out.marked, out[:] = list(out), []  # read past a cancel mark: checked first
         return out
+
+    def _note(self, queue: str, got: int, count: int) -> None:
+        """A fetch that came back full leaves jobs waiting: the next one asks for a plan."""
+        if got >= count:
+            self._backlog.add(queue)
+        else:
+            self._backlog.discard(queue)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
