@@ -157,11 +157,16 @@ def drive_concurrency(
     return {"bodies": bodies, "gates": gates[0]}
 
 
-def hold_and_renew(url: str, namespace: str, job_ids: list[str], lease_ms: int) -> None:
-    """A holder that renews its leases of task 'c' every lease_ms / 4 until it is killed."""
+def hold_and_renew(
+    url: str, namespace: str, job_ids: list[str], lease_ms: int, renewing: Any = None
+) -> None:
+    """A holder that renews its leases of task 'c' every lease_ms / 4 until it is killed;
+    sets ``renewing`` (an Event) once its first renewal is stored."""
     app = Conveyor(url, namespace=namespace)
     keys = QueueKeys(namespace, QUEUE)
     held = [Held("c", None, j) for j in job_ids]
     while True:
         app.broker.call(renew(keys, held, lease_ms))
+        if renewing is not None:
+            renewing.set()
         time.sleep(lease_ms / 4000)

@@ -242,12 +242,18 @@ def test_a_holder_that_stops_renewing_gives_its_slots_back_after_the_lease(
 def test_renewed_leases_outlive_the_timeout_and_a_sigkilled_holder_frees_them(
     app: Conveyor, keys: QueueKeys, r: redis.Redis, held_three: list[str]
 ) -> None:
+    renewing = SPAWN.Event()
     holder = SPAWN.Process(
-        target=driver.hold_and_renew, args=(app.url, app.namespace, held_three, 600)
+        target=driver.hold_and_renew, args=(app.url, app.namespace, held_three, 600, renewing)
     )
     holder.start()
+    # A spawned process can take longer than a lease to start on a loaded machine: this
+    # process keeps the leases until the holder's first renewal is stored.
+    held = [Held("c", None, job_id) for job_id in held_three]
+    while not renewing.wait(0.1):
+        app.broker.call(renew(keys, held, 600))
     try:
-        time.sleep(1.5)  # 2.5 lease timeouts, renewed all along
+        time.sleep(1.5)  # 2.5 lease timeouts, renewed by the holder alone
         assert r.zcard(leases_key(keys, "c")) == 3
         answer = try_fourth(app, keys)
         assert answer is not None and answer.outcome == "wait"
