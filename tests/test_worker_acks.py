@@ -24,6 +24,7 @@ from conveyor import Conveyor
 from conveyor.keys import GROUP
 from conveyor.worker.completer import MAX_BATCH
 from conveyor.worker.fetcher import PREFETCH_CAP
+from tests.conftest import fast, wait_until, worker_thread
 from tests.test_reliability import (  # noqa: F401 - fixtures, used by name
     Spawn,
     spawn,
@@ -174,3 +175,33 @@ def test_result_sees_a_short_job_done_at_once_under_load(
     )
     assert backlog > 0, "the backlog must still be draining: this measures under load"
     assert took[-1] < 0.5, took
+
+
+def test_acks_of_a_queue_whose_group_vanished_are_counted_lost_and_the_worker_goes_on(
+    app: Conveyor, r: redis.Redis
+) -> None:
+    """Redis restarted without persistence loses the consumer group under running jobs: their
+    acks (complete.lua) meet NOGROUP. The worker counts them lost, the fetch loop creates the
+    group again, and later jobs run; before, the completer's error ended the worker."""
+    release = threading.Event()
+
+    @app.task
+    def held(i: int) -> int:
+        release.wait(10)
+        return i
+
+    @app.task
+    def later(i: int) -> int:
+        return i
+
+    stream = app.keys("default").stream("normal")
+    # three slots, all busy: no blocking read is waiting on the stream when it goes
+    with worker_thread(app, fast(concurrency=3, prefetch=0)) as w:
+        running = [held.enqueue(i) for i in range(3)]
+        wait_until(lambda: len(w.running) == 3, 10, "three jobs to start")
+        r.delete(stream)  # the group goes with its stream, as after a restart from nothing
+        release.set()
+        wait_until(lambda: w.counts.get("lost", 0) == 3, 10, "the three acks to be refused")
+        assert later.enqueue(7).result(timeout=10) == 7
+        assert w.counts.get("done", 0) == 1
+    assert len(running) == 3  # worker_thread raised had the worker crashed

@@ -19,7 +19,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..backoff import Backoff
 from ..broker import Broker, Call, command, operations
@@ -152,19 +152,18 @@ class Completer:
         by_queue: dict[str, list[_Finished]] = defaultdict(list)
         for item in batch:
             by_queue[item.queue].append(item)
-        calls: list[Call[list[int]]] = []
+        calls: list[Call[list[int] | Exception]] = []
         parts: list[list[_Finished]] = []
         for q, items in by_queue.items():
             for start in range(0, len(items), MAX_BATCH):
                 part = items[start : start + MAX_BATCH]
-                calls.append(
-                    operations.complete(
-                        self.keys[q],
-                        self.consumer,
-                        [i.completion for i in part],
-                        self.broker.publish_command,
-                    )
+                call = operations.complete(
+                    self.keys[q],
+                    self.consumer,
+                    [i.completion for i in part],
+                    self.broker.publish_command,
                 )
+                calls.append(_errors_returned(call))
                 parts.append(part)
         delay = 0.05
         while True:
@@ -180,6 +179,19 @@ class Completer:
         stored_at = time.perf_counter()
         self.lag.add([stored_at - item.ended_at for item in batch])
         for part, rejected in zip(parts, replies, strict=True):
+            if isinstance(rejected, Exception):
+                if "NOGROUP" not in str(rejected):
+                    raise rejected
+                # Redis lost the queue's state (restarted without persistence): these acks
+                # have no pending entries to close. The fetch loop creates the group again.
+                log.error(
+                    "consumer group missing: %d finished job(s) of queue %s could not be "
+                    "acked (Redis lost this queue's state); they are counted lost and may "
+                    "run again",
+                    len(part),
+                    part[0].queue,
+                )
+                rejected = list(range(len(part)))
             refused = set(rejected)
             for i, item in enumerate(part):
                 item.on_done(i not in refused)
@@ -203,3 +215,14 @@ class Completer:
                 self.unacked,
                 timeout,
             )
+
+
+def _errors_returned(call: Call[list[int]]) -> Call[list[int] | Exception]:
+    """``call`` with an error reply handed back instead of raised, so one queue's missing
+    group does not lose the replies of the other queues' scripts in the same flush."""
+    parse = call.parse
+
+    def kept(reply: Any) -> list[int] | Exception:
+        return reply if isinstance(reply, Exception) else parse(reply)
+
+    return Call(call.command, kept, call.script, accepts_errors=True, retry_safe=call.retry_safe)
