@@ -147,8 +147,9 @@ def fetch_plan(keys: QueueKeys, count: int) -> Call[Plan]:
 
 
 def read_level(keys: QueueKeys, level: str, consumer: str, count: int) -> Call[list[Delivery]]:
-    """XREADGROUP of up to ``count`` new entries of one level, without a script: what
-    fetch_plan found there (no cancel pending, so none needs setting apart)."""
+    """XREADGROUP of up to ``count`` new entries of one level, without a script: what the
+    previous fetch's plan found there. Entries are not checked for cancel marks here; the
+    plan asked after the read says when a cancel is pending (Fetcher._fetch)."""
     stream = keys.stream(level)
     return command(
         "XREADGROUP",
