@@ -22,6 +22,7 @@ import redis
 
 from conveyor.keys import GROUP
 from conveyor.wire import encode_fields
+from conveyor.worker.fetcher import most_held
 
 from . import tasks
 from .checker import Result, dead_by_seq, tally, trace_duplicates
@@ -173,13 +174,14 @@ def kill_loop(
 # --------------------------------------------------------------------------- 1: SIGKILL workers
 
 S1_LEASE = 3.0
+S1_CONCURRENCY = 8
 
 
 def s1_sigkill_workers(run: Run, result: Result, n: int, opt: Options) -> None:
     rng = random.Random(opt.seed)
     jobs = random.Random(opt.seed + 1)
     run.start_redis()
-    fleet = run.fleet(concurrency=8, lease=S1_LEASE, grace=15)
+    fleet = run.fleet(concurrency=S1_CONCURRENCY, lease=S1_LEASE, grace=15)
     fleet.wait_ready(fleet.spawn(3))
     prod = run.producer()
     seconds = max(8.0, n / 250)
@@ -206,7 +208,11 @@ def s1_sigkill_workers(run: Run, result: Result, n: int, opt: Options) -> None:
     enqueues, ledgers, dead, state = collect(run)
     late = fleet.stop_all(grace=25)
     killed = {pid for _, pid in fleet.kills}
-    tally(result, enqueues, ledgers, dead, state, allowed_duplicates=kills)
+    # Issue 9's rule: a killed worker may run again what it held (slots + prefetch + one ack
+    # batch); in practice a kill re-runs the few jobs whose acks had not landed (reported).
+    tally(
+        result, enqueues, ledgers, dead, state, allowed_duplicates=kills * most_held(S1_CONCURRENCY)
+    )
     for problem in trace_duplicates(ledgers, killed):
         result.fail(f"duplicate not traced to a killed worker: {problem}")
     check_exits(result, fleet)
@@ -743,9 +749,10 @@ def s6_poison(run: Run, result: Result, n: int, opt: Options) -> None:
         state,
         expect=lambda s: "done" if kinds.get(s) == "good" else "dead",
         # A worker that kills itself also takes down the acks of jobs it had just finished
-        # (acks are batched), so each death may rerun up to one job per slot; every
-        # duplicate must still come from a worker that died (checked below).
-        allowed_duplicates=len(suicides) * S6_CONCURRENCY,
+        # (acks are batched), so each death may rerun what it held (issue 9's rule: slots +
+        # prefetch + one ack batch); every duplicate must still come from a worker that
+        # died (checked below).
+        allowed_duplicates=len(suicides) * most_held(S6_CONCURRENCY),
     )
     for problem in trace_duplicates(ledgers, suicides):
         result.fail(f"duplicate not traced to a killed worker: {problem}")

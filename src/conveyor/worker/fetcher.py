@@ -42,6 +42,15 @@ PREFETCH_CAP = 256
 MAX_FETCH = 128
 
 
+def most_held(slots: int, prefetch: int | None = None) -> int:
+    """The largest pending list one worker keeps: its slots + its prefetch + one ack batch.
+
+    It is also the most a SIGKILLed worker can have run again (see Fetcher.free_slots).
+    """
+    buffered = max(2 * slots, PREFETCH_CAP) if prefetch is None else prefetch
+    return slots + buffered + MAX_BATCH
+
+
 class Fetcher:
     def __init__(self, worker: Worker) -> None:
         self.w = worker
