@@ -200,3 +200,32 @@ def test_acks_of_a_queue_whose_group_vanished_are_counted_lost_and_the_worker_go
         # result() can return before the worker reads its ack's reply and counts it
         wait_until(lambda: w.counts.get("done", 0) == 1, 10, "the later job to be counted")
     assert len(running) == 3  # worker_thread raised had the worker crashed
+
+
+@pytest.mark.parametrize("what", ["stream", "group"])
+def test_a_stream_or_group_deleted_under_an_idle_worker_is_created_again(
+    app: Conveyor, r: redis.Redis, what: str
+) -> None:
+    """An idle worker waits in XREADGROUP BLOCK; deleting the stream (or destroying its group)
+    unblocks that read with an UNBLOCKED error. The worker creates the group again and goes
+    on; before, the error ended its fetch loop and the worker crashed."""
+
+    @app.task
+    def echo(i: int) -> int:
+        return i
+
+    stream = app.keys("default").stream("normal")
+    with worker_thread(app, fast(block_ms=5000)) as w:
+        assert echo.enqueue(1).result(timeout=10) == 1
+        wait_until(lambda: not w.running, 10, "the worker to be idle")
+
+        def blocked() -> bool:
+            ids = {str(i) for i in w.fetcher._blocker._ids.values()}
+            return any(c["id"] in ids and "b" in c["flags"] for c in r.client_list())
+
+        wait_until(blocked, 10, "the worker's blocking read")
+        if what == "stream":
+            r.delete(stream)
+        else:
+            r.xgroup_destroy(stream, GROUP)
+        assert echo.enqueue(2).result(timeout=10) == 2

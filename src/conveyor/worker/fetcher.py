@@ -51,6 +51,15 @@ def most_held(slots: int, prefetch: int | None = None) -> int:
     return slots + buffered + MAX_BATCH
 
 
+def group_lost(exc: redis.ResponseError) -> bool:
+    """Whether Redis refused a read because the queue's stream or consumer group is gone: a
+    plain read gets NOGROUP, a read blocked when it went gets UNBLOCKED (Redis 7: "the stream
+    key no longer exists", or "the consumer group this client was blocked on no longer
+    exists")."""
+    text = str(exc)
+    return "NOGROUP" in text or (text.startswith("UNBLOCKED") and "no longer exists" in text)
+
+
 class Fetcher:
     def __init__(self, worker: Worker) -> None:
         self.w = worker
@@ -163,7 +172,7 @@ class Fetcher:
                 await self._pause(delay)
                 continue
             except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                if not group_lost(exc):
                     raise
                 log.error(
                     "consumer group missing: Redis lost this queue's state (restarted without "

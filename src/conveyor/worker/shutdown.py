@@ -12,6 +12,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from ..broker import operations, text
 from ..broker.operations import Delivery
 from ..cancellation import cancelled_record
@@ -19,6 +21,7 @@ from ..keys import job_id_for
 from ..signing import resign
 from . import acklag, outcomes
 from .cancellation import cancel_and_wait
+from .fetcher import group_lost
 from .transitions import CANCELLED_ERROR, DEFAULTS, unique_of
 
 if TYPE_CHECKING:
@@ -51,7 +54,12 @@ async def shut_down(w: Worker) -> None:
         w.lease.join(timeout=5)
     retired = True
     for keys in w.keys.values():
-        retired &= await w.transitions.call(operations.retire(keys, w.consumer))
+        try:
+            retired &= await w.transitions.call(operations.retire(keys, w.consumer))
+        except redis.ResponseError as exc:
+            if not group_lost(exc):
+                raise
+            # the group went with the queue's state (see Fetcher.loop): nothing to hand back
     if w.lease is not None:
         w.lease.unregister()
     w.executor.shutdown()
