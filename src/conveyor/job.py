@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+import msgspec
+
 from . import cancellation, progress, streams
 from .broker import Broker, Call, operations
 from .cancellation import CancelResult
@@ -289,7 +291,9 @@ class Job(Generic[R]):
                 while time.monotonic() < recheck:
                     left = _remaining(deadline, self.id, timeout)
                     msg = receive(min(left, RECHECK_SECONDS))
-                    if msg and _names(msg, record_key):
+                    if msg and (found := _named(msg, record_key)) is not None:
+                        if (ended := _ended_by(self.id, found)) is not None:
+                            return self._outcome(ended)
                         break
 
     async def result_async(self, timeout: float | None = None) -> R:
@@ -312,7 +316,9 @@ class Job(Generic[R]):
                 while time.monotonic() < recheck:
                     left = _remaining(deadline, self.id, timeout)
                     msg = await receive(min(left, RECHECK_SECONDS))
-                    if msg and _names(msg, record_key):
+                    if msg and (found := _named(msg, record_key)) is not None:
+                        if (ended := _ended_by(self.id, found)) is not None:
+                            return self._outcome(ended)
                         break
                     if msg is None:
                         await asyncio.sleep(0)
@@ -327,10 +333,33 @@ def _has_ended(state: JobState) -> bool:
     return state.finished or state is JobState.UNKNOWN
 
 
-def _names(message: Any, record_key: bytes) -> bool:
-    """Whether a completion message names this job's record (a batch names many)."""
+def _named(message: Any, record_key: bytes) -> bytes | None:
+    """None unless a completion message names this job's record (a batch names many); else
+    the record the message carries for it (complete.lua), or b"" when it carries none."""
     data = message.get("data") if isinstance(message, dict) else None
-    return isinstance(data, bytes) and record_key in data.split(b"\n")
+    if not isinstance(data, bytes):
+        return None
+    names, _, records = data.partition(b"\n\n")
+    keys = names.split(b"\n")
+    try:
+        at = keys.index(record_key)
+    except ValueError:
+        return None
+    inline = records.split(b"\n") if records else []
+    return inline[at] if at < len(inline) else b""
+
+
+def _ended_by(job_id: str, record: bytes) -> JobInfo | None:
+    """The job's end from a record carried by its completion message; None when there is
+    none (or it does not decode), so the waiter reads the record from Redis instead."""
+    if not record:
+        return None
+    try:
+        decoded = decode_record(record)
+        info = JobInfo(job_id, JobState(decoded.state), decoded)
+    except (ValueError, msgspec.MsgspecError):
+        return None
+    return info if info.state.finished else None
 
 
 def _remaining(deadline: float | None, job_id: str, timeout: float | None) -> float:

@@ -24,12 +24,17 @@
 --                 the record), job_id, index in KEYS of its unique key or 0, index in KEYS
 --                 of its leases zset or 0
 -- returns         indexes (1-based, in ARGV order) of rejected jobs
+-- The done message names the record keys stored, one per line; then a blank line and one
+-- line per key: the record itself when it is kept, at most INLINE_MAX bytes, free of
+-- newlines and within the message's INLINE_TOTAL, else an empty line. A waiter given its
+-- record returns without reading it back; older waiters see lines that name no key.
 -- @include unique
 -- @include leases
 -- @include time
 -- @include workflow
 local group, consumer, channel, publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local rejected, done_keys = {}, {}
+local INLINE_MAX, INLINE_TOTAL = 1024, 16384
+local rejected, done_keys, inline, inlined = {}, {}, {}, 0
 local handoffs = {}
 local a = 6
 local h_end = 5 + tonumber(ARGV[5])
@@ -90,13 +95,20 @@ while a <= #ARGV do
       if u > 0 then release_unique(KEYS[u], ARGV[a + 3]) end
       local l = tonumber(ARGV[a + 5])
       if l > 0 then lease_release(KEYS[l], KEYS[l + 1], KEYS[l + 2], ARGV[a + 3], now_ms()) end
-      local ttl = ARGV[a + 2]
+      local ttl, record = ARGV[a + 2], ARGV[a + 1]
       if ttl ~= '0' then
-        redis.call('SET', key, ARGV[a + 1], 'PX', ttl)
+        redis.call('SET', key, record, 'PX', ttl)
       else
         redis.call('DEL', key)
+        record = ''
       end
       done_keys[#done_keys + 1] = key
+      if #record > INLINE_MAX or inlined + #record > INLINE_TOTAL
+          or string.find(record, '\n', 1, true) then
+        record = ''
+      end
+      inlined = inlined + #record
+      inline[#inline + 1] = record
       if handoffs[j] then
         for _, at in ipairs(handoffs[j]) do hand_off(at) end
       end
@@ -110,6 +122,6 @@ while a <= #ARGV do
   end
 end
 if #done_keys > 0 then
-  redis.call(publish, channel, table.concat(done_keys, '\n'))
+  redis.call(publish, channel, table.concat(done_keys, '\n') .. '\n\n' .. table.concat(inline, '\n'))
 end
 return rejected
