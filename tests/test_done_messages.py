@@ -46,8 +46,15 @@ def _message(pubsub: Any, timeout: float = 5.0) -> bytes:
     raise AssertionError("no completion message")
 
 
-def _complete(app: Conveyor, keys: QueueKeys, done: list[Completion]) -> None:
-    assert app.broker.call(operations.complete(keys, "w1", done)) == []
+def _published(app: Conveyor, r: redis.Redis, keys: QueueKeys, done: list[Completion]) -> bytes:
+    """Complete ``done`` as consumer w1 while subscribed: the message complete.lua sends."""
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.done_channel)
+    try:
+        assert app.broker.call(operations.complete(keys, "w1", done)) == []
+        return _message(pubsub)
+    finally:
+        pubsub.close()
 
 
 def test_a_listened_channel_gets_each_small_kept_record_after_the_keys(
@@ -62,13 +69,7 @@ def test_a_listened_channel_gets_each_small_kept_record_after_the_keys(
         Completion(d.level, d.entry_id, f"job-{i}", rec, ttl)
         for i, (d, (rec, ttl)) in enumerate(zip(got, records, strict=True))
     ]
-    pubsub = r.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(keys.done_channel)
-    try:
-        _complete(app, keys, done)
-        names, blank, inline = _message(pubsub).partition(b"\n\n")
-    finally:
-        pubsub.close()
+    names, blank, inline = _published(app, r, keys, done).partition(b"\n\n")
     assert blank
     assert names.split(b"\n") == [keys.record(f"job-{i}").encode() for i in range(4)]
     # too large, holding a newline, or not kept (a zero TTL deletes it): read from Redis
@@ -80,13 +81,7 @@ def test_one_message_carries_at_most_16_kib_of_records(app: Conveyor, r: redis.R
     record = b'{"state":"done","result":"' + b"x" * 972 + b'"}'
     assert len(record) == 1000
     done = [Completion(d.level, d.entry_id, f"job-{i}", record, 60_000) for i, d in enumerate(got)]
-    pubsub = r.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(keys.done_channel)
-    try:
-        _complete(app, keys, done)
-        _, _, inline = _message(pubsub).partition(b"\n\n")
-    finally:
-        pubsub.close()
+    _, _, inline = _published(app, r, keys, done).partition(b"\n\n")
     assert inline.split(b"\n") == [record] * 16 + [b""] * 4
 
 
