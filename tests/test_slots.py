@@ -10,6 +10,7 @@ from conveyor.broker.operations import Delivery
 from conveyor.context import current_job
 from conveyor.job import JobState
 from conveyor.worker.slots import Handoff
+from conveyor.worker.turns import TurnBudget
 
 from .conftest import worker_task
 
@@ -136,3 +137,71 @@ async def test_a_job_raising_cancelled_error_fails_and_its_slot_goes_on(app: Con
         info = await bad.info_async()
     assert info.state is JobState.DEAD and info.record is not None
     assert "CancelledError" in (info.record.error or "")
+
+
+async def test_new_work_wakes_one_slot_and_a_quiet_refill_a_turns_worth() -> None:
+    turns = TurnBudget(4)
+    h = Handoff(turns)
+    slots = [asyncio.create_task(h.next()) for _ in range(10)]
+    await asyncio.sleep(0)
+    for i in range(6):
+        h.put(_d("normal", f"{i}-0"))
+    await asyncio.sleep(0)
+    assert sum(t.done() for t in slots) == 1  # one slot for new work, not one per delivery
+    assert turns.take()  # that slot starts its job: the turn's refill follows
+    await asyncio.sleep(0)  # a refill finding no slot waiting for the budget
+    await asyncio.sleep(0)
+    assert sum(t.done() for t in slots) == 1 + 4  # as many as a turn may start
+    assert turns.take()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert sum(t.done() for t in slots) == 6  # never more than deliveries wait
+    h.close()
+    await asyncio.gather(*slots)
+
+
+async def test_no_slot_is_woken_while_one_waits_for_the_turn_budget_until_a_quiet_refill() -> None:
+    """A slot parked on the budget holds a job and will run the waiting ones back to back;
+    waking idle slots then only makes them park on the budget too. A refill that finds
+    no slot waiting for it wakes them for what is left."""
+    turns = TurnBudget(1, wake=4)
+    h = Handoff(turns)
+    idle = [asyncio.create_task(h.next()) for _ in range(3)]
+    await asyncio.sleep(0)  # all three park for lack of work
+    holder = asyncio.create_task(turns.wait())
+    await asyncio.sleep(0)  # a slot holding a job parks for the next turn
+    assert turns.parked == 1
+    h.put(_d("normal", "1-0"))
+    await asyncio.sleep(0)  # the refill grants the holder its start, and wakes no other
+    assert turns.parked == 0 and not any(t.done() for t in idle)
+    for _ in range(3):  # the next refill finds nobody parked on the budget
+        await asyncio.sleep(0)
+    assert holder.done()
+    woken = [t for t in idle if t.done()]
+    assert [t.result().entry_id for t in woken] == ["1-0"]  # type: ignore[union-attr]
+    h.close()
+    await asyncio.gather(*idle)
+
+
+async def test_slots_that_await_all_get_work_at_high_concurrency(app: Conveyor) -> None:
+    """Waking a few slots at a time still reaches every slot when jobs wait on I/O."""
+    running = 0
+    peak = 0
+    gate = asyncio.Event()
+
+    @app.task
+    async def io(i: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if peak == 200:
+            gate.set()
+        await asyncio.wait_for(gate.wait(), 10)
+        running -= 1
+        return i
+
+    jobs = await io.enqueue_many_async([(i,) for i in range(400)])
+    async with worker_task(app, WorkerSettings(concurrency=200)):
+        results = [await j.result_async(timeout=30) for j in jobs]
+    assert results == list(range(400))
+    assert peak == 200

@@ -115,8 +115,8 @@ class Worker:
         self.lifecycle = Lifecycle.of(app, self.consumer, self.broker)
         self.transitions.lifecycle = self.lifecycle
         self.live_tasks = LiveTasks(self.broker, app.namespace, min(1.0, leases.renew_every))
-        self.handoff = Handoff()
         self.turns = TurnBudget(YIELD_BUDGET, TURN_SECONDS)
+        self.handoff = Handoff(self.turns)
         self.runner = DeliveryRunner(self)
         self.fetcher = Fetcher(self)
         #: what each busy slot is running, by slot number

@@ -4,6 +4,14 @@ A worker runs ``concurrency`` long-lived slot loops instead of one asyncio task 
 creating, scheduling and reaping a task cost more than a short job itself. A slot that finds
 work waiting takes it without a trip through the event loop; an idle one parks on a future
 until a delivery arrives or the worker stops.
+
+Parked slots are woken only as far as they can start work (``wake_some``): none while a slot
+waits for the turn budget (turns.py), since that slot will run the waiting deliveries back to
+back; one for new deliveries; and, at a turn's refill that finds no slot waiting for the
+budget (the running ones await), as many as a turn may start, never more than deliveries
+wait. Waking one slot per delivery made every short job at -c 100 cost a park and a wake here
+and another on the turn budget (0.9 parks per job against 0.3 at -c 10, a fifth more CPU per
+job); jobs that await still reach every slot, a turn's worth per event-loop turn.
 """
 
 from __future__ import annotations
@@ -13,16 +21,25 @@ from collections import deque
 
 from ..broker.operations import Delivery
 from ..keys import LEVELS
+from .turns import TurnBudget
 
 
 class Handoff:
     """Deliveries waiting for a slot (their leases are kept), and the slots waiting for them."""
 
-    def __init__(self) -> None:
+    def __init__(self, turns: TurnBudget | None = None) -> None:
         self._levels: dict[str, deque[Delivery]] = {level: deque() for level in LEVELS}
         self._order = [self._levels[level] for level in LEVELS]
         self._size = 0
-        self._idle: deque[asyncio.Future[None]] = deque()
+        #: parked slots: each future's result is True when woken for work, None at close
+        self._idle: deque[asyncio.Future[bool | None]] = deque()
+        #: slots woken for work that have not taken it yet
+        self._waking = 0
+        self._turns = turns
+        #: most slots a quiet refill wakes at once
+        self._wake = turns.limit if turns is not None else 1
+        if turns is not None:
+            turns.on_quiet_refill = self.wake_some
         self.closed = False
 
     def __len__(self) -> int:
@@ -31,11 +48,20 @@ class Handoff:
     def put(self, d: Delivery) -> None:
         self._levels[d.level].append(d)
         self._size += 1
-        while self._idle:
-            waiter = self._idle.popleft()
+        self.wake_some(1)
+
+    def wake_some(self, most: int | None = None) -> None:
+        """Wake parked slots for the deliveries waiting (see the module's docstring)."""
+        turns = self._turns
+        if turns is not None and turns.parked:
+            return
+        idle = self._idle
+        most = self._wake if most is None else most
+        while idle and self._waking < min(most, self._size):
+            waiter = idle.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                waiter.set_result(True)
+                self._waking += 1
 
     def take(self) -> Delivery | None:
         """The most urgent waiting delivery, or None (always None once closed)."""
@@ -52,13 +78,15 @@ class Handoff:
             d = self.take()
             if d is not None or self.closed:
                 return d
-            waiter = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
             self._idle.append(waiter)
             try:
                 await waiter
             finally:
                 if not waiter.done():  # cancelled while parked
                     waiter.cancel()
+                elif not waiter.cancelled() and waiter.result():
+                    self._waking -= 1
 
     def close(self) -> None:
         """Stop handing out work: parked slots return, busy ones end after their job."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from time import perf_counter
 
 #: How often (in starts) take() reads the clock: reading it costs more than the check.
@@ -42,6 +43,14 @@ class TurnBudget:
         self._turn_started = 0.0
         self._parked: deque[asyncio.Future[None]] = deque()
         self._refill_pending = False
+        #: called by a refill that found no slot parked here: slots parked elsewhere for
+        #: lack of work may be woken (slots.Handoff.wake_some)
+        self.on_quiet_refill: Callable[[], None] | None = None
+
+    @property
+    def parked(self) -> int:
+        """Slots waiting for a start (each holds a job it will run)."""
+        return len(self._parked)
 
     def take(self) -> bool:
         """Spend one start of this turn's budget; False when it is spent (then ``wait``)."""
@@ -86,6 +95,8 @@ class TurnBudget:
                 self.used += 1
         if self.used or parked:
             self._schedule_refill()
+        elif self.on_quiet_refill is not None:
+            self.on_quiet_refill()
 
     def release_all(self) -> None:
         """Wake every parked slot now (the worker is stopping: they find no work and end)."""
