@@ -139,6 +139,18 @@ async def test_a_job_raising_cancelled_error_fails_and_its_slot_goes_on(app: Con
     assert "CancelledError" in (info.record.error or "")
 
 
+async def test_without_a_turn_budget_each_delivery_wakes_a_slot() -> None:
+    h = Handoff()
+    slots = [asyncio.create_task(h.next()) for _ in range(4)]
+    await asyncio.sleep(0)
+    for i in range(3):
+        h.put(_d("normal", f"{i}-0"))
+    await asyncio.sleep(0)
+    assert sorted(t.result().entry_id for t in slots if t.done()) == ["0-0", "1-0", "2-0"]  # type: ignore[union-attr]
+    h.close()
+    await asyncio.gather(*slots)
+
+
 async def test_new_work_wakes_one_slot_and_a_quiet_refill_a_turns_worth() -> None:
     turns = TurnBudget(4)
     h = Handoff(turns)

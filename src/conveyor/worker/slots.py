@@ -48,7 +48,8 @@ class Handoff:
     def put(self, d: Delivery) -> None:
         self._levels[d.level].append(d)
         self._size += 1
-        self.wake_some(1)
+        # without a turn budget no refill wakes more: a slot for each delivery waiting
+        self.wake_some(1 if self._turns is not None else self._size)
 
     def wake_some(self, most: int | None = None) -> None:
         """Wake parked slots for the deliveries waiting (see the module's docstring)."""
