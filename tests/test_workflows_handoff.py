@@ -7,8 +7,9 @@ from importlib import resources
 import redis
 
 from conveyor import Conveyor
-from conveyor.broker import operations
-from conveyor.broker.operations import ChordReport, Completion, NextStep
+from conveyor.broker import operations, workflow_calls
+from conveyor.broker.operations import Completion
+from conveyor.broker.workflow_calls import ChordReport, NextStep
 from conveyor.keys import GROUP
 from conveyor.workflows.flow import Flow
 from conveyor.workflows.handoff import gather
@@ -27,8 +28,8 @@ def test_a_forwarded_step_is_added_once_however_often_it_is_forwarded(
     job_id = "next:d:abc-s1"
     step = _step(app, "next", job_id)
     marker = app.keys("next").handoff(job_id)
-    assert app.broker.call(operations.forward_step(marker, step, 60_000)) is True
-    assert app.broker.call(operations.forward_step(marker, step, 60_000)) is False
+    assert app.broker.call(workflow_calls.forward_step(marker, step, 60_000)) is True
+    assert app.broker.call(workflow_calls.forward_step(marker, step, 60_000)) is False
     assert r.xlen(step.stream) == 1
     assert b'"state":"queued"' in (r.get(step.record) or b"")
 
@@ -39,12 +40,12 @@ def test_a_chord_adds_its_callback_once_when_its_last_slot_fills(
     k = app.keys("cb")
     cb = _step(app, "cb", "cb:d:w-s1")
     app.broker.call(
-        operations.chord_open(k.chord("w"), b'["task","merge","id","cb:d:w-s1"]', 60_000)
+        workflow_calls.chord_open(k.chord("w"), b'["task","merge","id","cb:d:w-s1"]', 60_000)
     )
 
     def report(i: int) -> int:
         rep = ChordReport(k.chord("w"), i, b"%d" % i, 3, cb.stream, cb.record, "normal")
-        return app.broker.call(operations.chord_report(rep))
+        return app.broker.call(workflow_calls.chord_report(rep))
 
     assert [report(0), report(0), report(2)] == [1, 0, 1]
     assert r.xlen(cb.stream) == 0
@@ -54,7 +55,7 @@ def test_a_chord_adds_its_callback_once_when_its_last_slot_fills(
     assert r.hmget(k.chord("w"), "0", "1", "2") == [b"0", b"1", b"2"]
     # a report to a chord that is gone (expired) creates nothing
     gone = ChordReport(k.chord("gone"), 0, b"1", 1, cb.stream, cb.record, "normal")
-    assert app.broker.call(operations.chord_report(gone)) == 0
+    assert app.broker.call(workflow_calls.chord_report(gone)) == 0
     assert not r.exists(k.chord("gone"))
 
 
@@ -94,12 +95,12 @@ def test_a_result_replaces_an_error_in_its_slot_until_the_callback_is_added(
     k = app.keys("cb")
     cb = _step(app, "cb", "cb:d:w-s1")
     app.broker.call(
-        operations.chord_open(k.chord("w"), b'["task","merge","id","cb:d:w-s1"]', 60_000)
+        workflow_calls.chord_open(k.chord("w"), b'["task","merge","id","cb:d:w-s1"]', 60_000)
     )
 
     def report(i: int, value: bytes, error: bool = False) -> int:
         rep = ChordReport(k.chord("w"), i, value, 2, cb.stream, cb.record, "normal", error)
-        return app.broker.call(operations.chord_report(rep))
+        return app.broker.call(workflow_calls.chord_report(rep))
 
     assert report(0, b'"err0"', error=True) == 1
     assert report(0, b'"err0 again"', error=True) == 0
@@ -118,15 +119,15 @@ def test_each_report_renews_the_chords_lifetime(app: Conveyor, r: redis.Redis) -
     k = app.keys("cb")
     cb = _step(app, "cb", "cb:d:w-s1")
     app.broker.call(
-        operations.chord_open(k.chord("w"), b'["task","merge","id","cb:d:w-s1"]', CHORD_TTL_MS)
+        workflow_calls.chord_open(k.chord("w"), b'["task","merge","id","cb:d:w-s1"]', CHORD_TTL_MS)
     )
     r.pexpire(k.chord("w"), 5_000)  # most of its lifetime gone
     rep = ChordReport(k.chord("w"), 0, b"0", 2, cb.stream, cb.record, "normal")
-    assert app.broker.call(operations.chord_report(rep)) == 1
+    assert app.broker.call(workflow_calls.chord_report(rep)) == 1
     assert r.pttl(k.chord("w")) > CHORD_TTL_MS - 60_000
     r.pexpire(k.chord("w"), 5_000)
     record = b'{"state":"dead","reason":"chord_member_failed"}'
-    failed = operations.chord_failed(k.chord("w"), 1, cb.record, record, 60_000, k.done_channel)
+    failed = workflow_calls.chord_failed(k.chord("w"), 1, cb.record, record, 60_000, k.done_channel)
     assert app.broker.call(failed) is True
     assert r.pttl(k.chord("w")) > CHORD_TTL_MS - 60_000
     lua = (resources.files("conveyor") / "lua" / "includes" / "workflow.lua").read_text()

@@ -22,7 +22,7 @@ from typing import Any
 
 from .broker import Broker, Call, command, run_script, text
 from .broker.calls import Arg
-from .broker.operations import MemberEnd, member_tail
+from .broker.workflow_calls import MemberEnd, member_tail
 from .errors import ConveyorError, JobNotFound
 from .events import Host, tell, tell_async
 from .hooks import JobEvent

@@ -12,7 +12,7 @@ import math
 
 from .broker import Call, run_script
 from .broker.calls import Arg
-from .broker.operations import MemberEnd, member_tail
+from .broker.workflow_calls import MemberEnd, member_tail
 from .errors import ConfigurationError
 from .keys import GROUP, QueueKeys
 from .wire import JobRecord, encode_record

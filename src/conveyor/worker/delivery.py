@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import progress
 from ..broker import Call, command
-from ..broker.operations import Completion, Delivery, Handoff
+from ..broker.operations import Completion, Delivery
+from ..broker.workflow_calls import Handoff
 from ..cancellation import cancel_flags, end_cancelled
 from ..context import JobContext
 from ..errors import ConfigurationError, PayloadError

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from ..backoff import Backoff
-from ..broker import Broker, Call, operations
-from ..broker.operations import Delivery, MemberEnd
+from ..broker import Broker, Call, operations, workflow_calls
+from ..broker.operations import Delivery
+from ..broker.workflow_calls import MemberEnd
 from ..cancellation import UNIQUE_FIELD, cancelled_record
 from ..errors import ConnectionFailed
 from ..keys import QueueKeys
@@ -234,10 +235,10 @@ class Transitions:
             return None
         if m.on_error == "include":
             report = handoff.chord_report(self._keys_of, flow, value, error=True)
-            await self.call(operations.chord_report(report))
+            await self.call(workflow_calls.chord_report(report))
         else:
             await self.call(
-                operations.chord_failed(
+                workflow_calls.chord_failed(
                     keys.chord(flow.id),
                     m.index,
                     keys.record(m.callback),

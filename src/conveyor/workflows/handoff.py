@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from itertools import chain as flatten
 from typing import Any
 
-from ..broker import Call, command, operations
+from ..broker import Call, command, workflow_calls
 from ..broker.calls import Arg
-from ..broker.operations import ChordReport, DropChord, Handoff, NextStep
+from ..broker.workflow_calls import ChordReport, DropChord, Handoff, NextStep
 from ..hooks import CARRIED
 from ..keys import QueueKeys
 from ..signing import Signer, resign
@@ -98,13 +98,13 @@ def on_success(
             plan.handoffs.append(nxt)
         else:
             marker = keys(step.queue).handoff(step.id)
-            plan.forwards.append(operations.forward_step(marker, nxt, MARKER_TTL_MS))
+            plan.forwards.append(workflow_calls.forward_step(marker, nxt, MARKER_TTL_MS))
     if flow.member is not None:
         report = chord_report(keys, flow, encode_json(result))
         if flow.member.queue == queue:
             plan.handoffs.append(report)
         else:
-            plan.forwards.append(operations.chord_report(report))
+            plan.forwards.append(workflow_calls.chord_report(report))
     return plan
 
 

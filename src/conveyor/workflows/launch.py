@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import producer
 from ..broker import Call, command, run_script
 from ..broker.calls import Arg
-from ..broker.operations import chord_open
+from ..broker.workflow_calls import chord_open
 from ..exact import HintFor
 from ..job import Job
 from ..signing import resign
