@@ -97,6 +97,14 @@ def ensure_group(stream: str) -> Call[bool]:
     return run_script("create_group", [stream], [GROUP], lambda r: bool(int(r)))
 
 
+def group_lost(error: BaseException) -> bool:
+    """Whether Redis refused a call because the queue's stream or consumer group is gone
+    (Redis lost the queue's state): NOGROUP, or for a read blocked when it went UNBLOCKED
+    ("the stream key no longer exists", "the consumer group ... no longer exists")."""
+    text = str(error)
+    return "NOGROUP" in text or (text.startswith("UNBLOCKED") and "no longer exists" in text)
+
+
 class Fetched(list[Delivery]):
     """What fetch.lua delivered to run, and apart (``marked``) the deliveries of jobs marked
     cancelled: still this consumer's and marked, for the worker to end with

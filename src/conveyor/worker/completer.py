@@ -180,7 +180,7 @@ class Completer:
         self.lag.add([stored_at - item.ended_at for item in batch])
         for part, rejected in zip(parts, replies, strict=True):
             if isinstance(rejected, Exception):
-                if "NOGROUP" not in str(rejected):
+                if not operations.group_lost(rejected):
                     raise rejected
                 # Redis lost the queue's state (restarted without persistence): these acks
                 # have no pending entries to close. The fetch loop creates the group again.

@@ -42,22 +42,16 @@ PREFETCH_CAP = 256
 MAX_FETCH = 128
 
 
-def most_held(slots: int, prefetch: int | None = None) -> int:
-    """The largest pending list one worker keeps: its slots + its prefetch + one ack batch.
-
-    It is also the most a SIGKILLed worker can have run again (see Fetcher.free_slots).
-    """
-    buffered = max(2 * slots, PREFETCH_CAP) if prefetch is None else prefetch
-    return slots + buffered + MAX_BATCH
+def largest_prefetch(slots: int) -> int:
+    """The most an adaptive prefetch buffer holds for ``slots`` slots."""
+    return max(2 * slots, PREFETCH_CAP)
 
 
-def group_lost(exc: redis.ResponseError) -> bool:
-    """Whether Redis refused a read because the queue's stream or consumer group is gone: a
-    plain read gets NOGROUP, a read blocked when it went gets UNBLOCKED (Redis 7: "the stream
-    key no longer exists", or "the consumer group this client was blocked on no longer
-    exists")."""
-    text = str(exc)
-    return "NOGROUP" in text or (text.startswith("UNBLOCKED") and "no longer exists" in text)
+def most_held(slots: int) -> int:
+    """The largest pending list one worker keeps with an adaptive prefetch: its slots + its
+    prefetch + one ack batch. It is also the most a SIGKILLed worker can have run again
+    (see Fetcher.free_slots)."""
+    return slots + largest_prefetch(slots) + MAX_BATCH
 
 
 class Fetcher:
@@ -94,7 +88,7 @@ class Fetcher:
             return fixed
         slots = self.w.settings.concurrency
         worth = int(PREFETCH_SECONDS * slots / self.mean_job_seconds)
-        return min(worth, max(2 * slots, PREFETCH_CAP))
+        return min(worth, largest_prefetch(slots))
 
     def free_slots(self) -> int:
         """How many more jobs to fetch: free slots plus room in the prefetch buffer, less the
@@ -172,7 +166,7 @@ class Fetcher:
                 await self._pause(delay)
                 continue
             except redis.ResponseError as exc:
-                if not group_lost(exc):
+                if not operations.group_lost(exc):
                     raise
                 log.error(
                     "consumer group missing: Redis lost this queue's state (restarted without "

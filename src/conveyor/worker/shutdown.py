@@ -21,7 +21,6 @@ from ..keys import job_id_for
 from ..signing import resign
 from . import acklag, outcomes
 from .cancellation import cancel_and_wait
-from .fetcher import group_lost
 from .transitions import CANCELLED_ERROR, DEFAULTS, unique_of
 
 if TYPE_CHECKING:
@@ -57,7 +56,7 @@ async def shut_down(w: Worker) -> None:
         try:
             retired &= await w.transitions.call(operations.retire(keys, w.consumer))
         except redis.ResponseError as exc:
-            if not group_lost(exc):
+            if not operations.group_lost(exc):
                 raise
             # the group went with the queue's state (see Fetcher.loop): nothing to hand back
     if w.lease is not None:

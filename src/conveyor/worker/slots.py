@@ -36,10 +36,8 @@ class Handoff:
         #: slots woken for work that have not taken it yet
         self._waking = 0
         self._turns = turns
-        #: most slots a quiet refill wakes at once
-        self._wake = turns.limit if turns is not None else 1
-        if turns is not None:
-            turns.on_quiet_refill = self.wake_some
+        if turns is not None:  # a quiet refill wakes as many as a turn may start
+            turns.on_quiet_refill = lambda: self.wake_some(turns.limit)
         self.closed = False
 
     def __len__(self) -> int:
@@ -51,13 +49,13 @@ class Handoff:
         # without a turn budget no refill wakes more: a slot for each delivery waiting
         self.wake_some(1 if self._turns is not None else self._size)
 
-    def wake_some(self, most: int | None = None) -> None:
-        """Wake parked slots for the deliveries waiting (see the module's docstring)."""
+    def wake_some(self, most: int) -> None:
+        """Wake up to ``most`` parked slots for the deliveries waiting (see the module's
+        docstring)."""
         turns = self._turns
         if turns is not None and turns.parked:
             return
         idle = self._idle
-        most = self._wake if most is None else most
         while idle and self._waking < min(most, self._size):
             waiter = idle.popleft()
             if not waiter.done():
