@@ -148,7 +148,8 @@ def test_worker_reclaims_an_entry_held_by_a_vanished_consumer_on_redis_6_2(
     caplog.set_level(logging.INFO, logger="conveyor.maintenance")
     with worker_thread(app62, SETTINGS) as w:
         assert job.result(timeout=10) == 42
-        assert w.counts["done"] == 1
+        # result() returns from the done message, before the worker reads its ack reply
+        wait_until(lambda: w.counts["done"] == 1, 5, "the worker to count the job done")
     assert any(f"reclaimed job default/normal {entry.decode()}" in m for m in caplog.messages)
     record = job.info().record
     assert record is not None and record.worker == w.consumer
