@@ -65,10 +65,13 @@ class TaskHost(JobHost, Protocol):
     ) -> list[Job[Any]]: ...
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Signature:
     """A task with its arguments, not yet enqueued: for ``enqueue_many``, and a step of a
-    workflow (``extract.s(doc) | analyze.s()`` is ``chain(extract.s(doc), analyze.s())``)."""
+    workflow (``extract.s(doc) | analyze.s()`` is ``chain(extract.s(doc), analyze.s())``).
+
+    Not frozen: bulk enqueues build one per job, and a frozen dataclass costs three times as
+    much to make (its ``__init__`` goes through ``object.__setattr__``)."""
 
     task: Task[Any, Any]
     args: tuple[Any, ...]
@@ -175,7 +178,7 @@ class Task(Generic[P, R]):
         a ParamSpec cannot express. ``chain``/``chord`` check steps against the function's
         signature when they are built, and the worker checks every job before it runs.
         """
-        return Signature(self, tuple(args), dict(kwargs))
+        return Signature(self, args, kwargs)  # both fresh: *args and **kwargs are copies
 
     # -- argument checks (used by workers before running a job) -----------------------------
     def bind(self, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
