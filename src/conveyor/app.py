@@ -4,30 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from . import producer
+from . import bulk
 from .backoff import Backoff
-from .broker import Broker, Call, ClientOptions
+from .broker import Broker, ClientOptions
 from .context import JobContext
 from .cron import CronSchedule
 from .errors import (
     ConfigurationError,
-    EnqueueRejected,
-    EnqueueUncertain,
-    NotReplicated,
     TaskNotFound,
 )
 from .events import EventStream
-from .hooks import Enqueuing, Hooks, Middleware
+from .hooks import Hooks, Middleware
 from .job import Job
 from .keys import QueueKeys, parse_job_id, validate_name
 from .schedules import DEFAULT_MISFIRE_CAP, Misfire, SchedulePolicy
 from .settings import Durability, TaskOptions, WorkerSettings
 from .signing import Signer
-from .task import Signature, Task, TaskHost, active
+from .task import Signature, Task, active
 from .wire import DEFAULT_MAX_BYTES
 
 P = ParamSpec("P")
@@ -35,9 +32,6 @@ R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-#: Jobs per pipeline in enqueue_many: large enough to amortize the round trip, small enough
-#: not to hold Redis for long.
-BATCH = 500
 TASK_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(TaskOptions))
 #: Makes the context manager entered around one run of a task (see Conveyor.around_task).
 AroundTask = Callable[[JobContext], AbstractContextManager[object]]
@@ -280,55 +274,13 @@ class Conveyor:
 
         ``durability`` (default: the app's) waits for replicas after each batch."""
         d = active(self.durability if durability is None else durability)
-        sigs = list(signatures)
-        jobs: list[Job[Any]] = []
-        for start in range(0, len(sigs), BATCH):
-            batch = sigs[start : start + BATCH]
-            seen = self.hooks.enqueuing(None, None, len(batch)) if self.hooks.active else None
-            plan = _plan(batch, seen.fields if seen is not None else None)
-            try:
-                replies = _sent(seen, self.broker.call_many, [call for _, call in plan], d)
-            except EnqueueRejected as exc:
-                raise _partial(exc, jobs, batch, plan, len(sigs)) from exc
-            except NotReplicated as exc:
-                # added on the master, not confirmed by replicas: the caller decides
-                exc.added = jobs + [j for j in _jobs(batch, plan, exc.added) if j is not None]
-                raise
-            except EnqueueUncertain as exc:
-                # Earlier batches are known to be in; only this one's fate is unknown.
-                raise EnqueueUncertain(self.url, exc.__cause__, batch=True, added=jobs) from exc
-            added = _jobs(batch, plan, replies)
-            if seen is not None:
-                seen.added(_named(batch, added), None)
-            jobs += [job for job in added if job is not None]
-        return jobs
+        return bulk.enqueue_many(self, list(signatures), d)
 
     async def enqueue_many_async(
         self, signatures: Iterable[Signature], *, durability: Durability | None = None
     ) -> list[Job[Any]]:
         d = active(self.durability if durability is None else durability)
-        sigs = list(signatures)
-        jobs: list[Job[Any]] = []
-        for start in range(0, len(sigs), BATCH):
-            batch = sigs[start : start + BATCH]
-            seen = self.hooks.enqueuing(None, None, len(batch)) if self.hooks.active else None
-            plan = _plan(batch, seen.fields if seen is not None else None)
-            try:
-                replies = await _asent(seen, self.broker.acall_many([call for _, call in plan], d))
-            except EnqueueRejected as exc:
-                raise _partial(exc, jobs, batch, plan, len(sigs)) from exc
-            except NotReplicated as exc:
-                # added on the master, not confirmed by replicas: the caller decides
-                exc.added = jobs + [j for j in _jobs(batch, plan, exc.added) if j is not None]
-                raise
-            except EnqueueUncertain as exc:
-                # Earlier batches are known to be in; only this one's fate is unknown.
-                raise EnqueueUncertain(self.url, exc.__cause__, batch=True, added=jobs) from exc
-            added = _jobs(batch, plan, replies)
-            if seen is not None:
-                seen.added(_named(batch, added), None)
-            jobs += [job for job in added if job is not None]
-        return jobs
+        return await bulk.enqueue_many_async(self, list(signatures), d)
 
     def close(self) -> None:
         self.broker.close()
@@ -381,94 +333,3 @@ def _check_streaming_and_batches(fn: Callable[..., Any], name: str, o: TaskOptio
             f"positional parameter, the list of items (e.g. def {fn.__name__}(items: "
             "list[str]) -> list[...]), and each job is enqueued with one item"
         )
-
-
-Added = list[tuple[bool, str]]
-#: A task's option fields as a hashable key: jobs with the same share one bulk script.
-Extra = tuple[tuple[str, str | int], ...]
-#: Calls adding a batch, each with the positions in the batch of the jobs it adds.
-Plan = list[tuple[list[int], Call[Added]]]
-
-
-def _plan(batch: Sequence[Signature], traced: dict[str, str] | None = None) -> Plan:
-    """One script per ready stream for the batch; a job with a unique key goes alone (its
-    script checks the key). ``traced``: fields the hooks add to every entry (trace context)."""
-    plan: Plan = []
-    streams: dict[tuple[TaskHost, str, str, Extra], list[int]] = {}
-    for i, s in enumerate(batch):
-        task = s.task
-        fields = {**traced, **(task._extra or {})} if traced else task._extra
-        if task._unique is not None:
-            plan.append(([i], _as_list(task._immediate(s.args, s.kwargs, fields))))
-        else:
-            o = task.options
-            extra = tuple(sorted(fields.items())) if fields else ()
-            streams.setdefault((task.app, o.queue, o.priority, extra), []).append(i)
-    for (app, queue, level, extra), positions in streams.items():
-        jobs: list[producer.BulkJob] = [
-            (batch[i].task.name, batch[i].args, batch[i].kwargs, batch[i].task.hint_for)
-            for i in positions
-        ]
-        call = producer.immediate_many(
-            app.keys(queue), level, jobs, app.max_payload_bytes, app.signer, dict(extra)
-        )
-        plan.append((positions, call))
-    return plan
-
-
-def _as_list(call: Call[tuple[bool, str]]) -> Call[Added]:
-    parse = call.parse
-    return Call(call.command, lambda reply: [parse(reply)], call.script, call.accepts_errors)
-
-
-def _jobs(
-    batch: Sequence[Signature], plan: Plan, replies: Sequence[Added | None]
-) -> list[Job[Any] | None]:
-    """The batch's jobs in order; None for those of a call Redis refused."""
-    jobs: list[Job[Any] | None] = [None] * len(batch)
-    for (positions, _), added in zip(plan, replies, strict=True):
-        if added is not None:
-            for i, one in zip(positions, added, strict=True):
-                jobs[i] = batch[i].task._job(one)
-    return jobs
-
-
-def _sent(seen: Enqueuing | None, send: Callable[..., T], *args: Any) -> T:
-    """``send(*args)``; an error ends the hooks' view of the enqueue (a producer span)."""
-    try:
-        return send(*args)
-    except BaseException as exc:
-        if seen is not None:
-            seen.added([], exc)
-        raise
-
-
-async def _asent(seen: Enqueuing | None, sending: Awaitable[T]) -> T:
-    try:
-        return await sending
-    except BaseException as exc:
-        if seen is not None:
-            seen.added([], exc)
-        raise
-
-
-def _named(
-    batch: Sequence[Signature], jobs: Sequence[Job[Any] | None]
-) -> list[tuple[str, str, str]]:
-    """(job id, task, queue) of each job added (created: not a unique key's earlier job)."""
-    return [
-        (job.id, s.task.name, s.task.options.queue)
-        for s, job in zip(batch, jobs, strict=True)
-        if job is not None and job.created
-    ]
-
-
-def _partial(
-    exc: EnqueueRejected, earlier: list[Job[Any]], batch: list[Signature], plan: Plan, total: int
-) -> EnqueueRejected:
-    """Redis refused part of a bulk enqueue: say which jobs were added, so none is sent twice."""
-    added = earlier + [job for job in _jobs(batch, plan, exc.added) if job is not None]
-    return EnqueueRejected(
-        f"{len(added)} of {total} jobs were added before Redis refused the rest: {exc}",
-        added=added,
-    )
