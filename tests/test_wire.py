@@ -205,6 +205,30 @@ def test_decode_refuses_an_entry_larger_than_the_limit_plus_the_overhead() -> No
     assert decode_fields(good(history=fits), max_bytes=1000).history[0]["error"].startswith("e")
 
 
+COMMON = {b"task": b"t", b"args": b"[1]", b"kwargs": b"{}", b"enqueued_at": b"1700000000000"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param(
+            {b"enqueued_at": b"9" * 1_000_000}, "'enqueued_at' is not an integer", id="at"
+        ),
+        pytest.param({b"enqueued_at": b""}, "'enqueued_at' is not an integer", id="empty-at"),
+        pytest.param({b"junk": b"j" * 1_000_000}, "entry is", id="fifth-field"),
+        pytest.param({b"args": b'["' + b"a" * 1_000_000 + b'"]'}, "bytes of task", id="args"),
+    ],
+)
+def test_decode_bounds_the_common_four_field_entry_too(
+    changes: dict[bytes, bytes], message: str
+) -> None:
+    """The common entry (task, args, kwargs, enqueued_at) is not summed whole, so each of its
+    fields must still be bounded; any other entry is summed."""
+    assert decode_fields(COMMON).args == [1]
+    with pytest.raises(PayloadError, match=message):
+        decode_fields({**COMMON, **changes}, max_bytes=10_000)
+
+
 @pytest.mark.parametrize(
     ("job_id", "message"),
     [

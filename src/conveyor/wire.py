@@ -245,24 +245,31 @@ def decode_fields(fields: Mapping[bytes, bytes], *, max_bytes: int = DEFAULT_MAX
     whole entry may be at most ENTRY_OVERHEAD larger. Runs once per job in the worker, so
     the common case (version 1, no history, no id) takes the short way through.
     """
-    size = sum(map(len, fields.values())) + sum(map(len, fields))
-    if size > max_bytes + ENTRY_OVERHEAD:
-        raise PayloadError(
-            f"entry is {size} bytes, over the {max_bytes + ENTRY_OVERHEAD}-byte limit "
-            f"({max_bytes} for the task name and arguments, {ENTRY_OVERHEAD} for the rest)"
-        )
     get = fields.get
+    raw_task, raw_args, raw_kwargs = get(b"task"), get(b"args"), get(b"kwargs")
+    raw_at = get(b"enqueued_at")
+    # The common entry is these four fields alone: their size is checked below (the
+    # arguments) and at enqueued_at (an integer), so only other entries are summed.
+    if len(fields) != 4 or raw_task is None or raw_args is None or raw_kwargs is None or not raw_at:
+        size = sum(map(len, fields.values())) + sum(map(len, fields))
+        if size > max_bytes + ENTRY_OVERHEAD:
+            raise PayloadError(
+                f"entry is {size} bytes, over the {max_bytes + ENTRY_OVERHEAD}-byte limit "
+                f"({max_bytes} for the task name and arguments, {ENTRY_OVERHEAD} for the rest)"
+            )
     raw = get(b"version")
     version = VERSION if raw is None or raw == _VERSION_BYTES else _int(fields, "version", VERSION)
     if version != VERSION:
         raise PayloadError(f"unsupported envelope version {version} (this worker reads {VERSION})")
-    raw_task, raw_args, raw_kwargs = get(b"task"), get(b"args"), get(b"kwargs")
     if raw_task is None or raw_args is None or raw_kwargs is None:
         for name in REQUIRED:
             if name.encode() not in fields:
                 raise PayloadError(f"missing field {name!r}")
     assert raw_task is not None and raw_args is not None and raw_kwargs is not None
-    task = _text(fields, "task")
+    try:
+        task = raw_task.decode()
+    except UnicodeDecodeError as exc:
+        raise PayloadError("field 'task' is not valid UTF-8") from exc
     _check_size(task, len(raw_task) + len(raw_args) + len(raw_kwargs), max_bytes)
     try:
         args = _args_decode(raw_args)
@@ -275,8 +282,10 @@ def decode_fields(fields: Mapping[bytes, bytes], *, max_bytes: int = DEFAULT_MAX
             kwargs = _kwargs_decode(raw_kwargs)
         except _DECODE_ERRORS as exc:
             raise PayloadError(f"field 'kwargs' is not a JSON object: {exc}") from exc
-    _check_depth(raw_args, args)
-    _check_depth(raw_kwargs, kwargs)
+    if len(raw_args) >= _DEPTH_BYTES:
+        _check_depth(raw_args, args)
+    if len(raw_kwargs) >= _DEPTH_BYTES:
+        _check_depth(raw_kwargs, kwargs)
     history: list[dict[str, Any]] = []
     if b"history" in fields:
         history = _json_field(fields, "history", _history_decode, "a JSON array of objects")
@@ -290,7 +299,9 @@ def decode_fields(fields: Mapping[bytes, bytes], *, max_bytes: int = DEFAULT_MAX
         args=args,
         kwargs=kwargs,
         id=job_id,
-        enqueued_at=_int(fields, "enqueued_at", 0),
+        enqueued_at=int(raw_at)
+        if raw_at is not None and len(raw_at) <= 20 and raw_at.isdigit()
+        else _int(fields, "enqueued_at", 0),
         attempt=attempt,
         history=history,
         version=version,
