@@ -15,23 +15,22 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import progress
-from ..broker import Call, command
+from ..broker import command
 from ..broker.operations import Completion, Delivery
 from ..broker.workflow_calls import Handoff
 from ..cancellation import cancel_flags, end_cancelled
 from ..context import JobContext
 from ..errors import ConfigurationError, PayloadError
-from ..expiry import EXPIRES_FIELD, expire, expires_ms
+from ..expiry import EXPIRES_FIELD
 from ..keys import QueueKeys, job_id_for, parse_job_id
-from ..limits import Held, Release, leases_key, release, waiters_key
-from ..producer import delayed_payload
-from ..settings import TaskOptions
+from ..limits import Held
 from ..streams import ChunkWriter
 from ..task import Task
-from ..wire import Envelope, decode_fields, decode_json, decode_record, encode_json
+from ..wire import decode_fields, decode_json, decode_record, encode_json
 from ..workflows import flow as workflow
 from ..workflows import handoff
 from . import outcomes
+from .admission import Admission
 from .batching import Batcher
 from .executor import CANCELLED, Outcome
 from .flow import Running
@@ -82,6 +81,8 @@ class DeliveryRunner:
         )
         #: gathers the jobs of tasks with batch_size into micro-batches (batching.py)
         self.batcher = Batcher(worker.executor, worker.settings.concurrency)
+        #: a job's expiry and its task's rate and concurrency limits (admission.py)
+        self.admission = Admission(worker)
 
     async def check_ended(self, got: list[Delivery]) -> None:
         """Before a fetched batch runs, find the signed copies of jobs that already ended.
@@ -225,11 +226,11 @@ class DeliveryRunner:
             return False
         raw_expires = d.fields.get(EXPIRES_FIELD_BYTES)
         expiring = raw_expires is not None or opts.expires is not None
-        if expiring and await self._expired(d, env, job_id, raw_expires, opts):
+        if expiring and await self.admission.expired(d, env, job_id, raw_expires, opts):
             return False
         lease: Held | None = None
         if opts.rate is not None or opts.concurrency is not None:
-            admitted, lease = await self._admit(d, env, task, job_id, args, kwargs)
+            admitted, lease = await self.admission.admit(d, env, task, job_id, args, kwargs)
             if not admitted:
                 return False
         log.debug("running %s %s args=%r kwargs=%r", task.name, job_id, args, kwargs)
@@ -295,7 +296,7 @@ class DeliveryRunner:
                         record,
                         ttl,
                         unique_of(d),
-                        self._lease(d, lease),
+                        self.admission.lease_keys(d, lease),
                         handoffs,
                     ),
                     lambda stored: self._acked(d, job_id, stored),
@@ -304,7 +305,7 @@ class DeliveryRunner:
                 return True
         await transitions.failed(d, env, task, job_id, outcome)
         if lease is not None:
-            await transitions.call(self.release_call(d, lease))
+            await transitions.call(self.admission.release_call(d, lease))
         return False
 
     async def _hand_off(self, d: Delivery, flow: workflow.Flow, value: Any) -> tuple[Handoff, ...]:
@@ -339,123 +340,6 @@ class DeliveryRunner:
         self.w.held.discard(d.queue, d.level, d.entry_id)  # a lease was unheld at submit
         self.w.transitions.count("done" if stored else "lost", job_id, d)
 
-    async def _expired(
-        self,
-        d: Delivery,
-        env: Envelope,
-        job_id: str,
-        raw: bytes | None,
-        opts: TaskOptions,
-    ) -> bool:
-        """True when the job waited past its ``expires`` (the entry's field, else the
-        task's option) and expire.lua ended it ``expired``: one script, on Redis' clock,
-        paid only by jobs that carry the option."""
-        w = self.w
-        try:
-            limit_ms = int(raw) if raw is not None else expires_ms(opts.expires)
-        except ValueError:
-            limit_ms = expires_ms(opts.expires)
-        if not limit_ms or limit_ms <= 0:
-            return False
-        ending = functools.partial(
-            expire,
-            w.keys[d.queue],
-            w.consumer,
-            d.level,
-            d.entry_id,
-            job_id,
-            limit_ms,
-            ttl_ms=int(opts.result_ttl * 1000),
-            unique_name=unique_of(d),
-            attempt=env.attempt,
-            publish=w.broker.publish_command,
-            ready_at=outcomes.ready_at(d),
-        )
-        # A chord member tells its chord it expired: in expire.lua when the chord is on this
-        # queue; else there, after a dry run found it expired and still this worker's.
-        error = f"not started within {limit_ms / 1000:g} s of being ready"
-        flow = outcomes.flow_of(d)
-        elsewhere = flow is not None and flow.member is not None and flow.member.queue != d.queue
-        if elsewhere:
-            ended = await w.transitions.call(ending(dry_run=True))
-            if ended == 1:
-                await w.transitions.tell_chord(d, job_id, "expired", error, None)
-                ended = await w.transitions.call(ending())
-        else:  # no chord, or one on this queue: ``owned`` is never sent, expire.lua checks
-            member = await w.transitions.tell_chord(d, job_id, "expired", error, ending())
-            ended = await w.transitions.call(ending(member=member))
-        if ended == 0:
-            return False
-        if ended == 1:
-            log.info("job %s expired: not started within %d ms of being ready", job_id, limit_ms)
-        w.transitions.count("expired" if ended == 1 else "lost", job_id, d)
-        return True
-
-    async def _admit(
-        self,
-        d: Delivery,
-        env: Envelope,
-        task: Task[Any, Any],
-        job_id: str,
-        args: list[Any],
-        kwargs: dict[str, Any],
-    ) -> tuple[bool, Held | None]:
-        """Pass a limited task's delivery through its gate (one script): run it now, or
-        leave it parked in the delayed set (no attempt counted) until its next slot."""
-        w = self.w
-        opts = task.options
-        limits = w.flow.limits_of(task.name, opts)
-        if limits is None:
-            return True, None
-        rate_value = opts.rate_key(*args, **kwargs) if opts.rate_key is not None else None
-        conc_value = (
-            opts.concurrency_key(*args, **kwargs) if opts.concurrency_key is not None else None
-        )
-        moved = outcomes.moved_fields(env, d, w.app.signer, keep_clock=True, id=job_id)
-        payload = delayed_payload(moved, d.level)
-        admission = await w.transitions.call(
-            limits.gate(
-                w.keys[d.queue],
-                w.consumer,
-                d,
-                job_id,
-                payload,
-                outcomes.scheduled_record(env),
-                task=task.name,
-                lease_ms=int(w.settings.leases.timeout * 1000),
-                rate_key_value=rate_value,
-                concurrency_key_value=conc_value,
-                ttl_ms=int(opts.result_ttl * 1000),
-                unique_name=unique_of(d),
-                publish=w.broker.publish_command,
-            )
-        )
-        if admission.outcome == "run":
-            if limits.concurrency is None:
-                return True, None
-            held = Held(task.name, conc_value, job_id)
-            w.flow.hold(d.queue, held)
-            return True, held
-        counted = {"wait": "limited", "cancelled": "cancelled"}
-        w.transitions.count(counted.get(admission.outcome, "lost"), job_id, d)
-        if admission.outcome == "cancelled":  # limit_gate.lua ended it: tell a chord
-            await w.transitions.tell_chord(d, job_id, "cancelled", CANCELLED_ERROR, None)
-        return False, None
-
-    def _lease(self, d: Delivery, lease: Held | None) -> tuple[str, str] | None:
-        """The keys of the lease the ack gives back (complete.lua), or None."""
-        if lease is None:
-            return None
-        self.w.flow.unhold(d.queue, lease.job_id)
-        keys = self.w.keys[d.queue]
-        return leases_key(keys, lease.task, lease.key), waiters_key(keys, lease.task, lease.key)
-
-    def release_call(self, d: Delivery, lease: Held) -> Call[Release]:
-        self.w.flow.unhold(d.queue, lease.job_id)
-        return release(
-            self.w.keys[d.queue], self.w.consumer, d, lease.job_id, task=lease.task, key=lease.key
-        )
-
     async def _end_cancelled(self, d: Delivery, job_id: str, ttl: int, lease: Held | None) -> None:
         """A job stopped by job.cancel(): acked and recorded ``cancelled``, never retried; a
         chord member tells its chord (Transitions.tell_chord), which would wait for it."""
@@ -477,7 +361,7 @@ class DeliveryRunner:
             )
         )
         if lease is not None:
-            await w.transitions.call(self.release_call(d, lease))
+            await w.transitions.call(self.admission.release_call(d, lease))
         w.transitions.count(ended, job_id, d)
 
     def _progress(

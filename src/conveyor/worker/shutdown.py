@@ -110,7 +110,7 @@ async def requeue(w: Worker, d: Delivery) -> None:
     w.held.discard(d.queue, d.level, d.entry_id)
     lease = w.flow.lease_of(d.queue, text(fields["id"]))
     if lease is not None:  # give its concurrency slot back now, not after a lease timeout
-        await w.transitions.call(w.runner.release_call(d, lease))
+        await w.transitions.call(w.runner.admission.release_call(d, lease))
     if new_id == "cancelled":
         log.info("job %s was cancelled; it ended so instead of being requeued", fields["id"])
         await w.transitions.tell_chord(d, text(fields["id"]), "cancelled", CANCELLED_ERROR, None)
