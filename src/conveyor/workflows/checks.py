@@ -66,7 +66,7 @@ def first_param(sig: Signature) -> tuple[str, Any] | None:
     p = params[0]
     if p.kind not in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
         return None
-    hint = sig.task._types().get(p.name)
+    hint = sig.task.arguments.types().get(p.name)
     if _batched(sig):
         hint = _item(hint)
     return p.name, hint
@@ -77,7 +77,7 @@ def returns(sig: Signature) -> Any:
     fn = sig.task.fn
     if inspect.isasyncgenfunction(fn):
         return type(None)  # an async generator has no return value: the job's result is None
-    hint = sig.task._hints().get("return", None)
+    hint = sig.task.arguments.hints().get("return", None)
     if inspect.isgeneratorfunction(fn):
         # Generator[Y, S, R] returns R; Iterator[Y] or Iterable[Y] say nothing about it.
         args = get_args(hint)
