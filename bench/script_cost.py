@@ -25,7 +25,7 @@ from typing import Any
 import redis
 
 from conveyor import scripts
-from conveyor.broker import Broker, operations
+from conveyor.broker import Broker, enqueue_calls, operations
 from conveyor.keys import GROUP, QueueKeys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.redis_servers
@@ -141,7 +141,7 @@ def enqueue(broker: Broker, client: redis.Redis, jobs: int, payload: int) -> Any
 
     def script() -> None:
         for start in range(0, jobs, 500):
-            broker.call(operations.enqueue_many(keys, "normal", fields[start : start + 500]))
+            broker.call(enqueue_calls.enqueue_many(keys, "normal", fields[start : start + 500]))
 
     def floor() -> None:
         for start in range(0, jobs, 500):

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from conveyor import Conveyor
-from conveyor.broker import operations
+from conveyor.broker import enqueue_calls, operations
 from conveyor.broker.operations import Delivery
 from conveyor.keys import GROUP, QueueKeys, job_id_for
 from conveyor.limits import Admission, ConcurrencyLimit, Held, Limits, RateLimit, release, renew
@@ -37,7 +37,7 @@ def add_jobs(app: Conveyor, keys: QueueKeys, task: str, tenants: list[str]) -> N
         for t in tenants
     ]
     for i in range(0, len(jobs), 200):
-        app.broker.call(operations.enqueue_many(keys, "normal", jobs[i : i + 200]))
+        app.broker.call(enqueue_calls.enqueue_many(keys, "normal", jobs[i : i + 200]))
 
 
 def parking(d: Delivery) -> tuple[str, bytes, bytes, str]:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from conveyor import Conveyor
-from conveyor.broker import operations
+from conveyor.broker import enqueue_calls, operations
 from conveyor.cancellation import (
     CancelOutcome,
     CancelResult,
@@ -41,14 +41,14 @@ def keys(app: Conveyor) -> QueueKeys:
 
 
 def enqueue(app: Conveyor, keys: QueueKeys, **extra: str) -> str:
-    entry = app.broker.call(operations.enqueue(keys, "normal", {**FIELDS, **extra}))
+    entry = app.broker.call(enqueue_calls.enqueue(keys, "normal", {**FIELDS, **extra}))
     return job_id_for(keys.queue, "normal", entry)
 
 
 def schedule(app: Conveyor, keys: QueueKeys, token: str, delay_ms: int, **extra: str) -> str:
     job_id = delayed_job_id(keys.queue, token)
     payload = json.dumps({**FIELDS, "id": job_id, **extra}).encode()
-    assert app.broker.call(operations.schedule(keys, job_id, payload, delay_ms=delay_ms))[0]
+    assert app.broker.call(enqueue_calls.schedule(keys, job_id, payload, delay_ms=delay_ms))[0]
     return job_id
 
 

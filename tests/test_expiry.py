@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from conveyor import Conveyor, JobState
-from conveyor.broker import operations
+from conveyor.broker import enqueue_calls, operations
 from conveyor.broker.operations import Delivery
 from conveyor.errors import ConfigurationError
 from conveyor.expiry import expire, expires_ms, is_expired, ready_at_ms
@@ -31,7 +31,7 @@ def keys(app: Conveyor) -> QueueKeys:
 
 
 def deliver(app: Conveyor, keys: QueueKeys, **extra: str) -> tuple[str, Any]:
-    entry = app.broker.call(operations.enqueue(keys, "normal", {**FIELDS, **extra}))
+    entry = app.broker.call(enqueue_calls.enqueue(keys, "normal", {**FIELDS, **extra}))
     (d,) = app.broker.call(operations.fetch(keys, "w1", 1))
     assert d.entry_id == entry
     return job_id_for(keys.queue, "normal", entry), d

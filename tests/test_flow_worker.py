@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from conveyor import Conveyor, JobState, progress
-from conveyor.broker import operations
+from conveyor.broker import enqueue_calls
 from conveyor.keys import GROUP, job_id_for, worker_key
 from conveyor.wire import decode_record
 from tests import test_flow_tasks as flow
@@ -134,7 +134,7 @@ def test_unique_key_held_until_done_is_freed_by_the_worker_that_ends_the_job(
             "version": "1",
             "unique": name,
         }
-        entry = flow_app.broker.call(operations.enqueue(keys, "normal", fields))
+        entry = flow_app.broker.call(enqueue_calls.enqueue(keys, "normal", fields))
         held[name] = job_id_for("default", "normal", entry)
         r.set(keys.unique(name), held[name])
     assert r.get(keys.unique("ok")) == held["ok"].encode()

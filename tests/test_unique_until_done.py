@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from conveyor import Conveyor
-from conveyor.broker import operations
+from conveyor.broker import enqueue_calls, operations
 from conveyor.cancellation import CancelOutcome, cancel, cancelled_record
 from conveyor.keys import GROUP, QueueKeys, job_id_for
 from conveyor.wire import JobRecord, decode_record, encode_record
@@ -27,7 +27,7 @@ def keys(app: Conveyor) -> QueueKeys:
 
 def running(app: Conveyor, keys: QueueKeys, r: Any, unique: str | None) -> tuple[str, Any]:
     extra = {"unique": unique} if unique else {}
-    entry = app.broker.call(operations.enqueue(keys, "normal", {**FIELDS, **extra}))
+    entry = app.broker.call(enqueue_calls.enqueue(keys, "normal", {**FIELDS, **extra}))
     job_id = job_id_for(keys.queue, "normal", entry)
     if unique:
         r.set(keys.unique(unique), job_id)

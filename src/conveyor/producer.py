@@ -16,9 +16,9 @@ from datetime import datetime, timedelta, timezone
 from itertools import chain
 from typing import Any
 
-from .broker import Call, operations, run_script, text
+from .broker import Call, enqueue_calls, run_script, text
 from .broker.calls import Arg
-from .broker.operations import Unique
+from .broker.enqueue_calls import Unique
 from .errors import ConfigurationError
 from .exact import HintFor
 from .keys import QueueKeys, delayed_job_id, job_id_for
@@ -138,9 +138,9 @@ def immediate(
         fields.update(extra)
     prefix = job_id_for(keys.queue, level, "")
     if unique is not None:
-        return operations.enqueue_unique(keys, level, fields, unique, prefix)
+        return enqueue_calls.enqueue_unique(keys, level, fields, unique, prefix)
     return Call(
-        operations.enqueue(keys, level, fields).command,
+        enqueue_calls.enqueue(keys, level, fields).command,
         lambda reply: (True, prefix + reply.decode()),
         retry_safe=False,
     )
@@ -207,7 +207,7 @@ def immediate_many(
         for fields in all_fields:
             fields.update(extra)
     prefix = job_id_for(keys.queue, level, "")
-    many = operations.enqueue_many(keys, level, all_fields)
+    many = enqueue_calls.enqueue_many(keys, level, all_fields)
     return Call(
         many.command,
         lambda reply: [(True, prefix + i) for i in many.parse(reply)],
@@ -226,7 +226,7 @@ def readd(
     if signer is None:
         plain = {k: v for k, v in fields.items() if k not in ("sig", "id")}
         prefix = job_id_for(keys.queue, level, "")
-        add = operations.enqueue(keys, level, plain)
+        add = enqueue_calls.enqueue(keys, level, plain)
         return Call(add.command, lambda reply: prefix + text(reply), retry_safe=False)
     job_id = mint_id(keys.queue)
     again = resign({**fields, "id": job_id}, signer, keys.queue, level)
@@ -259,7 +259,9 @@ def scheduled(
     """A job for the delayed set; signed for the stream it will be promoted to."""
     job_id, fields = _with_id(keys, level, task, args, kwargs, max_bytes, signer, hints, extra)
     payload = delayed_payload(fields, level)
-    return operations.schedule(keys, job_id, payload, delay_ms=delay_ms, at_ms=at_ms, unique=unique)
+    return enqueue_calls.schedule(
+        keys, job_id, payload, delay_ms=delay_ms, at_ms=at_ms, unique=unique
+    )
 
 
 def _with_id(

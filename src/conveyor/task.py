@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 from . import producer
 from .arguments import Arguments
 from .broker import Call
-from .broker.operations import Unique
+from .broker.enqueue_calls import Unique
 from .errors import ConfigurationError, NotReplicated
 from .expiry import expires_ms
 from .hooks import Hooks
